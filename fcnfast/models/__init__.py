@@ -1,0 +1,26 @@
+"""Reference FCN models: plain PyTorch modules, the ground truth and the training model."""
+from __future__ import annotations
+
+from .common import FCNBase, crop
+from .geometry import CoordMap, GeometryError, chain_map, crop_offset, layer_map
+from .vgg import FCN8s, FCN8sAtOnce, FCN16s, FCN32s
+
+ARCHS = {
+    "fcn32s": FCN32s,
+    "fcn16s": FCN16s,
+    "fcn8s": FCN8s,
+    "fcn8s_atonce": FCN8sAtOnce,
+}
+
+
+def build_model(arch: str, num_classes: int = 21, **kwargs) -> FCNBase:
+    """A fresh reference model of architecture ``arch`` (one of ``ARCHS``)."""
+    try:
+        cls = ARCHS[arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}") from None
+    return cls(num_classes=num_classes, **kwargs)
+
+
+__all__ = ["ARCHS", "build_model", "FCNBase", "crop", "CoordMap", "GeometryError", "chain_map",
+           "crop_offset", "layer_map", "FCN32s", "FCN16s", "FCN8s", "FCN8sAtOnce"]

@@ -1,0 +1,158 @@
+"""VGG16 FCN-32s / 16s / 8s / 8s at-once with the Caffe geometry and pytorch-fcn's attribute names.
+
+pytorch-fcn (torchfcn) state dicts load into these unchanged. Pad 100 on conv1_1 and ceil-mode
+pooling reproduce the official Caffe nets; the crop offsets come from ``geometry``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..convention import CAFFE_BGR
+from .common import FCNBase, crop
+from .geometry import chain_map, crop_offset, layer_map
+from .init import bilinear_init_, zero_init_
+
+# (block, convs, out channels) of VGG16's 13 convolutions.
+_VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+
+
+class _VGG16FCN(FCNBase):
+    input_convention = CAFFE_BGR
+
+    def __init__(self, num_classes: int = 21):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self._trunk_names = []
+        cin = 3
+        for block, n, cout in _VGG16_BLOCKS:
+            for i in range(1, n + 1):
+                pad = 100 if (block, i) == (1, 1) else 1
+                self._add(f"conv{block}_{i}", nn.Conv2d(cin, cout, 3, padding=pad))
+                self._add(f"relu{block}_{i}", nn.ReLU(inplace=True))
+                cin = cout
+            self._add(f"pool{block}", nn.MaxPool2d(2, stride=2, ceil_mode=True))
+        self._add("fc6", nn.Conv2d(512, 4096, 7))
+        self._add("relu6", nn.ReLU(inplace=True))
+        self._add("drop6", nn.Dropout2d())
+        self._add("fc7", nn.Conv2d(4096, 4096, 1))
+        self._add("relu7", nn.ReLU(inplace=True))
+        self._add("drop7", nn.Dropout2d())
+        self._add("score_fr", nn.Conv2d(4096, num_classes, 1))
+
+    def _add(self, name, module):
+        setattr(self, name, module)
+        self._trunk_names.append(name)
+
+    def map_of(self, name: str):
+        """Coordinate map from the input image to the output of trunk layer ``name``."""
+        layers = self._trunk_names[: self._trunk_names.index(name) + 1]
+        return chain_map((getattr(self, n) for n in layers), name)
+
+    @property
+    def num_classes(self) -> int:
+        return self.score_fr.out_channels
+
+    def _init_head(self):
+        zero_init_(self.score_fr)
+        for m in self.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                bilinear_init_(m)
+
+    def trunk(self, x: torch.Tensor):
+        """pool3, pool4 and the score_fr output of the trunk."""
+        pool3 = pool4 = None
+        h = x
+        for name in self._trunk_names:
+            h = getattr(self, name)(h)
+            if name == "pool3":
+                pool3 = h
+            elif name == "pool4":
+                pool4 = h
+        return pool3, pool4, h
+
+
+class FCN32s(_VGG16FCN):
+    arch = "fcn32s"
+
+    def __init__(self, num_classes: int = 21):
+        super().__init__(num_classes)
+        self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 64, stride=32, bias=False)
+        up = self.map_of("score_fr").then(layer_map(self.upscore))
+        self.crop_offsets = {"upscore": crop_offset(up, chain_map([]), "upscore")}
+        self._init_head()
+
+    def forward(self, x):
+        _, _, h = self.trunk(x)
+        return crop(self.upscore(h), self.crop_offsets["upscore"], x.shape[-2:])
+
+
+class FCN16s(_VGG16FCN):
+    arch = "fcn16s"
+
+    def __init__(self, num_classes: int = 21):
+        super().__init__(num_classes)
+        self.score_pool4 = nn.Conv2d(512, num_classes, 1)
+        self.upscore2 = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, bias=False)
+        self.upscore16 = nn.ConvTranspose2d(num_classes, num_classes, 32, stride=16, bias=False)
+        up2 = self.map_of("score_fr").then(layer_map(self.upscore2))
+        up16 = up2.then(layer_map(self.upscore16))
+        self.crop_offsets = {
+            "score_pool4": crop_offset(self.map_of("pool4").then(layer_map(self.score_pool4)), up2,
+                                       "score_pool4"),
+            "upscore16": crop_offset(up16, chain_map([]), "upscore16"),
+        }
+        self._init_head()
+        zero_init_(self.score_pool4)
+
+    def forward(self, x):
+        _, pool4, h = self.trunk(x)
+        up2 = self.upscore2(h)
+        h = up2 + crop(self.score_pool4(pool4), self.crop_offsets["score_pool4"], up2.shape[-2:])
+        return crop(self.upscore16(h), self.crop_offsets["upscore16"], x.shape[-2:])
+
+
+class FCN8s(_VGG16FCN):
+    arch = "fcn8s"
+    # FCN-8s at-once scales the pool features before scoring them (1 for the staged net).
+    pool4_scale = 1.0
+    pool3_scale = 1.0
+
+    def __init__(self, num_classes: int = 21):
+        super().__init__(num_classes)
+        self.score_pool3 = nn.Conv2d(256, num_classes, 1)
+        self.score_pool4 = nn.Conv2d(512, num_classes, 1)
+        self.upscore2 = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, bias=False)
+        self.upscore8 = nn.ConvTranspose2d(num_classes, num_classes, 16, stride=8, bias=False)
+        self.upscore_pool4 = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, bias=False)
+        up2 = self.map_of("score_fr").then(layer_map(self.upscore2))
+        up_pool4 = up2.then(layer_map(self.upscore_pool4))
+        up8 = up_pool4.then(layer_map(self.upscore8))
+        self.crop_offsets = {
+            "score_pool4": crop_offset(self.map_of("pool4").then(layer_map(self.score_pool4)), up2,
+                                       "score_pool4"),
+            "score_pool3": crop_offset(self.map_of("pool3").then(layer_map(self.score_pool3)),
+                                       up_pool4, "score_pool3"),
+            "upscore8": crop_offset(up8, chain_map([]), "upscore8"),
+        }
+        self._init_head()
+        zero_init_(self.score_pool3)
+        zero_init_(self.score_pool4)
+
+    def forward(self, x):
+        pool3, pool4, h = self.trunk(x)
+        up2 = self.upscore2(h)
+        s4 = self.score_pool4(pool4 * self.pool4_scale if self.pool4_scale != 1.0 else pool4)
+        h = self.upscore_pool4(up2 + crop(s4, self.crop_offsets["score_pool4"], up2.shape[-2:]))
+        s3 = self.score_pool3(pool3 * self.pool3_scale if self.pool3_scale != 1.0 else pool3)
+        h = h + crop(s3, self.crop_offsets["score_pool3"], h.shape[-2:])
+        return crop(self.upscore8(h), self.crop_offsets["upscore8"], x.shape[-2:])
+
+
+class FCN8sAtOnce(FCN8s):
+    """FCN-8s trained in one stage: pool4 scaled by 0.01 and pool3 by 0.0001 before scoring."""
+
+    arch = "fcn8s_atonce"
+    pool4_scale = 0.01
+    pool3_scale = 0.0001
