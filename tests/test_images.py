@@ -1,0 +1,163 @@
+"""Decoding user images and applying the models' input conventions."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from fcnfast.convention import CAFFE_BGR, TORCHVISION_RGB, InputConvention
+from fcnfast.images import ImageError, read_image, to_network_input
+
+rng = np.random.default_rng(0)
+
+
+def rgb(h=5, w=7):
+    return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def as_hwc_uint8(image):
+    p = image.pixels
+    if p.dtype == torch.uint8:
+        return p.numpy()
+    return (p.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+
+
+def test_numpy_uint8_rgb():
+    a = rgb()
+    im = read_image(a)
+    assert im.pixels.dtype == torch.uint8 and im.size == (5, 7) and not im.as_torch
+    np.testing.assert_array_equal(im.pixels.numpy(), a)
+
+
+def test_non_contiguous_views():
+    a = rgb(9, 11)
+    for view in (a[::2, ::3], a[:, ::-1], a[1:-1, 2:]):
+        np.testing.assert_array_equal(read_image(view).pixels.numpy(), view)
+    t = torch.from_numpy(a).permute(2, 0, 1).float()[:, ::2, 1:] / 255  # C×H×W float view
+    np.testing.assert_allclose(read_image(t).pixels.numpy(), t.numpy())
+
+
+def test_grayscale_and_single_channel_replicated():
+    g = rng.integers(0, 256, size=(4, 6), dtype=np.uint8)
+    for a in (g, g[..., None]):
+        p = read_image(a).pixels.numpy()
+        assert p.shape == (4, 6, 3)
+        for c in range(3):
+            np.testing.assert_array_equal(p[..., c], g)
+
+
+def test_rgba_alpha_dropped():
+    a = rgb()
+    rgba = np.concatenate([a, rng.integers(0, 256, size=(5, 7, 1), dtype=np.uint8)], -1)
+    np.testing.assert_array_equal(read_image(rgba).pixels.numpy(), a)
+    np.testing.assert_array_equal(read_image(PILImage.fromarray(rgba, "RGBA")).pixels.numpy(), a)
+
+
+def test_float_in_unit_range_and_uint16():
+    a = rng.random((3, 4, 3)).astype(np.float64)
+    p = read_image(a).pixels
+    assert p.shape == (3, 3, 4) and p.dtype == torch.float32
+    np.testing.assert_allclose(p.permute(1, 2, 0).numpy(), a, rtol=1e-6)
+    u16 = (a * 65535).astype(np.uint16)
+    np.testing.assert_allclose(read_image(u16).pixels.permute(1, 2, 0).numpy(), u16 / 65535, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "LA", "CMYK", "I;16", "F", "1"])
+def test_pil_any_mode(mode):
+    base = PILImage.fromarray(rgb(6, 8))
+    if mode == "I;16":
+        im = PILImage.fromarray((rng.random((6, 8)) * 65535).astype(np.uint16))
+    elif mode == "F":
+        im = PILImage.fromarray(rng.random((6, 8)).astype(np.float32))
+    else:
+        im = base.convert(mode)
+    p = read_image(im)
+    assert p.size == (6, 8)
+    assert p.pixels.shape in [(6, 8, 3), (3, 6, 8)]
+
+
+def test_torch_inputs_keep_device_and_layout():
+    a = rgb()
+    t = torch.from_numpy(a)
+    im = read_image(t)
+    assert im.as_torch and im.device == t.device
+    np.testing.assert_array_equal(im.pixels.numpy(), a)
+    chw = torch.from_numpy(a).permute(2, 0, 1).float() / 255
+    np.testing.assert_array_equal(as_hwc_uint8(read_image(chw)), a)
+
+
+def test_path_input(tmp_path):
+    a = rgb(10, 12)
+    f = tmp_path / "x.png"
+    PILImage.fromarray(a).save(f)
+    np.testing.assert_array_equal(read_image(str(f)).pixels.numpy(), a)
+    np.testing.assert_array_equal(read_image(f).pixels.numpy(), a)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((0, 5, 3), np.uint8), "empty"),
+    (np.zeros((4, 0), np.uint8), "empty"),
+    (np.zeros((4, 5, 2), np.uint8), "2 channels"),
+    (np.zeros((4, 5, 3, 1), np.uint8), "H×W"),
+    (np.full((4, 5, 3), np.nan, np.float32), "NaN"),
+    (np.full((4, 5, 3), np.inf, np.float32), "infinite"),
+    (np.full((4, 5, 3), 200.0, np.float32), r"\[0, 1\]"),
+    (np.zeros((4, 5, 3), np.int64), "dtype int64"),
+    (np.zeros((4, 5, 3), bool), "boolean"),
+    (torch.zeros(5, 4, 4), "5 channels"),
+    (torch.zeros(3, 4, 5, dtype=torch.int32), "dtype torch.int32"),
+    (torch.zeros(3, 0, 5), "empty"),
+])
+def test_bad_images_named(bad, match):
+    with pytest.raises(ImageError, match=match):
+        read_image(bad)
+
+
+def test_bad_paths_and_types(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="directory"):
+        read_image(tmp_path)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    with pytest.raises(ImageError, match="cannot read"):
+        read_image(junk)
+    trunc = tmp_path / "trunc.png"
+    PILImage.fromarray(rgb(50, 50)).save(tmp_path / "ok.png")
+    trunc.write_bytes((tmp_path / "ok.png").read_bytes()[:60])
+    with pytest.raises(ImageError, match="cannot read"):
+        read_image(trunc)
+    with pytest.raises(TypeError, match="unsupported type"):
+        read_image([[1, 2, 3]])
+
+
+def test_caffe_convention_matches_pytorch_fcn_transform():
+    # pytorch-fcn: img[:, :, ::-1] (RGB→BGR), float64, minus the BGR mean, then HWC→CHW.
+    a = rgb(6, 9)
+    want = (a[:, :, ::-1].astype(np.float64) - np.array(CAFFE_BGR.mean)).transpose(2, 0, 1)
+    got = to_network_input(read_image(a).pixels[None], CAFFE_BGR, "cpu", torch.float32)[0]
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-4)
+    # A float image in [0, 1] gives the same input as its uint8 version.
+    f = read_image(a.astype(np.float32) / 255).pixels[None]
+    np.testing.assert_allclose(to_network_input(f, CAFFE_BGR, "cpu", torch.float32)[0].numpy(), want,
+                               atol=1e-3)
+
+
+def test_torchvision_convention_matches_normalize():
+    a = rgb(6, 9)
+    x = torch.from_numpy(a).permute(2, 0, 1).double() / 255
+    mean = torch.tensor(TORCHVISION_RGB.mean, dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor(TORCHVISION_RGB.std, dtype=torch.float64).view(3, 1, 1)
+    want = (x - mean) / std
+    got = to_network_input(read_image(a).pixels[None], TORCHVISION_RGB, "cpu", torch.float32)[0]
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+
+
+def test_convention_validation_and_round_trip():
+    for c in (CAFFE_BGR, TORCHVISION_RGB):
+        assert InputConvention.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="channel_order"):
+        InputConvention("GBR", 1.0, (0, 0, 0))
+    with pytest.raises(ValueError, match="std"):
+        InputConvention("RGB", 1.0, (0, 0, 0), (1, 0, 1))
+    with pytest.raises(ValueError, match="invalid input convention"):
+        InputConvention.from_dict({"scale": 1})
