@@ -8,16 +8,17 @@ import sys
 
 def _cmd_info(args):
     from .checkpoint import read_checkpoint
+    from .models import ARCHS
 
     info = read_checkpoint(args.model, arch=args.arch)
-    conv = info.input_convention
+    # Files without fcnfast metadata use the architecture's convention.
+    conv = info.input_convention or ARCHS[info.arch].input_convention
     print(f"arch         {info.arch}")
     print(f"classes      {info.num_classes}")
     print(f"format       {info.format}")
     if info.class_names:
         print(f"class names  {', '.join(info.class_names)}")
-    if conv is not None:
-        print(f"input        {conv.channel_order}, scale {conv.scale:g}, mean {conv.mean}, std {conv.std}")
+    print(f"input        {conv.channel_order}, scale {conv.scale:g}, mean {conv.mean}, std {conv.std}")
     return 0
 
 

@@ -1,8 +1,11 @@
 """Reference FCN models: plain PyTorch modules, the ground truth and the training model."""
 from __future__ import annotations
 
+from .alexnet import FCNAlexNet
 from .common import FCNBase, crop
 from .geometry import CoordMap, GeometryError, chain_map, crop_offset, layer_map
+from .googlenet import FCNGoogLeNet
+from .resnet import FCNResNet50, FCNResNet101
 from .vgg import FCN8s, FCN8sAtOnce, FCN16s, FCN32s
 
 ARCHS = {
@@ -10,6 +13,10 @@ ARCHS = {
     "fcn16s": FCN16s,
     "fcn8s": FCN8s,
     "fcn8s_atonce": FCN8sAtOnce,
+    "fcn_alexnet": FCNAlexNet,
+    "fcn_googlenet": FCNGoogLeNet,
+    "fcn_resnet50": FCNResNet50,
+    "fcn_resnet101": FCNResNet101,
 }
 
 
@@ -23,4 +30,6 @@ def build_model(arch: str, num_classes: int = 21, **kwargs) -> FCNBase:
 
 
 __all__ = ["ARCHS", "build_model", "FCNBase", "crop", "CoordMap", "GeometryError", "chain_map",
-           "crop_offset", "layer_map", "FCN32s", "FCN16s", "FCN8s", "FCN8sAtOnce"]
+           "crop_offset", "layer_map", "FCN32s", "FCN16s", "FCN8s", "FCN8sAtOnce", "FCNAlexNet",
+           "FCNGoogLeNet",
+           "FCNResNet50", "FCNResNet101"]
