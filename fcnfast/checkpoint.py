@@ -490,10 +490,16 @@ def load_model(path_or_checkpoint: Union[PathLike, Checkpoint],
     else:
         ckpt = read_checkpoint(path_or_checkpoint, arch)
         where = os.fspath(path_or_checkpoint)
-    model = build_model(ckpt.arch, ckpt.num_classes, **_model_kwargs(ckpt.arch, ckpt.state_dict))
+    # Built without memory (meta) and handed the checkpoint's tensors: a random init of VGG16's
+    # 134M parameters that the weights then overwrite costs more than the whole read.
+    with torch.device("meta"):
+        model = build_model(ckpt.arch, ckpt.num_classes, **_model_kwargs(ckpt.arch, ckpt.state_dict))
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
+    for key in model.state_dict():
+        if key not in weights and key.endswith("num_batches_tracked"):
+            weights[key] = torch.zeros((), dtype=torch.long)  # older torchvision files lack it
     try:
-        # A copy: torch adds missing BatchNorm counters to the dict it is given.
-        model.load_state_dict(dict(ckpt.state_dict), strict=True)
+        model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as e:
         raise CheckpointError(f"{where}: weights do not load into {ckpt.arch}: "
                               f"{_first_line(e)}") from e

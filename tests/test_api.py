@@ -63,9 +63,9 @@ def test_segment_numpy_matches_reference(alexnet_seg):
     img = frame()
     labels = alexnet_seg.segment(img)
     assert isinstance(labels, np.ndarray) and labels.dtype == np.uint8 and labels.shape == img.shape[:2]
-    want = manual_scores(alexnet_seg.model, img).argmax(0).numpy()
-    np.testing.assert_array_equal(labels, want)
-    assert len(np.unique(labels)) > 1  # the test could fail: labels are not constant
+    scores = manual_scores(alexnet_seg.model, img)
+    np.testing.assert_array_equal(labels, scores.argmax(0).numpy())
+    assert scores.std(dim=(1, 2)).max() > 1e-3  # the scores vary over the image: not a blank test
 
 
 def test_logits_full_resolution(alexnet_seg):
