@@ -230,3 +230,17 @@ def test_rejects_bad_class_count():
     for cls in (FCNAlexNet, FCNGoogLeNet):
         with pytest.raises(ValueError):
             cls(num_classes=0)
+
+
+@pytest.mark.parametrize("arch", ["fcn_alexnet", "fcn_googlenet"])
+def test_low_precision_runs_lrn_in_float32(arch):
+    """CPU LRN has no bf16 kernel; the models still run in bf16 and stay close to float32."""
+    m = build_model(arch, 3).eval()
+    with torch.no_grad():
+        m.score_fr.weight.normal_(0, 0.05)
+        x = torch.randn(1, 3, 45, 53) * 50
+        ref = m(x)
+        low = m.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert low.dtype == torch.bfloat16 and low.shape == ref.shape
+    err = (low.float() - ref).norm() / ref.norm()
+    assert err < 5e-2, err

@@ -3,7 +3,6 @@ from fractions import Fraction
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fcnfast.models import ARCHS, GeometryError, build_model, crop_offset, layer_map
@@ -111,6 +110,13 @@ def test_every_size_is_covered(arch):
     with torch.no_grad():
         for s in sides:
             assert m(torch.empty(1, 3, s, 600 - s + 1, device="meta")).shape == (1, 3, s, 601 - s)
+
+
+@pytest.mark.parametrize("arch", VGG)
+def test_500x500_and_batch_shape(arch):
+    m = build_model(arch, 21).to("meta").eval()
+    with torch.no_grad():
+        assert m(torch.empty(2, 3, 500, 500, device="meta")).shape == (2, 21, 500, 500)
 
 
 def test_geometry_maps_and_errors():

@@ -10,36 +10,28 @@ import torch
 from torch import nn
 
 from ..convention import CAFFE_BGR
-from .common import FCNBase, crop
-from .geometry import chain_map, crop_offset, layer_map
+from .common import CaffeLRN, ChainFCN, crop
+from .geometry import IDENTITY, crop_offset, layer_map
 from .init import bilinear_init_, zero_init_
 
 
-def _lrn() -> nn.LocalResponseNorm:
-    # Caffe's ACROSS_CHANNELS LRN divides alpha by local_size, as torch does; k defaults to 1.
-    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
-
-
-class FCNAlexNet(FCNBase):
+class FCNAlexNet(ChainFCN):
     arch = "fcn_alexnet"
     input_convention = CAFFE_BGR
 
     def __init__(self, num_classes: int = 21):
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self._trunk_names = []
+        super().__init__(num_classes)
         # Pad 100 lets any input size >= 1 survive down to fc6 (the FCN nets' trick).
         self._add("conv1", nn.Conv2d(3, 96, 11, stride=4, padding=100))
         self._add("relu1", nn.ReLU(inplace=True))
         # CaffeNet order: pool before norm (bvlc_alexnet normalises first; the FCN net does not).
         self._add("pool1", nn.MaxPool2d(3, stride=2, ceil_mode=True))
-        self._add("norm1", _lrn())
+        self._add("norm1", CaffeLRN())
         # groups=2 is the original two-GPU split; Caffe's group uses the same channel halves.
         self._add("conv2", nn.Conv2d(96, 256, 5, padding=2, groups=2))
         self._add("relu2", nn.ReLU(inplace=True))
         self._add("pool2", nn.MaxPool2d(3, stride=2, ceil_mode=True))
-        self._add("norm2", _lrn())
+        self._add("norm2", CaffeLRN())
         self._add("conv3", nn.Conv2d(256, 384, 3, padding=1))
         self._add("relu3", nn.ReLU(inplace=True))
         self._add("conv4", nn.Conv2d(384, 384, 3, padding=1, groups=2))
@@ -58,29 +50,13 @@ class FCNAlexNet(FCNBase):
         # 63/32, not 64/32: with AlexNet's 3x3/2 pools an even kernel would need a half-pixel crop.
         self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 63, stride=32, bias=False)
         up = self.map_of("score_fr").then(layer_map(self.upscore))
-        self.crop_offsets = {"upscore": crop_offset(up, chain_map([]), "upscore")}
+        self.crop_offsets = {"upscore": crop_offset(up, IDENTITY, "upscore")}
         zero_init_(self.score_fr)
         bilinear_init_(self.upscore)
 
-    def _add(self, name, module):
-        setattr(self, name, module)
-        self._trunk_names.append(name)
-
-    def map_of(self, name: str):
-        """Coordinate map from the input image to the output of trunk layer ``name``."""
-        layers = self._trunk_names[: self._trunk_names.index(name) + 1]
-        return chain_map((getattr(self, n) for n in layers), name)
-
-    @property
-    def num_classes(self) -> int:
-        return self.score_fr.out_channels
-
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """The score_fr output (coarse class scores, stride 32)."""
-        h = x
-        for name in self._trunk_names:
-            h = getattr(self, name)(h)
-        return h
+        return self.run_trunk(x)[0]
 
     def forward(self, x):
         return crop(self.upscore(self.trunk(x)), self.crop_offsets["upscore"], x.shape[-2:])

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..convention import InputConvention
+from .geometry import CoordMap, chain_map
 
 
 def crop(t: torch.Tensor, offset: int, size) -> torch.Tensor:
@@ -33,3 +34,56 @@ class FCNBase(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, num_classes={self.num_classes}"
+
+
+class CaffeLRN(nn.LocalResponseNorm):
+    """Caffe's ACROSS_CHANNELS LRN (local_size 5, alpha 1e-4, beta 0.75, k 1), as in AlexNet/GoogLeNet.
+
+    Caffe divides alpha by local_size, as torch does. Computed in float32: torch's CPU kernel has no
+    bfloat16/float16 version, and x**2 summed over channels overflows float16 easily.
+    """
+
+    def __init__(self):
+        super().__init__(5, alpha=1e-4, beta=0.75, k=1.0)
+
+    def forward(self, x):
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return super().forward(x.float()).to(x.dtype)
+        return super().forward(x)
+
+
+class ChainFCN(FCNBase):
+    """An FCN whose trunk is a chain of named layers ending in ``score_fr`` (VGG, AlexNet, GoogLeNet).
+
+    Layers are registered in order with ``_add``; ``map_of`` gives the coordinate map from the
+    image to any of them, from which the crops are computed.
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self._trunk_names = []
+
+    def _add(self, name: str, module: nn.Module):
+        setattr(self, name, module)
+        self._trunk_names.append(name)
+
+    def map_of(self, name: str) -> CoordMap:
+        """Coordinate map from the input image to the output of trunk layer ``name``."""
+        layers = self._trunk_names[: self._trunk_names.index(name) + 1]
+        return chain_map((getattr(self, n) for n in layers), name)
+
+    @property
+    def num_classes(self) -> int:
+        return self.score_fr.out_channels
+
+    def run_trunk(self, x: torch.Tensor, keep=()):
+        """The score_fr output, and the outputs of the layers named in ``keep`` (a dict)."""
+        kept = {}
+        h = x
+        for name in self._trunk_names:
+            h = getattr(self, name)(h)
+            if name in keep:
+                kept[name] = h
+        return h, kept

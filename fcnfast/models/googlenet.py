@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..convention import CAFFE_BGR
-from .common import FCNBase, crop
+from .common import CaffeLRN, ChainFCN, crop
 from .geometry import IDENTITY, GeometryError, chain_map, crop_offset, layer_map
 from .init import bilinear_init_, zero_init_
 
@@ -31,11 +31,6 @@ _INCEPTIONS = OrderedDict([
 ])
 # A 3x3/2 pool (Caffe's pool{1..4}/3x3_s2) follows these blocks.
 _POOL_AFTER = {"3b": "pool3", "4e": "pool4"}
-
-
-def _lrn() -> nn.LocalResponseNorm:
-    # Caffe's ACROSS_CHANNELS LRN divides alpha by local_size, as torch does; k defaults to 1.
-    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
 
 
 def _pool() -> nn.MaxPool2d:
@@ -95,27 +90,24 @@ class Inception(nn.Module):
         return torch.cat(outs, 1)
 
 
-class FCNGoogLeNet(FCNBase):
+class FCNGoogLeNet(ChainFCN):
     arch = "fcn_googlenet"
     input_convention = CAFFE_BGR
 
     def __init__(self, num_classes: int = 21):
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self._trunk_names = []
+        super().__init__(num_classes)
         # Pad 100 instead of bvlc_googlenet's 3, like the FCN nets: every input size >= 1 survives.
         self._add("conv1", nn.Sequential(OrderedDict([
             ("7x7_s2", nn.Conv2d(3, 64, 7, stride=2, padding=100)),
             ("relu_7x7", nn.ReLU(inplace=True)),
         ])))
-        self._add("pool1", nn.Sequential(OrderedDict([("3x3_s2", _pool()), ("norm1", _lrn())])))
+        self._add("pool1", nn.Sequential(OrderedDict([("3x3_s2", _pool()), ("norm1", CaffeLRN())])))
         self._add("conv2", nn.Sequential(OrderedDict([
             ("3x3_reduce", nn.Conv2d(64, 64, 1)),
             ("relu_3x3_reduce", nn.ReLU(inplace=True)),
             ("3x3", nn.Conv2d(64, 192, 3, padding=1)),
             ("relu_3x3", nn.ReLU(inplace=True)),
-            ("norm2", _lrn()),
+            ("norm2", CaffeLRN()),
         ])))
         self._add("pool2", nn.Sequential(OrderedDict([("3x3_s2", _pool())])))
         cin = 192
@@ -131,29 +123,13 @@ class FCNGoogLeNet(FCNBase):
         # 63/32, not 64/32: with the 3x3/2 pools an even kernel would need a half-pixel crop.
         self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 63, stride=32, bias=False)
         up = self.map_of("score_fr").then(layer_map(self.upscore))
-        self.crop_offsets = {"upscore": crop_offset(up, chain_map([]), "upscore")}
+        self.crop_offsets = {"upscore": crop_offset(up, IDENTITY, "upscore")}
         zero_init_(self.score_fr)
         bilinear_init_(self.upscore)
 
-    def _add(self, name, module):
-        setattr(self, name, module)
-        self._trunk_names.append(name)
-
-    def map_of(self, name: str):
-        """Coordinate map from the input image to the output of trunk layer ``name``."""
-        layers = self._trunk_names[: self._trunk_names.index(name) + 1]
-        return chain_map((getattr(self, n) for n in layers), name)
-
-    @property
-    def num_classes(self) -> int:
-        return self.score_fr.out_channels
-
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """The score_fr output (coarse class scores, stride 32)."""
-        h = x
-        for name in self._trunk_names:
-            h = getattr(self, name)(h)
-        return h
+        return self.run_trunk(x)[0]
 
     def forward(self, x):
         return crop(self.upscore(self.trunk(x)), self.crop_offsets["upscore"], x.shape[-2:])

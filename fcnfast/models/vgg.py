@@ -9,22 +9,19 @@ import torch
 from torch import nn
 
 from ..convention import CAFFE_BGR
-from .common import FCNBase, crop
-from .geometry import chain_map, crop_offset, layer_map
+from .common import ChainFCN, crop
+from .geometry import IDENTITY, crop_offset, layer_map
 from .init import bilinear_init_, zero_init_
 
 # (block, convs, out channels) of VGG16's 13 convolutions.
 _VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 
 
-class _VGG16FCN(FCNBase):
+class _VGG16FCN(ChainFCN):
     input_convention = CAFFE_BGR
 
     def __init__(self, num_classes: int = 21):
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self._trunk_names = []
+        super().__init__(num_classes)
         cin = 3
         for block, n, cout in _VGG16_BLOCKS:
             for i in range(1, n + 1):
@@ -41,19 +38,6 @@ class _VGG16FCN(FCNBase):
         self._add("drop7", nn.Dropout2d())
         self._add("score_fr", nn.Conv2d(4096, num_classes, 1))
 
-    def _add(self, name, module):
-        setattr(self, name, module)
-        self._trunk_names.append(name)
-
-    def map_of(self, name: str):
-        """Coordinate map from the input image to the output of trunk layer ``name``."""
-        layers = self._trunk_names[: self._trunk_names.index(name) + 1]
-        return chain_map((getattr(self, n) for n in layers), name)
-
-    @property
-    def num_classes(self) -> int:
-        return self.score_fr.out_channels
-
     def _init_head(self):
         zero_init_(self.score_fr)
         for m in self.modules():
@@ -62,15 +46,8 @@ class _VGG16FCN(FCNBase):
 
     def trunk(self, x: torch.Tensor):
         """pool3, pool4 and the score_fr output of the trunk."""
-        pool3 = pool4 = None
-        h = x
-        for name in self._trunk_names:
-            h = getattr(self, name)(h)
-            if name == "pool3":
-                pool3 = h
-            elif name == "pool4":
-                pool4 = h
-        return pool3, pool4, h
+        h, kept = self.run_trunk(x, keep=("pool3", "pool4"))
+        return kept["pool3"], kept["pool4"], h
 
 
 class FCN32s(_VGG16FCN):
@@ -80,7 +57,7 @@ class FCN32s(_VGG16FCN):
         super().__init__(num_classes)
         self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 64, stride=32, bias=False)
         up = self.map_of("score_fr").then(layer_map(self.upscore))
-        self.crop_offsets = {"upscore": crop_offset(up, chain_map([]), "upscore")}
+        self.crop_offsets = {"upscore": crop_offset(up, IDENTITY, "upscore")}
         self._init_head()
 
     def forward(self, x):
@@ -101,7 +78,7 @@ class FCN16s(_VGG16FCN):
         self.crop_offsets = {
             "score_pool4": crop_offset(self.map_of("pool4").then(layer_map(self.score_pool4)), up2,
                                        "score_pool4"),
-            "upscore16": crop_offset(up16, chain_map([]), "upscore16"),
+            "upscore16": crop_offset(up16, IDENTITY, "upscore16"),
         }
         self._init_head()
         zero_init_(self.score_pool4)
@@ -134,7 +111,7 @@ class FCN8s(_VGG16FCN):
                                        "score_pool4"),
             "score_pool3": crop_offset(self.map_of("pool3").then(layer_map(self.score_pool3)),
                                        up_pool4, "score_pool3"),
-            "upscore8": crop_offset(up8, chain_map([]), "upscore8"),
+            "upscore8": crop_offset(up8, IDENTITY, "upscore8"),
         }
         self._init_head()
         zero_init_(self.score_pool3)
