@@ -10,9 +10,7 @@ import torch
 from torch import nn
 
 from ..convention import CAFFE_BGR
-from .common import CaffeLRN, ChainFCN, crop
-from .geometry import IDENTITY, crop_offset, layer_map
-from .init import bilinear_init_, zero_init_
+from .common import CaffeLRN, ChainFCN
 
 
 class FCNAlexNet(ChainFCN):
@@ -40,23 +38,13 @@ class FCNAlexNet(ChainFCN):
         self._add("relu5", nn.ReLU(inplace=True))
         self._add("pool5", nn.MaxPool2d(3, stride=2, ceil_mode=True))
         # fc6 is AlexNet's first FC layer reshaped: (4096, 9216) -> (4096, 256, 6, 6).
-        self._add("fc6", nn.Conv2d(256, 4096, 6))
-        self._add("relu6", nn.ReLU(inplace=True))
-        self._add("drop6", nn.Dropout2d())
-        self._add("fc7", nn.Conv2d(4096, 4096, 1))
-        self._add("relu7", nn.ReLU(inplace=True))
-        self._add("drop7", nn.Dropout2d())
-        self._add("score_fr", nn.Conv2d(4096, num_classes, 1))
+        self._add_fc_and_score(256, 6, num_classes)
         # 63/32, not 64/32: with AlexNet's 3x3/2 pools an even kernel would need a half-pixel crop.
-        self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 63, stride=32, bias=False)
-        up = self.map_of("score_fr").then(layer_map(self.upscore))
-        self.crop_offsets = {"upscore": crop_offset(up, IDENTITY, "upscore")}
-        zero_init_(self.score_fr)
-        bilinear_init_(self.upscore)
+        self._add_upscore(63)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """The score_fr output (coarse class scores, stride 32)."""
         return self.run_trunk(x)[0]
 
     def forward(self, x):
-        return crop(self.upscore(self.trunk(x)), self.crop_offsets["upscore"], x.shape[-2:])
+        return self._upscore_forward(x)

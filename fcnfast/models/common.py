@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from ..convention import InputConvention
-from .geometry import CoordMap, chain_map
+from .geometry import IDENTITY, CoordMap, chain_map, crop_offset, layer_map
+from .init import bilinear_init_, zero_init_
 
 
 def crop(t: torch.Tensor, offset: int, size) -> torch.Tensor:
@@ -77,6 +78,31 @@ class ChainFCN(FCNBase):
     @property
     def num_classes(self) -> int:
         return self.score_fr.out_channels
+
+    def _add_fc_and_score(self, cin: int, fc6_kernel: int, num_classes: int):
+        """fc6 (the classifier's first FC layer as a k×k conv), fc7 (1×1), then score_fr."""
+        self._add("fc6", nn.Conv2d(cin, 4096, fc6_kernel))
+        self._add("relu6", nn.ReLU(inplace=True))
+        self._add("drop6", nn.Dropout2d())
+        self._add("fc7", nn.Conv2d(4096, 4096, 1))
+        self._add("relu7", nn.ReLU(inplace=True))
+        self._add("drop7", nn.Dropout2d())
+        self._add("score_fr", nn.Conv2d(4096, num_classes, 1))
+
+    def _add_upscore(self, kernel: int, stride: int = 32):
+        """The one deconvolution of a 32s net (bilinear, no bias), its crop from the geometry.
+
+        Zeroes score_fr: the paper's surgery starts score layers at zero.
+        """
+        n = self.num_classes
+        self.upscore = nn.ConvTranspose2d(n, n, kernel, stride=stride, bias=False)
+        up = self.map_of("score_fr").then(layer_map(self.upscore))
+        self.crop_offsets = {"upscore": crop_offset(up, IDENTITY, "upscore")}
+        zero_init_(self.score_fr)
+        bilinear_init_(self.upscore)
+
+    def _upscore_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return crop(self.upscore(self.run_trunk(x)[0]), self.crop_offsets["upscore"], x.shape[-2:])
 
     def run_trunk(self, x: torch.Tensor, keep=()):
         """The score_fr output, and the outputs of the layers named in ``keep`` (a dict)."""

@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from ..convention import CAFFE_BGR
-from .common import CaffeLRN, ChainFCN, crop
-from .geometry import IDENTITY, GeometryError, chain_map, crop_offset, layer_map
-from .init import bilinear_init_, zero_init_
+from .common import CaffeLRN, ChainFCN
+from .geometry import IDENTITY, GeometryError, chain_map
 
 # Inception channels: (in, 1x1, 3x3_reduce, 3x3, 5x5_reduce, 5x5, pool_proj), from bvlc_googlenet.
 _INCEPTIONS = OrderedDict([
@@ -121,15 +120,11 @@ class FCNGoogLeNet(ChainFCN):
                 self._add(_POOL_AFTER[block], nn.Sequential(OrderedDict([("3x3_s2", _pool())])))
         self._add("score_fr", nn.Conv2d(cin, num_classes, 1))
         # 63/32, not 64/32: with the 3x3/2 pools an even kernel would need a half-pixel crop.
-        self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 63, stride=32, bias=False)
-        up = self.map_of("score_fr").then(layer_map(self.upscore))
-        self.crop_offsets = {"upscore": crop_offset(up, IDENTITY, "upscore")}
-        zero_init_(self.score_fr)
-        bilinear_init_(self.upscore)
+        self._add_upscore(63)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """The score_fr output (coarse class scores, stride 32)."""
         return self.run_trunk(x)[0]
 
     def forward(self, x):
-        return crop(self.upscore(self.trunk(x)), self.crop_offsets["upscore"], x.shape[-2:])
+        return self._upscore_forward(x)

@@ -30,13 +30,7 @@ class _VGG16FCN(ChainFCN):
                 self._add(f"relu{block}_{i}", nn.ReLU(inplace=True))
                 cin = cout
             self._add(f"pool{block}", nn.MaxPool2d(2, stride=2, ceil_mode=True))
-        self._add("fc6", nn.Conv2d(512, 4096, 7))
-        self._add("relu6", nn.ReLU(inplace=True))
-        self._add("drop6", nn.Dropout2d())
-        self._add("fc7", nn.Conv2d(4096, 4096, 1))
-        self._add("relu7", nn.ReLU(inplace=True))
-        self._add("drop7", nn.Dropout2d())
-        self._add("score_fr", nn.Conv2d(4096, num_classes, 1))
+        self._add_fc_and_score(512, 7, num_classes)
 
     def _init_head(self):
         zero_init_(self.score_fr)
@@ -55,14 +49,10 @@ class FCN32s(_VGG16FCN):
 
     def __init__(self, num_classes: int = 21):
         super().__init__(num_classes)
-        self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 64, stride=32, bias=False)
-        up = self.map_of("score_fr").then(layer_map(self.upscore))
-        self.crop_offsets = {"upscore": crop_offset(up, IDENTITY, "upscore")}
-        self._init_head()
+        self._add_upscore(64)
 
     def forward(self, x):
-        _, _, h = self.trunk(x)
-        return crop(self.upscore(h), self.crop_offsets["upscore"], x.shape[-2:])
+        return self._upscore_forward(x)
 
 
 class FCN16s(_VGG16FCN):
