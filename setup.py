@@ -6,7 +6,7 @@ native-kernels issue; until then the package is pure Python.
 from setuptools import setup
 
 setup(
-    packages=["fcnfast", "fcnfast.models", "fcnfast.kernels"],
+    packages=["fcnfast", "fcnfast.models", "fcnfast.ops", "fcnfast.kernels"],
     # Triton kernels live in the top-level kernels/ folder but install inside the package, so no
     # top-level `kernels` module lands in site-packages.
     package_dir={"fcnfast": "fcnfast", "fcnfast.kernels": "kernels"},

@@ -5,15 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def upsample_filt(size: int) -> np.ndarray:
-    """The (size, size) bilinear kernel of the official surgery.py."""
-    if size < 1:
-        raise ValueError(f"kernel size must be >= 1, got {size}")
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    og = np.ogrid[:size, :size]
-    return (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
+from ..bilinear import upsample_filt
 
 
 def bilinear_weight(in_channels: int, out_channels: int, size: int) -> torch.Tensor:
