@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import ops
 from .convention import InputConvention
 
 
@@ -164,19 +165,17 @@ def read_image(img, what: str = "image") -> Image:
 def to_network_input(pixels: torch.Tensor, convention: InputConvention, device, dtype) -> torch.Tensor:
     """Normalise (N, H, W, 3) uint8 or (N, 3, H, W) float [0, 1] pixels to the net's (N, 3, H, W).
 
-    Computed in float32 (uint8 values scaled by scale/255, exact for the Caffe 0-255 scale), then
-    cast to ``dtype``.
+    uint8 frames go through the ``preprocess`` head op (reference backend) with scale/255 per
+    step, exact for the Caffe 0-255 scale; float pixels follow the same formula in float32.
     """
     x = pixels.to(device, non_blocking=True)
     if x.dtype == torch.uint8:
-        x = x.permute(0, 3, 1, 2).float() * (convention.scale / 255.0)
-    else:
-        x = x.float() * convention.scale
+        return ops.preprocess(x, mean=convention.mean, std=convention.std,
+                              scale=convention.scale / 255.0, bgr=convention.bgr, dtype=dtype,
+                              backend="torch")
+    x = x.float() * convention.scale
     if convention.bgr:
         x = x.flip(1)
     mean = torch.tensor(convention.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(convention.std, device=x.device).view(1, 3, 1, 1)
-    x = x - mean
-    if convention.std != (1.0, 1.0, 1.0):
-        x = x / std
-    return x.to(dtype).contiguous()
+    return ((x - mean) / std).to(dtype).contiguous()

@@ -23,9 +23,7 @@ def _status(backend: str, device_type=None):
         return True, ""
     if backend == "triton":
         return _ext.triton_status(device_type)
-    if backend in ("cuda", "cpp"):
-        return False, f"the {backend} kernels are not built in this version of fcnfast"
-    return False, f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}"
+    return False, f"the {backend} kernels are not built in this version of fcnfast"
 
 
 def backends() -> List[str]:
@@ -44,6 +42,8 @@ def _impl(op: str, backend: str, anchor):
     """The implementation of ``op`` for ``backend`` on the device of tensor ``anchor``."""
     if not isinstance(anchor, torch.Tensor):
         raise TypeError(f"{op}: expected a torch.Tensor input, got {type(anchor).__name__}")
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"{op}: unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
     if backend == "auto":
         backend = _auto(anchor.device)
     ok, why = _status(backend, anchor.device.type)

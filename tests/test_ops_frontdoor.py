@@ -1,0 +1,106 @@
+"""fcnfast.ops: backend choice, the reference against the model it stands in for, path detection."""
+import pytest
+import torch
+
+import fcnfast.ops as ops
+from fcnfast import _ext
+from fcnfast.models import build_model
+from fcnfast.models.init import bilinear_weight
+
+from op_testing import assert_rel_close
+
+
+def test_backends_listing():
+    got = ops.backends()
+    assert got[0] == "torch"
+    assert ("triton" in got) == _ext.triton_status()[0]
+    assert "cuda" not in got and "cpp" not in got  # not built yet
+
+
+def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    ok, why = _ext.triton_status("cpu")
+    if _ext._triton_import_error():
+        pytest.skip("triton not importable")
+    assert not ok and "TRITON_INTERPRET=1" in why
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert _ext.triton_status("cpu") == (True, "")
+
+
+def test_named_backend_never_falls_back():
+    x = torch.randn(1, 3, 4, 4)
+    w = bilinear_weight(3, 3, 4)
+    for name in ("cuda", "cpp"):
+        with pytest.raises(RuntimeError, match=f"backend '{name}' cannot run here"):
+            ops.upsample_crop_add(x, w, 2, backend=name)
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        ops.upsample_crop_add(x, w, 2, backend="fast")
+    with pytest.raises(TypeError, match="expected a torch.Tensor"):
+        ops.interp_argmax(x.numpy(), (4, 4))
+    # auto on CPU is the reference (Triton on CPU means its slow interpreter).
+    torch.testing.assert_close(ops.upsample_crop_add(x, w, 2),
+                               ops.upsample_crop_add(x, w, 2, backend="torch"))
+
+
+def _heads(m, x):
+    pool3, pool4, h = m.trunk(x)
+    return pool3, pool4, h
+
+
+@pytest.mark.parametrize("arch", ["fcn8s", "fcn8s_atonce"])
+def test_reference_ops_compose_to_fcn8s(arch):
+    """FCN-8s's head written with the ops equals the model: the ops are the contract the engine
+    builds on."""
+    torch.manual_seed(0)
+    m = build_model(arch, 5).eval()
+    with torch.no_grad():
+        for layer in (m.score_fr, m.score_pool4, m.score_pool3):
+            layer.weight.normal_(0, 0.05)
+            layer.bias.normal_(0, 0.05)
+        m.upscore2.weight.normal_(0, 0.3)  # learned 2× layer: the general path
+        x = torch.randn(1, 3, 45, 61) * 50
+        want = m(x)
+        pool3, pool4, h = _heads(m, x)
+        off = m.crop_offsets
+        up = ops.upsample_crop_add(h, m.upscore2.weight, 2, pool4, skip_offset=off["score_pool4"],
+                                   skip_weight=m.score_pool4.weight, skip_bias=m.score_pool4.bias,
+                                   skip_scale=m.pool4_scale, backend="torch")
+        up = ops.upsample_crop_add(up, m.upscore_pool4.weight, 2, pool3,
+                                   skip_offset=off["score_pool3"], skip_weight=m.score_pool3.weight,
+                                   skip_bias=m.score_pool3.bias, skip_scale=m.pool3_scale,
+                                   backend="torch")
+        labels, scores = ops.upsample_crop_argmax(up, m.upscore8.weight, 8, off["upscore8"],
+                                                  x.shape[-2:], return_scores=True, backend="torch")
+    assert_rel_close(scores[0], want[0].max(0).values, 1e-5, "winning scores")
+    assert (labels[0].long() == want[0].argmax(0)).float().mean() > 0.999
+
+
+def test_bilinear_filter_exact_detection():
+    w = bilinear_weight(4, 4, 16)
+    f = ops.bilinear_filter(w)
+    assert f is not None and f.shape == (16, 16) and f.dtype == torch.float32
+    torch.testing.assert_close(f, w[2, 2])
+    assert ops.bilinear_filter(w.half()) is not None  # exact in the weight's own dtype
+    off = w.clone()
+    off[0, 1, 3, 3] = 1e-7
+    assert ops.bilinear_filter(off) is None
+    scaled = w.clone()
+    scaled[3, 3] *= 1.0001
+    assert ops.bilinear_filter(scaled) is None
+    assert ops.bilinear_filter(torch.randn(4, 4, 16, 16)) is None
+    # Cached per tensor version: an in-place edit is seen.
+    live = bilinear_weight(3, 3, 4)
+    assert ops.bilinear_filter(live) is not None
+    with torch.no_grad():
+        live[0, 2, 0, 0] = 0.5
+    assert ops.bilinear_filter(live) is None
+
+
+def test_reference_float64_and_geometry_beyond_kernels():
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+    w = torch.randn(2, 2, 7, 7, dtype=torch.float64)  # k > 2s: reference only
+    y = ops.upsample_crop_add(x, w, 2, backend="torch")
+    assert y.dtype == torch.float64 and y.shape == (1, 2, 11, 11)
+    with pytest.raises(ValueError, match="k <= 2\\*stride"):
+        from fcnfast.ops import checks
+        checks.check_upsample_crop_argmax(x.float(), w.float(), 2, 0, (3, 3), kernel=True)
