@@ -15,18 +15,17 @@ from torch import nn
 
 from .models import build_model
 from .models.init import bilinear_init_, bilinear_weight, upsample_filt, zero_init_
+from .models.vgg import VGG16_BLOCKS
 
 StateDict = Mapping[str, torch.Tensor]
 
-# (block, convs, out channels) of VGG16's 13 convolutions, as in models.vgg.
-_VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 # Indices of those convolutions in torchvision's ``vgg16().features`` (ReLUs and pools in between).
 _TV_VGG16_FEATURES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 
 def _vgg16_convs() -> List[Tuple[str, Tuple[int, ...]]]:
     out, cin = [], 3
-    for block, n, cout in _VGG16_BLOCKS:
+    for block, n, cout in VGG16_BLOCKS:
         for i in range(1, n + 1):
             out.append((f"conv{block}_{i}", (cout, cin, 3, 3)))
             cin = cout

@@ -14,7 +14,7 @@ from .geometry import IDENTITY, crop_offset, layer_map
 from .init import bilinear_init_, zero_init_
 
 # (block, convs, out channels) of VGG16's 13 convolutions.
-_VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 
 
 class _VGG16FCN(ChainFCN):
@@ -23,7 +23,7 @@ class _VGG16FCN(ChainFCN):
     def __init__(self, num_classes: int = 21):
         super().__init__(num_classes)
         cin = 3
-        for block, n, cout in _VGG16_BLOCKS:
+        for block, n, cout in VGG16_BLOCKS:
             for i in range(1, n + 1):
                 pad = 100 if (block, i) == (1, 1) else 1
                 self._add(f"conv{block}_{i}", nn.Conv2d(cin, cout, 3, padding=pad))
