@@ -1,10 +1,13 @@
 import os
 
-# Triton kernels run on CPU tensors through the interpreter; it must be on before triton is imported.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch  # importing torch does not import triton
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+# Without a GPU, Triton kernels run on CPU tensors through the interpreter; it must be switched on
+# before triton is imported. With a GPU they compile (set TRITON_INTERPRET=1 to force the
+# interpreter).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 torch.manual_seed(0)
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Validate a GPU machine in one go: build, GPU tests, op benchmarks, end-to-end throughput.
+# Usage: bash benchmarks/gpu_check.sh OUT_DIR      (the device image: torch + CUDA, triton, nvcc)
+set -uo pipefail
+out="${1:?usage: gpu_check.sh OUT_DIR}"
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
+log() { echo "== $*" | tee -a "$out/summary.txt"; }
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  date -u; git rev-parse --short HEAD 2>/dev/null || echo "rev ${FCNFAST_GIT_REV:-unknown}"; } | tee "$out/device.txt"
+
+log "build"
+pip install --no-build-isolation --no-deps -q -e . > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+
+log "GPU tests (compiled Triton, CUDA parametrisations; interpreter cases deselected)"
+timeout 240 python -m pytest -q -x -p no:cacheprovider -k "not triton-cpu" \
+  tests/test_upsample_crop_add.py tests/test_upsample_crop_argmax.py tests/test_interp_argmax.py \
+  tests/test_preprocess.py tests/test_overlay.py tests/test_ops_frontdoor.py tests/test_api.py \
+  2>&1 | tee "$out/tests.txt" | tail -15
+log "tests rc=${PIPESTATUS[0]}"
+
+log "bench_ops"
+timeout 150 python benchmarks/bench_ops.py --json "$out/bench_ops.json" 2>&1 | tee "$out/bench_ops.txt"
+
+log "throughput (reference path on the GPU)"
+timeout 90 python benchmarks/throughput.py --arch fcn8s --size 500x500 1080x1920 --batch 1 \
+  --iters 10 --json "$out/throughput.json" 2>&1 | tee "$out/throughput.txt"
+log "done"
