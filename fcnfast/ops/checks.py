@@ -235,7 +235,7 @@ def check_overlay(frames, labels, palette, alpha) -> float:
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     # uint8 labels always fit a 256-colour palette; otherwise look (one reduction).
     if labels.numel() and not (labels.dtype == torch.uint8 and palette.shape[0] >= 256):
-        lo, hi = int(labels.min()), int(labels.max())
+        lo, hi = (int(v) for v in torch.aminmax(labels))  # one pass, one device sync
         if lo < 0 or hi >= palette.shape[0]:
             raise ValueError(f"labels must lie in [0, {palette.shape[0] - 1}] (the palette), found "
                              f"[{lo}, {hi}]")

@@ -1,0 +1,106 @@
+"""Op 3, ``interp_argmax``: labels = argmax_c F.interpolate(x, size, bilinear, align_corners=False).
+
+One program = a strip of output pixels. Each pixel's two source rows/columns and their weights are
+computed once (PyTorch's rule, below), then a runtime loop visits the classes in increasing order,
+interpolating each in float32 and keeping a running argmax (``common.argmax_update``: ties →
+lowest class, the first NaN wins). The interpolated logits are never written.
+
+PyTorch's rule (aten/src/ATen/native/UpSample.h, ``compute_source_index_and_lambda``; the CUDA
+kernel uses the same formula), per axis, in float32 for float inputs:
+    in == out:  i0 = i1 = dst, l0 = 1, l1 = 0               (the CPU kernel's copy case)
+    otherwise:  scale = float(in) / out                        (float32 division, on the host)
+                src = max(scale * (dst + 0.5) - 0.5, 0)
+                i0 = min(floor(src), in - 1);  i1 = i0 + (i0 < in - 1)
+                l1 = clamp(src - i0, 0, 1);  l0 = 1 - l1
+    value = l0y * (l0x * x[i0y, i0x] + l1x * x[i0y, i1x])
+          + l1y * (l0x * x[i1y, i0x] + l1x * x[i1y, i1x])
+A zero weight still multiplies its input, as in PyTorch, so a non-finite neighbour gives NaN.
+"""
+import numpy as np
+import triton
+import triton.language as tl
+
+from fcnfast.ops import checks
+
+from .common import argmax_update, block_size, num_warps_for
+
+
+@triton.jit
+def _source(dst, n_in, n_out, scale):
+    """Source indices (i0, i1) and weights (l0, l1) of output coordinates ``dst`` on one axis."""
+    src = scale * (dst.to(tl.float32) + 0.5) - 0.5
+    src = tl.maximum(src, 0.0)
+    i0 = tl.minimum(src.to(tl.int32), n_in - 1)  # src >= 0: truncation is floor
+    l1 = tl.minimum(tl.maximum(src - i0.to(tl.float32), 0.0), 1.0)
+    i1 = i0 + tl.where(i0 < n_in - 1, 1, 0)
+    same = n_in == n_out
+    i0 = tl.where(same, dst, i0)
+    i1 = tl.where(same, dst, i1)
+    l1 = tl.where(same, 0.0, l1)
+    return i0, i1, 1.0 - l1, l1
+
+
+@triton.jit
+def _interp_argmax_kernel(
+    x_ptr, labels_ptr, scores_ptr,
+    C, h, w, H, W, scale_h, scale_w,
+    RETURN_SCORES: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    p = pid * BLOCK + tl.arange(0, BLOCK)
+    pmask = p < H * W
+    y = p // W
+    xo = p - y * W
+    iy0, iy1, ly0, ly1 = _source(y, h, H, scale_h)
+    ix0, ix1, lx0, lx1 = _source(xo, w, W, scale_w)
+    o00 = iy0 * w + ix0
+    o01 = iy0 * w + ix1
+    o10 = iy1 * w + ix0
+    o11 = iy1 * w + ix1
+    hw = h * w
+    xb = x_ptr + n * C * hw
+
+    best = tl.full([BLOCK], float("-inf"), tl.float32)
+    best_idx = tl.zeros([BLOCK], dtype=tl.int32)
+    for c in range(0, C):
+        xc = xb + c * hw
+        x00 = tl.load(xc + o00, mask=pmask, other=0.0).to(tl.float32)
+        x01 = tl.load(xc + o01, mask=pmask, other=0.0).to(tl.float32)
+        x10 = tl.load(xc + o10, mask=pmask, other=0.0).to(tl.float32)
+        x11 = tl.load(xc + o11, mask=pmask, other=0.0).to(tl.float32)
+        v = ly0 * (lx0 * x00 + lx1 * x01) + ly1 * (lx0 * x10 + lx1 * x11)
+        best, best_idx = argmax_update(best, best_idx, v, c)
+
+    out = n * H * W + p
+    tl.store(labels_ptr + out, best_idx.to(labels_ptr.dtype.element_ty), mask=pmask)
+    if RETURN_SCORES:
+        tl.store(scores_ptr + out, best.to(scores_ptr.dtype.element_ty), mask=pmask)
+
+
+def _scale(n_in: int, n_out: int) -> float:
+    # PyTorch: static_cast<float>(input_size) / output_size, in float32 for float inputs (the
+    # reference computes float16/bfloat16 inputs in float32 too). Exact as a Python float.
+    return float(np.float32(n_in) / np.float32(n_out))
+
+
+def interp_argmax(x, size, *, return_scores=False):
+    """argmax over classes of F.interpolate(x, size, bilinear); see fcnfast.ops."""
+    out_h, out_w = checks.check_interp_argmax(x, size, kernel=True)
+    n, c, h, w = x.shape
+    shape = (n, out_h, out_w)
+    labels = checks.new_output(shape, checks.label_dtype(c), x.device)
+    scores = checks.new_output(shape, x.dtype, x.device) if return_scores else None
+    if n == 0:
+        return (labels, scores) if return_scores else labels
+    x = x.contiguous()
+    block = block_size(out_h * out_w, cap=512)
+    grid = (triton.cdiv(out_h * out_w, block), n)
+    _interp_argmax_kernel[grid](
+        x, labels, scores if return_scores else labels, c, h, w, out_h, out_w,
+        _scale(h, out_h), _scale(w, out_w),
+        RETURN_SCORES=return_scores, BLOCK=block, num_warps=num_warps_for(block))
+    return (labels, scores) if return_scores else labels
+
+
+__all__ = ["interp_argmax"]

@@ -1,0 +1,213 @@
+"""Op 2, ``upsample_crop_argmax``: labels = argmax_c crop(convT(x, W, s), offset, size), one pass.
+
+The full-resolution logits are never written: each program computes the class scores of its output
+pixels in registers and keeps a running argmax (torch.argmax's rule: ties → lowest class, the first
+NaN wins), accumulating in float32. Two kernels:
+
+* ``_upsample_bilinear_argmax_kernel`` — W is diagonal bilinear (``checks.bilinear_filter``): the op
+  is depthwise, each output class is 4 taps of its own input class. One program = a strip of
+  output pixels; the tap positions and the 4 filter weights are computed once per pixel, then a
+  runtime loop over the classes in increasing order (any C).
+* ``_upsample_general_argmax_kernel`` — learned C×C weights. The tap weights of an output pixel
+  depend only on its phase (full-map coordinate mod s), so one program = one phase (of
+  min(s, H)·min(s, W)) × a tile of that phase's pixels: every tap is then a small GEMM
+  ``X_tap[P, C_in] @ W[:, :, ky, kx][C_in, C_out]`` (``tl.dot``, IEEE float32). Output classes are
+  visited in blocks, in increasing order; each block is reduced to (max and the first index of the
+  max, or the first NaN) and merged with ``argmax_update``.
+
+Reference fidelity, including non-finite inputs: the reference computes the dense transposed conv,
+so an off-diagonal zero weight still multiplies every input class (0·inf = 0·NaN = NaN). A
+non-finite input in class ci therefore makes every *other* class NaN at the pixels it reaches. The
+general kernel does the same arithmetic; the bilinear kernel skips the zero products and
+reproduces their effect at the end (see ``_upsample_bilinear_argmax_kernel``).
+"""
+import triton
+import triton.language as tl
+
+from fcnfast.ops import checks
+
+from .common import argmax_update, block_size, deconv_taps, num_warps_for
+
+@triton.jit
+def _upsample_bilinear_argmax_kernel(
+    x_ptr, filt_ptr, labels_ptr, scores_ptr,
+    C, h, w, H, W, oy, ox,
+    S: tl.constexpr, K: tl.constexpr, RETURN_SCORES: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    p = pid * BLOCK + tl.arange(0, BLOCK)
+    pmask = p < H * W
+    y = p // W
+    xo = p - y * W
+
+    # Taps of the full-map pixel (y + oy, xo + ox): rows iy0/iy1 with kernel rows ky0/ky1, etc.
+    iy0, ky0, vy0, iy1, ky1, vy1 = deconv_taps(y + oy, S, K, h)
+    ix0, kx0, vx0, ix1, kx1, vx1 = deconv_taps(xo + ox, S, K, w)
+    m00 = pmask & vy0 & vx0
+    m01 = pmask & vy0 & vx1
+    m10 = pmask & vy1 & vx0
+    m11 = pmask & vy1 & vx1
+    f00 = tl.load(filt_ptr + ky0 * K + kx0, mask=m00, other=0.0)
+    f01 = tl.load(filt_ptr + ky0 * K + kx1, mask=m01, other=0.0)
+    f10 = tl.load(filt_ptr + ky1 * K + kx0, mask=m10, other=0.0)
+    f11 = tl.load(filt_ptr + ky1 * K + kx1, mask=m11, other=0.0)
+    o00 = iy0 * w + ix0
+    o01 = iy0 * w + ix1
+    o10 = iy1 * w + ix0
+    o11 = iy1 * w + ix1
+    hw = h * w
+    xb = x_ptr + n * C * hw
+
+    # Class 0 starts the running argmax (same result as argmax_update from -inf).
+    x00 = tl.load(xb + o00, mask=m00, other=0.0).to(tl.float32)
+    x01 = tl.load(xb + o01, mask=m01, other=0.0).to(tl.float32)
+    x10 = tl.load(xb + o10, mask=m10, other=0.0).to(tl.float32)
+    x11 = tl.load(xb + o11, mask=m11, other=0.0).to(tl.float32)
+    v0 = (f00 * x00 + f01 * x01) + (f10 * x10 + f11 * x11)
+    best = v0
+    best_idx = tl.zeros([BLOCK], dtype=tl.int32)
+    # A class's 4-tap sum is non-finite iff one of its valid inputs is (the bilinear weights are
+    # positive and sum to 1, so a finite sum cannot overflow).
+    bad0 = (v0 != v0) | (tl.abs(v0) == float("inf"))
+    bad_rest = tl.zeros([BLOCK], dtype=tl.int1)
+    for c in range(1, C):
+        xc = xb + c * hw
+        x00 = tl.load(xc + o00, mask=m00, other=0.0).to(tl.float32)
+        x01 = tl.load(xc + o01, mask=m01, other=0.0).to(tl.float32)
+        x10 = tl.load(xc + o10, mask=m10, other=0.0).to(tl.float32)
+        x11 = tl.load(xc + o11, mask=m11, other=0.0).to(tl.float32)
+        v = (f00 * x00 + f01 * x01) + (f10 * x10 + f11 * x11)
+        best, best_idx = argmax_update(best, best_idx, v, c)
+        bad_rest = bad_rest | (v != v) | (tl.abs(v) == float("inf"))
+
+    # The reference's dense conv adds 0·x[ci] to every class co != ci: a non-finite input in class
+    # ci makes all other classes NaN. With C > 1: a bad class >= 1 makes class 0 NaN (label 0); a
+    # bad class 0 alone makes class 1 NaN, so the label is 0 if class 0 is itself NaN, else 1.
+    spread = (bad0 | bad_rest) & (C > 1)
+    best_idx = tl.where(spread, tl.where(bad_rest | (v0 != v0), 0, 1), best_idx)
+    best = tl.where(spread, float("nan"), best)
+
+    out = n * H * W + p
+    tl.store(labels_ptr + out, best_idx.to(labels_ptr.dtype.element_ty), mask=pmask)
+    if RETURN_SCORES:
+        tl.store(scores_ptr + out, best.to(scores_ptr.dtype.element_ty), mask=pmask)
+
+
+@triton.jit
+def _block_argmax(acc, cols, C):
+    """(value, index) per row of a [P, CO] score block whose columns are classes ``cols``: the
+    first NaN among the real classes (cols < C) if any, else the max and its lowest index."""
+    real = cols[None, :] < C
+    isnan = (acc != acc) & real
+    any_nan = tl.max(isnan.to(tl.int32), axis=1) > 0
+    first_nan = tl.min(tl.where(isnan, cols[None, :], 1073741824), axis=1)
+    a = tl.where(real & (acc == acc), acc, float("-inf"))
+    m = tl.max(a, axis=1)
+    # Lowest column equal to the max; padded columns sort after the real ones.
+    idx = tl.min(tl.where(a == m[:, None], cols[None, :], 1073741824), axis=1)
+    return tl.where(any_nan, float("nan"), m), tl.where(any_nan, first_nan, idx)
+
+
+@triton.jit
+def _upsample_general_argmax_kernel(
+    x_ptr, w_ptr, labels_ptr, scores_ptr,
+    C, h, w, H, W, oy, ox, phases_x, tiles_per_phase,
+    S: tl.constexpr, K: tl.constexpr, RETURN_SCORES: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    phase = pid // tiles_per_phase
+    tile = pid - phase * tiles_per_phase
+    # The phase's first output row/column (< min(s, H) / min(s, W)), the output rows y0 + j·s and
+    # columns x0 + i·s it owns, and their full-map row/column mod s (ry, rx).
+    y0 = phase // phases_x
+    x0 = phase - y0 * phases_x
+    ry = (y0 + oy) % S
+    rx = (x0 + ox) % S
+    nj = (H - y0 + S - 1) // S
+    ni = (W - x0 + S - 1) // S
+    p = tile * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = p < nj * ni
+    j = p // ni
+    i = p - j * ni
+    y = y0 + j * S
+    xo = x0 + i * S
+    iy0 = (y + oy) // S  # tap (iy0, ky = ry) and tap (iy0 - 1, ky = ry + s)
+    ix0 = (xo + ox) // S
+
+    hw = h * w
+    xb = x_ptr + n * C * hw
+    ci_r = tl.arange(0, BLOCK_CI)
+    co_r = tl.arange(0, BLOCK_CO)
+    best = tl.full([BLOCK_P], float("-inf"), tl.float32)
+    best_idx = tl.zeros([BLOCK_P], dtype=tl.int32)
+    for co0 in range(0, C, BLOCK_CO):
+        co = co0 + co_r
+        acc = tl.zeros([BLOCK_P, BLOCK_CO], dtype=tl.float32)
+        for t in tl.static_range(4):
+            ky = ry + (t // 2) * S
+            kx = rx + (t % 2) * S
+            if (ky < K) & (kx < K):
+                iy = iy0 - t // 2
+                ix = ix0 - t % 2
+                pv = pmask & (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+                sp = (tl.minimum(tl.maximum(iy, 0), h - 1) * w
+                      + tl.minimum(tl.maximum(ix, 0), w - 1))
+                part = tl.zeros([BLOCK_P, BLOCK_CO], dtype=tl.float32)
+                for ci0 in range(0, C, BLOCK_CI):
+                    ci = ci0 + ci_r
+                    xt = tl.load(xb + ci[None, :] * hw + sp[:, None],
+                                 mask=pv[:, None] & (ci[None, :] < C), other=0.0).to(tl.float32)
+                    wt = tl.load(w_ptr + ci[:, None].to(tl.int64) * (C * K * K)
+                                 + co[None, :] * (K * K) + (ky * K + kx),
+                                 mask=(ci[:, None] < C) & (co[None, :] < C),
+                                 other=0.0).to(tl.float32)
+                    part += tl.dot(xt, wt, input_precision="ieee")
+                # A tap outside the input is no term at all (not 0·w, which is NaN for w = NaN).
+                acc += tl.where(pv[:, None], part, 0.0)
+        blk_v, blk_i = _block_argmax(acc, co, C)
+        best, best_idx = argmax_update(best, best_idx, blk_v, blk_i)
+
+    out = n * H * W + y * W + xo
+    tl.store(labels_ptr + out, best_idx.to(labels_ptr.dtype.element_ty), mask=pmask)
+    if RETURN_SCORES:
+        tl.store(scores_ptr + out, best.to(scores_ptr.dtype.element_ty), mask=pmask)
+
+
+def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False):
+    """argmax over classes of crop(convT(x, weight, stride), offset, size); see fcnfast.ops."""
+    g = checks.check_upsample_crop_argmax(x, weight, stride, offset, size, kernel=True)
+    shape = (g.n, g.out_h, g.out_w)
+    labels = checks.new_output(shape, checks.label_dtype(g.c), x.device)
+    scores = checks.new_output(shape, x.dtype, x.device) if return_scores else None
+    if g.n == 0:
+        return (labels, scores) if return_scores else labels
+    filt = checks.bilinear_filter(weight)  # on the caller's tensor: the check is cached per layer
+    x = x.contiguous()
+    scores_arg = scores if return_scores else labels  # never written without RETURN_SCORES
+    if filt is not None:
+        block = block_size(g.out_h * g.out_w, cap=512)
+        grid = (triton.cdiv(g.out_h * g.out_w, block), g.n)
+        _upsample_bilinear_argmax_kernel[grid](
+            x, filt, labels, scores_arg, g.c, g.h, g.w, g.out_h, g.out_w, g.oy, g.ox,
+            S=g.s, K=g.k, RETURN_SCORES=return_scores, BLOCK=block, num_warps=num_warps_for(block))
+    else:
+        weight = weight.contiguous()
+        phases_y, phases_x = min(g.s, g.out_h), min(g.s, g.out_w)
+        per_phase = triton.cdiv(g.out_h, g.s) * triton.cdiv(g.out_w, g.s)  # at most
+        block_p = block_size(per_phase, cap=64)
+        block_ci = block_size(g.c, cap=32)
+        block_co = block_size(g.c, cap=64)
+        tiles = triton.cdiv(per_phase, block_p)
+        grid = (phases_y * phases_x * tiles, g.n)
+        _upsample_general_argmax_kernel[grid](
+            x, weight, labels, scores_arg, g.c, g.h, g.w, g.out_h, g.out_w, g.oy, g.ox,
+            phases_x, tiles,
+            S=g.s, K=g.k, RETURN_SCORES=return_scores, BLOCK_P=block_p, BLOCK_CI=block_ci,
+            BLOCK_CO=block_co, num_warps=num_warps_for(block_p * block_co))
+    return (labels, scores) if return_scores else labels
+
+
+__all__ = ["upsample_crop_argmax"]
