@@ -19,9 +19,15 @@ def _crop(t, oy, ox, h, w):
     return t[..., oy:oy + h, ox:ox + w]
 
 
+def _exact():
+    # cuDNN convolutions default to TF32 on Ampere and later: not a float32 ground truth.
+    return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False)
+
+
 def _upsample(x, weight, g: checks.Upsample) -> torch.Tensor:
     acc = _acc(x)
-    full = F.conv_transpose2d(x.to(acc), weight.to(acc), stride=g.s)
+    with _exact():
+        full = F.conv_transpose2d(x.to(acc), weight.to(acc), stride=g.s)
     return _crop(full, g.oy, g.ox, g.out_h, g.out_w)
 
 
@@ -37,7 +43,8 @@ def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offse
             w = skip_weight.reshape(g.c, skip.shape[1], 1, 1).to(acc)
             b = None if skip_bias is None else skip_bias.to(acc)
             # FCN-8s at-once scales the features before the 1×1 scoring conv.
-            score = F.conv2d(score * skip_scale, w, b)
+            with _exact():
+                score = F.conv2d(score * skip_scale, w, b)
         y = y + _crop(score, soy, sox, g.out_h, g.out_w)
     return y.to(x.dtype)
 
