@@ -14,7 +14,7 @@ log() { echo "== $*" | tee -a "$out/summary.txt"; }
   date -u; git rev-parse --short HEAD 2>/dev/null || echo "rev ${FCNFAST_GIT_REV:-unknown}"; } | tee "$out/device.txt"
 
 log "build"
-pip install --no-build-isolation --no-deps -q -e . > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+python -m pip install --no-build-isolation --no-deps -q -e . > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 
 log "GPU tests (compiled Triton, CUDA parametrisations; interpreter cases deselected)"
 tests="${GPU_CHECK_TESTS:-tests/test_upsample_crop_add.py tests/test_upsample_crop_argmax.py \
