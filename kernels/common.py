@@ -36,6 +36,30 @@ def argmax_update(best, best_idx, v, c):
     return tl.where(take, v, best), tl.where(take, c, best_idx)
 
 
+@triton.jit
+def gather4(base, o00, o01, o10, o11, m00, m01, m10, m11):
+    """The four neighbours of each pixel (offsets from ``base``) as float32; masked ones read 0."""
+    x00 = tl.load(base + o00, mask=m00, other=0.0).to(tl.float32)
+    x01 = tl.load(base + o01, mask=m01, other=0.0).to(tl.float32)
+    x10 = tl.load(base + o10, mask=m10, other=0.0).to(tl.float32)
+    x11 = tl.load(base + o11, mask=m11, other=0.0).to(tl.float32)
+    return x00, x01, x10, x11
+
+
+@triton.jit
+def flat_index(pid, BLOCK: tl.constexpr, WIDE: tl.constexpr):
+    """Element indices of program ``pid``'s block; int64 when the tensor has >= 2**31 elements."""
+    if WIDE:
+        i = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    else:
+        i = pid * BLOCK + tl.arange(0, BLOCK)
+    return i
+
+
+# Above this many elements, flat offsets need int64.
+INT32_LIMIT = 2 ** 31
+
+
 def block_size(n: int, cap: int = 1024, floor: int = 16) -> int:
     """Next power of two >= n, within [floor, cap]."""
     return max(floor, min(cap, triton.next_power_of_2(max(int(n), 1))))

@@ -22,7 +22,7 @@ import triton.language as tl
 
 from fcnfast.ops import checks
 
-from .common import argmax_update, block_size, num_warps_for
+from .common import argmax_update, block_size, gather4, num_warps_for
 
 
 @triton.jit
@@ -65,10 +65,7 @@ def _interp_argmax_kernel(
     best_idx = tl.zeros([BLOCK], dtype=tl.int32)
     for c in range(0, C):
         xc = xb + c * hw
-        x00 = tl.load(xc + o00, mask=pmask, other=0.0).to(tl.float32)
-        x01 = tl.load(xc + o01, mask=pmask, other=0.0).to(tl.float32)
-        x10 = tl.load(xc + o10, mask=pmask, other=0.0).to(tl.float32)
-        x11 = tl.load(xc + o11, mask=pmask, other=0.0).to(tl.float32)
+        x00, x01, x10, x11 = gather4(xc, o00, o01, o10, o11, pmask, pmask, pmask, pmask)
         v = ly0 * (lx0 * x00 + lx1 * x01) + ly1 * (lx0 * x10 + lx1 * x11)
         best, best_idx = argmax_update(best, best_idx, v, c)
 

@@ -11,19 +11,14 @@ import triton.language as tl
 
 from fcnfast.ops import checks
 
-from .common import block_size, num_warps_for
-
-_INT32_LIMIT = 2 ** 31
+from .common import INT32_LIMIT, block_size, flat_index, num_warps_for
 
 
 @triton.jit
 def _overlay_kernel(frames, labels, palette, out, total, keep, alpha,
                     WIDE: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
-    if WIDE:
-        i = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    else:
-        i = pid * BLOCK + tl.arange(0, BLOCK)
+    i = flat_index(pid, BLOCK, WIDE)
     mask = i < total
     pixel = i // 3
     c = i - pixel * 3
@@ -49,6 +44,6 @@ def overlay(frames, labels, palette, alpha=0.5):
     # (1 - alpha) in double, then float32 at the call: as the reference's frame * (1.0 - alpha).
     _overlay_kernel[(triton.cdiv(total, block),)](
         frames, labels, palette, out, total, 1.0 - alpha, alpha,
-        WIDE=total >= _INT32_LIMIT, BLOCK=block, num_warps=num_warps_for(block),
+        WIDE=total >= INT32_LIMIT, BLOCK=block, num_warps=num_warps_for(block),
         enable_fp_fusion=False)
     return out

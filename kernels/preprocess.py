@@ -19,9 +19,7 @@ import triton.language as tl
 
 from fcnfast.ops import checks
 
-from .common import block_size, num_warps_for
-
-_INT32_LIMIT = 2 ** 31
+from .common import INT32_LIMIT, block_size, flat_index, num_warps_for
 
 
 @triton.jit
@@ -64,10 +62,7 @@ def _preprocess_nhwc_kernel(src, dst, total, scale, m0, m1, m2, s0, s1, s2,
     """Elementwise over the flat (N, H, W, 3) index i; output channel oc = i mod 3, whose
     mean/std are ``m<oc>``/``s<oc>``. BGR reads input channel 2 − oc of the same pixel."""
     pid = tl.program_id(0)
-    if WIDE:
-        i = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    else:
-        i = pid * BLOCK + tl.arange(0, BLOCK)
+    i = flat_index(pid, BLOCK, WIDE)
     mask = i < total
     oc = i % 3
     if BGR:
@@ -103,7 +98,7 @@ def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.floa
         block = block_size(total, cap=2048)
         _preprocess_nhwc_kernel[(triton.cdiv(total, block),)](
             frames, out, total, scale, *mean, *std,
-            BGR=bool(bgr), DIVIDE=divide, WIDE=total >= _INT32_LIMIT, BLOCK=block,
+            BGR=bool(bgr), DIVIDE=divide, WIDE=total >= INT32_LIMIT, BLOCK=block,
             num_warps=num_warps_for(block), enable_fp_fusion=False)
     else:
         # Output channel of each input channel; its mean and std.
@@ -113,6 +108,6 @@ def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.floa
         _preprocess_nchw_kernel[(n * blocks,)](
             frames, out, hw, blocks, scale, *(mean[c] for c in oc), *(std[c] for c in oc),
             *(c * hw for c in oc),
-            DIVIDE=divide, WIDE=hw * 3 >= _INT32_LIMIT, BLOCK=block,
+            DIVIDE=divide, WIDE=hw * 3 >= INT32_LIMIT, BLOCK=block,
             num_warps=num_warps_for(block), enable_fp_fusion=False)
     return out

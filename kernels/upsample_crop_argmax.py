@@ -26,7 +26,7 @@ import triton.language as tl
 
 from fcnfast.ops import checks
 
-from .common import argmax_update, block_size, deconv_taps, num_warps_for
+from .common import argmax_update, block_size, deconv_taps, gather4, num_warps_for
 
 @triton.jit
 def _upsample_bilinear_argmax_kernel(
@@ -60,10 +60,7 @@ def _upsample_bilinear_argmax_kernel(
     xb = x_ptr + n * C * hw
 
     # Class 0 starts the running argmax (same result as argmax_update from -inf).
-    x00 = tl.load(xb + o00, mask=m00, other=0.0).to(tl.float32)
-    x01 = tl.load(xb + o01, mask=m01, other=0.0).to(tl.float32)
-    x10 = tl.load(xb + o10, mask=m10, other=0.0).to(tl.float32)
-    x11 = tl.load(xb + o11, mask=m11, other=0.0).to(tl.float32)
+    x00, x01, x10, x11 = gather4(xb, o00, o01, o10, o11, m00, m01, m10, m11)
     v0 = (f00 * x00 + f01 * x01) + (f10 * x10 + f11 * x11)
     best = v0
     best_idx = tl.zeros([BLOCK], dtype=tl.int32)
@@ -73,10 +70,7 @@ def _upsample_bilinear_argmax_kernel(
     bad_rest = tl.zeros([BLOCK], dtype=tl.int1)
     for c in range(1, C):
         xc = xb + c * hw
-        x00 = tl.load(xc + o00, mask=m00, other=0.0).to(tl.float32)
-        x01 = tl.load(xc + o01, mask=m01, other=0.0).to(tl.float32)
-        x10 = tl.load(xc + o10, mask=m10, other=0.0).to(tl.float32)
-        x11 = tl.load(xc + o11, mask=m11, other=0.0).to(tl.float32)
+        x00, x01, x10, x11 = gather4(xc, o00, o01, o10, o11, m00, m01, m10, m11)
         v = (f00 * x00 + f01 * x01) + (f10 * x10 + f11 * x11)
         best, best_idx = argmax_update(best, best_idx, v, c)
         bad_rest = bad_rest | (v != v) | (tl.abs(v) == float("inf"))

@@ -12,7 +12,7 @@ from typing import List
 import torch
 
 from .. import _ext
-from . import checks, reference
+from . import reference
 from .checks import bilinear_filter, label_dtype
 
 BACKENDS = ("torch", "triton", "cuda", "cpp")
