@@ -53,3 +53,56 @@ def triton_kernels():
     from . import kernels
 
     return kernels
+
+
+# --- native modules (csrc/, built by setup.py) ---------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _native_import(name: str):
+    """(module or None, why not)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"fcnfast.{name}"), ""
+    except ImportError as e:
+        return None, (f"fcnfast.{name} is not built ({e}); reinstall fcnfast with a C++ compiler"
+                      + (" and nvcc (CUDA_HOME or PATH)" if name == "_cuda" else ""))
+
+
+def has_cpp_ops() -> bool:
+    return _native_import("_C")[0] is not None
+
+
+def has_cuda_ops() -> bool:
+    """The CUDA module was built and imports (it imports without a GPU, too)."""
+    return _native_import("_cuda")[0] is not None
+
+
+def cpp_status(device_type: str | None = None) -> Tuple[bool, str]:
+    mod, why = _native_import("_C")
+    if mod is None:
+        return False, why
+    if device_type not in (None, "cpu"):
+        return False, f"the cpp kernels run on CPU tensors, not {device_type}"
+    return True, ""
+
+
+def cuda_status(device_type: str | None = None) -> Tuple[bool, str]:
+    mod, why = _native_import("_cuda")
+    if mod is None:
+        return False, why
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, "CUDA is not available"
+    if device_type not in (None, "cuda"):
+        return False, f"the cuda kernels run on CUDA tensors, not {device_type}"
+    return True, ""
+
+
+def native_module(backend: str):
+    """``fcnfast._C`` (backend "cpp") or ``fcnfast._cuda`` ("cuda"); RuntimeError saying why not."""
+    mod, why = _native_import("_C" if backend == "cpp" else "_cuda")
+    if mod is None:
+        raise RuntimeError(f"backend {backend!r} cannot run here: {why}")
+    return mod

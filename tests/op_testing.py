@@ -17,11 +17,12 @@ EPS = {torch.float32: 1.2e-7, torch.float16: 9.8e-4, torch.bfloat16: 7.8e-3}
 
 def kernel_backend_params():
     """pytest params (backend, device) for every kernel backend; unusable ones skip."""
-    params = []
-    for backend in ("triton",):
-        params.append(pytest.param(backend, "cpu", id=f"{backend}-cpu"))
-        params.append(pytest.param(backend, "cuda", id=f"{backend}-cuda", marks=pytest.mark.needs_cuda))
-    return params
+    return [
+        pytest.param("triton", "cpu", id="triton-cpu"),
+        pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.needs_cuda),
+        pytest.param("cpp", "cpu", id="cpp-cpu"),
+        pytest.param("cuda", "cuda", id="cuda-cuda", marks=pytest.mark.needs_cuda),
+    ]
 
 
 def require(backend: str, device: str):

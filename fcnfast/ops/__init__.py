@@ -1,8 +1,8 @@
 """The one front door to the FCN head ops (../shared/design/head-ops.md), on every backend.
 
 ``backend="torch"`` is the PyTorch reference; ``"triton"`` the Triton kernels (``fcnfast.kernels``);
-``"cuda"`` and ``"cpp"`` the native kernels (a later issue). ``"auto"`` picks the fastest backend
-that can run on the inputs' device; a named backend that cannot run raises RuntimeError saying
+``"cuda"`` and ``"cpp"`` the native kernels (csrc/, called from ``fcnfast.ops.native``). ``"auto"``
+picks the fastest backend that can run on the inputs' device; a named backend that cannot run raises RuntimeError saying
 why, it never falls back.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import List
 import torch
 
 from .. import _ext
-from . import reference
+from . import native, reference
 from .checks import bilinear_filter, label_dtype
 
 BACKENDS = ("torch", "triton", "cuda", "cpp")
@@ -23,7 +23,9 @@ def _status(backend: str, device_type=None):
         return True, ""
     if backend == "triton":
         return _ext.triton_status(device_type)
-    return False, f"the {backend} kernels are not built in this version of fcnfast"
+    if backend == "cpp":
+        return _ext.cpp_status(device_type)
+    return _ext.cuda_status(device_type)
 
 
 def backends() -> List[str]:
@@ -35,6 +37,8 @@ def _auto(device: torch.device) -> str:
     # Triton on CPU tensors means the interpreter: correct, but far slower than the reference.
     if device.type == "cuda" and _ext.triton_status("cuda")[0]:
         return "triton"
+    if device.type == "cpu" and _ext.cpp_status("cpu")[0]:
+        return "cpp"
     return "torch"
 
 
@@ -51,7 +55,9 @@ def _impl(op: str, backend: str, anchor):
         raise RuntimeError(f"{op}: backend {backend!r} cannot run here: {why}")
     if backend == "torch":
         return getattr(reference, op)
-    return getattr(_ext.triton_kernels(), op)
+    if backend == "triton":
+        return getattr(_ext.triton_kernels(), op)
+    return getattr(native, op)
 
 
 def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offset=(0, 0), size=None,

@@ -1,0 +1,194 @@
+// Per-pixel arithmetic of the FCN head ops, shared by the C++ CPU kernels (csrc/cpu) and the CUDA
+// kernels (csrc/cuda): the same inline functions compile for host and device, so the CPU tests
+// exercise the GPU's arithmetic. The Triton kernels (kernels/common.py) follow the same rules.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define FCN_HD __host__ __device__ __forceinline__
+#else
+#define FCN_HD inline
+#endif
+
+namespace fcn {
+
+// dtype codes passed from Python (fcnfast/_native.py keeps the same table).
+enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kU8 = 3, kI32 = 4, kI64 = 5 };
+
+// 16-bit storage types; the conversions below are bit arithmetic, identical on host and device.
+struct half_t { uint16_t bits; };
+struct bf16_t { uint16_t bits; };
+
+FCN_HD float bits_to_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+
+FCN_HD uint32_t float_to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+
+// IEEE binary16 → float (exact: every half is a float).
+FCN_HD float half_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  if (exp == 0x1fu) return bits_to_float(sign | 0x7f800000u | (man << 13));  // inf / NaN
+  if (exp == 0) {
+    if (man == 0) return bits_to_float(sign);  // ±0
+    // subnormal: normalise
+    int e = -1;
+    do { man <<= 1; ++e; } while ((man & 0x400u) == 0);
+    man &= 0x3ffu;
+    return bits_to_float(sign | ((uint32_t)(127 - 15 - e) << 23) | (man << 13));
+  }
+  return bits_to_float(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+// float → IEEE binary16, round to nearest even; overflow → inf, NaN stays NaN.
+FCN_HD uint16_t float_to_half(float f) {
+  const uint32_t u = float_to_bits(f);
+  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  const uint32_t abs = u & 0x7fffffffu;
+  if (abs >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
+  if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // rounds to >= 65520: inf
+  if (abs < 0x38800000u) {  // below the smallest normal half: subnormal or zero
+    if (abs < 0x33000000u) return sign;  // < 2^-25 rounds to 0
+    const uint32_t e = abs >> 23;
+    const uint32_t m = (abs & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126u - e;  // 14..24
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1u);
+    const uint32_t half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (r & 1u))) ++r;
+    return (uint16_t)(sign | r);
+  }
+  uint32_t r = abs - 0x38000000u;  // rebias exponent 127 → 15 (in place)
+  const uint32_t rem = r & 0x1fffu;
+  r >>= 13;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) ++r;
+  return (uint16_t)(sign | r);
+}
+
+FCN_HD float bf16_to_float(uint16_t b) { return bits_to_float((uint32_t)b << 16); }
+
+// float → bfloat16, round to nearest even; NaN stays a quiet NaN.
+FCN_HD uint16_t float_to_bf16(float f) {
+  const uint32_t u = float_to_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+FCN_HD float to_float(float v) { return v; }
+FCN_HD float to_float(half_t v) { return half_to_float(v.bits); }
+FCN_HD float to_float(bf16_t v) { return bf16_to_float(v.bits); }
+
+template <typename T> FCN_HD T from_float(float v);
+template <> FCN_HD float from_float<float>(float v) { return v; }
+template <> FCN_HD half_t from_float<half_t>(float v) { return half_t{float_to_half(v)}; }
+template <> FCN_HD bf16_t from_float<bf16_t>(float v) { return bf16_t{float_to_bf16(v)}; }
+
+FCN_HD bool is_nan(float v) { return v != v; }
+FCN_HD bool is_finite(float v) { return (float_to_bits(v) & 0x7f800000u) != 0x7f800000u; }
+
+// --- transposed convolution taps ---------------------------------------------------------------
+// full[o] = Σ_i in[i]·w[o − i·s] over 0 <= o − i·s < k. With k <= 2s only i0 = o / s (kernel index
+// o − i0·s < s) and i0 − 1 (index + s) can contribute. Invalid taps get in-range indices.
+struct Taps {
+  int i0, k0, i1, k1;
+  bool v0, v1;
+};
+
+FCN_HD Taps deconv_taps(int o, int s, int k, int n_in) {
+  Taps t;
+  t.i0 = o / s;
+  t.k0 = o - t.i0 * s;
+  t.v0 = t.i0 < n_in && t.k0 < k;
+  t.i1 = t.i0 - 1;
+  t.k1 = t.k0 + s;
+  t.v1 = t.i1 >= 0 && t.k1 < k;
+  if (t.i0 > n_in - 1) t.i0 = n_in - 1;
+  if (t.i1 < 0) t.i1 = 0;
+  if (t.k0 > k - 1) t.k0 = k - 1;
+  if (t.k1 > k - 1) t.k1 = k - 1;
+  return t;
+}
+
+// --- argmax ------------------------------------------------------------------------------------
+// torch.argmax's rule with classes visited in increasing order: a strictly larger score wins (ties
+// keep the lowest index); the first NaN wins and stays. Start from best = -inf, idx = 0.
+FCN_HD void argmax_update(float v, int c, float& best, int& best_idx) {
+  if (v > best || (is_nan(v) && !is_nan(best))) {
+    best = v;
+    best_idx = c;
+  }
+}
+
+// --- bilinear interpolation, align_corners=False (PyTorch's upsample_bilinear2d) ---------------
+// scale = float(in) / float(out); src = max(scale·(dst + 0.5) − 0.5, 0); i1 = i0 + (i0 < in − 1);
+// equal sizes copy (PyTorch's CPU kernel special case).
+struct Interp {
+  int i0, i1;
+  float l0, l1;
+};
+
+FCN_HD Interp interp_source(int dst, int n_in, int n_out, float scale) {
+  Interp r;
+  if (n_in == n_out) {
+    r.i0 = r.i1 = dst;
+    r.l0 = 1.0f;
+    r.l1 = 0.0f;
+    return r;
+  }
+  float src = scale * ((float)dst + 0.5f) - 0.5f;
+  if (src < 0.0f) src = 0.0f;
+  int i0 = (int)src;
+  if (i0 > n_in - 1) i0 = n_in - 1;
+  float l1 = src - (float)i0;
+  if (l1 < 0.0f) l1 = 0.0f;
+  if (l1 > 1.0f) l1 = 1.0f;
+  r.i0 = i0;
+  r.i1 = i0 + (i0 < n_in - 1 ? 1 : 0);
+  r.l1 = l1;
+  r.l0 = 1.0f - l1;
+  return r;
+}
+
+// value = h0·(w0·x00 + w1·x01) + h1·(w0·x10 + w1·x11), PyTorch's order.
+FCN_HD float interp_value(const Interp& y, const Interp& x, float x00, float x01, float x10,
+                          float x11) {
+  return y.l0 * (x.l0 * x00 + x.l1 * x01) + y.l1 * (x.l0 * x10 + x.l1 * x11);
+}
+
+// --- preprocess and overlay --------------------------------------------------------------------
+// (v·scale − mean) / std in float32, the reference's order; the division skipped when every std is
+// 1 (same result).
+FCN_HD float preprocess_value(uint8_t v, float scale, float mean, float std, bool divide) {
+  const float y = (float)v * scale - mean;
+  return divide ? y / std : y;
+}
+
+// floor(frame·keep + colour·alpha + 0.5) with keep = 1 − alpha computed in double by the caller.
+FCN_HD uint8_t overlay_value(uint8_t frame, uint8_t colour, float keep, float alpha) {
+  float v = (float)frame * keep + (float)colour * alpha;
+  v = v + 0.5f;
+  int r = (int)v;  // v >= 0: truncation is floor
+  if (r < 0) r = 0;
+  if (r > 255) r = 255;
+  return (uint8_t)r;
+}
+
+}  // namespace fcn
