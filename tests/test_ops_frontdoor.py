@@ -14,7 +14,8 @@ def test_backends_listing():
     got = ops.backends()
     assert got[0] == "torch"
     assert ("triton" in got) == _ext.triton_status()[0]
-    assert "cuda" not in got and "cpp" not in got  # not built yet
+    assert ("cpp" in got) == _ext.has_cpp_ops()
+    assert ("cuda" in got) == (_ext.has_cuda_ops() and torch.cuda.is_available())
 
 
 def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
@@ -30,14 +31,22 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
 def test_named_backend_never_falls_back():
     x = torch.randn(1, 3, 4, 4)
     w = bilinear_weight(3, 3, 4)
-    for name in ("cuda", "cpp"):
-        with pytest.raises(RuntimeError, match=f"backend '{name}' cannot run here"):
-            ops.upsample_crop_add(x, w, 2, backend=name)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="backend 'cuda' cannot run here"):
+            ops.upsample_crop_add(x, w, 2, backend="cuda")
     with pytest.raises(ValueError, match="unknown backend 'fast'"):
         ops.upsample_crop_add(x, w, 2, backend="fast")
     with pytest.raises(TypeError, match="expected a torch.Tensor"):
         ops.interp_argmax(x.numpy(), (4, 4))
-    # auto on CPU is the reference (Triton on CPU means its slow interpreter).
+
+
+def test_auto_picks_a_compiled_backend_on_cpu():
+    """auto on CPU: the C++ kernels when built, else the reference (Triton on CPU tensors is its
+    slow interpreter, never chosen by auto)."""
+    want = "cpp" if _ext.has_cpp_ops() else "torch"
+    assert ops._auto(torch.device("cpu")) == want
+    x = torch.randn(1, 3, 4, 4)
+    w = bilinear_weight(3, 3, 4)
     torch.testing.assert_close(ops.upsample_crop_add(x, w, 2),
                                ops.upsample_crop_add(x, w, 2, backend="torch"))
 
@@ -104,3 +113,25 @@ def test_reference_float64_and_geometry_beyond_kernels():
     with pytest.raises(ValueError, match="k <= 2\\*stride"):
         from fcnfast.ops import checks
         checks.check_upsample_crop_argmax(x.float(), w.float(), 2, 0, (3, 3), kernel=True)
+
+
+def test_ops_trace_under_torch_compile():
+    """A compiled function calling fcnfast.ops traces the custom ops in one graph (no break) and
+    gives the eager result."""
+    torch._dynamo.reset()
+    x = torch.randn(1, 3, 5, 6)
+    w = bilinear_weight(3, 3, 4)
+    skip = torch.randn(1, 3, 20, 20)
+    frames = torch.randint(0, 256, (1, 7, 9, 3), dtype=torch.uint8)
+
+    def head(x, skip, frames):
+        y = ops.upsample_crop_add(x, w, 2, skip, skip_offset=2, backend="torch")
+        labels, scores = ops.upsample_crop_argmax(y, w, 2, 1, (9, 11), return_scores=True,
+                                                  backend="torch")
+        lab2 = ops.interp_argmax(y, (13, 17), backend="torch")
+        pre = ops.preprocess(frames, mean=(1.0, 2.0, 3.0), bgr=True, backend="torch")
+        return y, labels, scores, lab2, pre
+
+    compiled = torch.compile(head, backend="aot_eager", fullgraph=True)
+    for got, want in zip(compiled(x, skip, frames), head(x, skip, frames)):
+        torch.testing.assert_close(got, want)

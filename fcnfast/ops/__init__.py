@@ -12,7 +12,7 @@ from typing import List
 import torch
 
 from .. import _ext
-from . import native, reference
+from . import checks, library, native, reference  # noqa: F401  (library registers the custom ops)
 from .checks import bilinear_filter, label_dtype
 
 BACKENDS = ("torch", "triton", "cuda", "cpp")
@@ -60,6 +60,15 @@ def _impl(op: str, backend: str, anchor):
     return getattr(native, op)
 
 
+def _traced() -> bool:
+    """Inside torch.compile's tracing: route through the custom ops (fcnfast/ops/library.py)."""
+    return torch.compiler.is_compiling()
+
+
+def _pair_list(v, name):
+    return list(checks.pair(v, name))
+
+
 def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offset=(0, 0), size=None,
                       skip_weight=None, skip_bias=None, skip_scale=1.0, backend="auto"):
     """crop(convT(x, weight, stride), offset, size) + crop(skip score, skip_offset, size).
@@ -68,6 +77,11 @@ def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offse
     the fused 1×1 conv ``skip_bias + skip_weight · (skip_scale · skip)`` when ``skip_weight`` (C, F)
     is given. ``size=None``: the full transposed-conv output. Returns (N, C, H, W) in x's dtype.
     """
+    if _traced():
+        return torch.ops.fcnfast.upsample_crop_add(
+            x, weight, stride, skip, _pair_list(offset, "offset"), _pair_list(skip_offset, "skip_offset"),
+            None if size is None else _pair_list(size, "size"), skip_weight, skip_bias,
+            float(skip_scale), backend)
     return _impl("upsample_crop_add", backend, x)(
         x, weight, stride, skip, offset=offset, skip_offset=skip_offset, size=size,
         skip_weight=skip_weight, skip_bias=skip_bias, skip_scale=skip_scale)
@@ -77,12 +91,21 @@ def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False
     """argmax over classes of crop(convT(x, weight, stride), offset, size), without writing the
     full-resolution logits. Labels (N, H, W) uint8 (C <= 256) or int32; ties → lowest class, NaN
     wins. With ``return_scores`` also the winning score (x's dtype)."""
+    if _traced():
+        labels, scores = torch.ops.fcnfast.upsample_crop_argmax(
+            x, weight, stride, _pair_list(offset, "offset"), _pair_list(size, "size"),
+            return_scores, backend)
+        return (labels, scores) if return_scores else labels
     return _impl("upsample_crop_argmax", backend, x)(x, weight, stride, offset, size,
                                                      return_scores=return_scores)
 
 
 def interp_argmax(x, size, *, return_scores=False, backend="auto"):
     """argmax over classes of F.interpolate(x, size, bilinear, align_corners=False)."""
+    if _traced():
+        labels, scores = torch.ops.fcnfast.interp_argmax(x, _pair_list(size, "size"), return_scores,
+                                                         backend)
+        return (labels, scores) if return_scores else labels
     return _impl("interp_argmax", backend, x)(x, size, return_scores=return_scores)
 
 
@@ -93,12 +116,19 @@ def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.floa
     ``mean``/``std`` are in the output channel order (BGR when ``bgr``); ``scale`` is 1 for
     Caffe's 0–255 nets, 1/255 for torchvision's.
     """
+    if _traced():
+        return torch.ops.fcnfast.preprocess(
+            frames, [float(m) for m in checks._triple(mean, "mean")],
+            None if std is None else [float(v) for v in checks._triple(std, "std")], float(scale),
+            bool(bgr), dtype, bool(channels_last), backend)
     return _impl("preprocess", backend, frames)(frames, mean=mean, std=std, scale=scale, bgr=bgr,
                                                 dtype=dtype, channels_last=channels_last)
 
 
 def overlay(frames, labels, palette, alpha=0.5, backend="auto"):
     """uint8 frames blended with palette[labels]: floor((1−alpha)·frame + alpha·colour + 0.5)."""
+    if _traced():
+        return torch.ops.fcnfast.overlay(frames, labels, palette, float(alpha), backend)
     return _impl("overlay", backend, frames)(frames, labels, palette, alpha)
 
 
