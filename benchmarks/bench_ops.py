@@ -1,10 +1,12 @@
 """The five FCN head ops, every provider, at FCN-8s's real shapes (head-ops.md).
 
 Providers: every backend ``fcnfast.ops.backends()`` lists (``torch`` is the reference; ``triton``,
-later ``cuda``/``cpp``), plus ``composition``: the PyTorch a user would write without fcnfast
+``cuda``, ``cpp``), plus ``composition``: the PyTorch a user would write without fcnfast
 (pytorch-fcn's dense ConvTranspose2d + slice + add / argmax, F.interpolate + argmax, permute/float/
-sub/div, palette indexing blend). Every provider is checked against the reference before it is
-timed; one that fails prints ``error: ...`` in its row and the run goes on.
+sub/div, palette indexing blend), and for upsample_crop_argmax also ``depthwise``: the best plain
+PyTorch for a bilinear layer (ConvTranspose2d with groups=C + slice + argmax). Every provider is
+checked against the reference before it is timed; one that fails prints ``error: ...`` in its row
+and the run goes on.
 
 Shapes come from the FCN-8s geometry itself (the model and its trunk on the meta device, and its
 crop offsets), for each image size and batch, with C = 21 classes:
@@ -18,7 +20,8 @@ crop offsets), for each image size and batch, with C = 21 classes:
 ms: CUDA (triton.testing.do_bench: L2 flushed, median) on a GPU, perf_counter on the CPU (median
 after warm-up). GB/s counts only the bytes that must move: the op's inputs (for a fused skip only
 the cropped window of the features) and its outputs in the contract's dtypes, never
-intermediates — the same byte count for every provider. ``speed-up`` = composition ms / ms.
+intermediates — the same byte count for every provider. ``speed-up`` = composition ms / ms;
+``vs dw`` = depthwise ms / ms where a depthwise row exists.
 
     python benchmarks/bench_ops.py                      # GPU if present, else the CPU columns
     python benchmarks/bench_ops.py --quick              # tiny CPU run, seconds (triton only with TRITON_INTERPRET=1)
@@ -34,8 +37,8 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +95,8 @@ class Case:
     run: Callable[[str], object]  # backend -> output
     composition: Callable[[], object]
     check: Callable[[object, object], Optional[str]]  # (output, reference) -> error or None
+    # More plain-PyTorch providers, by name (timed and checked like the composition).
+    baselines: Dict[str, Callable[[], object]] = field(default_factory=dict)
 
 
 def _size(t: torch.Tensor) -> int:
@@ -180,8 +185,15 @@ def make_cases(geo: Geometry, image, batch, dtype, device) -> List[Case]:
         full = F.conv_transpose2d(fuse3, up8, stride=8)
         return full[:, :, o8:o8 + h_img, o8:o8 + w_img].argmax(1)
 
+    up8_dw = up8[torch.arange(C), torch.arange(C)].unsqueeze(1).contiguous()  # (C, 1, 16, 16)
+
+    def depthwise_uca():  # nn.ConvTranspose2d(C, C, 16, 8, groups=C): upscore8 is diagonal
+        full = F.conv_transpose2d(fuse3, up8_dw, stride=8, groups=C)
+        return full[:, :, o8:o8 + h_img, o8:o8 + w_img].argmax(1)
+
     cases.append(Case("upsample_crop_argmax", "upscore8", image, batch, dtype, nbytes, run_uca,
-                      comp_uca, _check_labels(LABEL_MISMATCH[dtype])))
+                      comp_uca, _check_labels(LABEL_MISMATCH[dtype]),
+                      baselines={"depthwise": depthwise_uca}))
 
     # interp_argmax: FCN-ResNet50's stride-8 scores → the image.
     coarse = rand(*g["resnet_scores"])
@@ -264,15 +276,21 @@ def bench_case(case: Case, providers: List[str], device, quick: bool) -> List[di
         ref, ref_err = None, _short(e)
     else:
         ref_err = None
-    for provider in providers + ["composition"]:
+    for provider in providers + ["composition"] + list(case.baselines):
         row = {"op": case.op, "layer": case.label, "image": f"{case.image[0]}x{case.image[1]}",
                "batch": case.batch, "dtype": str(case.dtype).replace("torch.", ""),
-               "provider": provider, "ms": None, "gbps": None, "speedup": None, "status": "ok"}
+               "provider": provider, "ms": None, "gbps": None, "speedup": None,
+               "speedup_depthwise": None, "status": "ok"}
         rows.append(row)
         if ref_err:
             row["status"] = f"reference {ref_err}"
             continue
-        fn = case.composition if provider == "composition" else (lambda p=provider: case.run(p))
+        if provider == "composition":
+            fn = case.composition
+        elif provider in case.baselines:
+            fn = case.baselines[provider]
+        else:
+            fn = lambda p=provider: case.run(p)  # noqa: E731
         try:
             bad = case.check(fn(), ref)
             if bad:
@@ -284,9 +302,12 @@ def bench_case(case: Case, providers: List[str], device, quick: bool) -> List[di
             continue
         row["gbps"] = case.nbytes / (row["ms"] * 1e-3) / 1e9
     comp = next(r["ms"] for r in rows if r["provider"] == "composition")
+    dw = next((r["ms"] for r in rows if r["provider"] == "depthwise"), None)
     for r in rows:
         if r["ms"] and comp:
             r["speedup"] = comp / r["ms"]
+        if r["ms"] and dw:
+            r["speedup_depthwise"] = dw / r["ms"]
     return rows
 
 
@@ -328,7 +349,8 @@ def _fmt(v, spec):
 def print_row(r: dict):
     print(f"{r['op']:<21}{r['layer']:<27}{r['image']:>10}{r['batch']:>4} {r['dtype']:<9}"
           f"{r['provider']:<12}{_fmt(r['ms'], '10.3f')}{_fmt(r['gbps'], '9.1f'):>9}"
-          f"{_fmt(r['speedup'], '8.2f'):>8}  {'' if r['status'] == 'ok' else r['status']}")
+          f"{_fmt(r['speedup'], '8.2f'):>8}{_fmt(r.get('speedup_depthwise'), '8.2f'):>8}"
+          f"  {'' if r['status'] == 'ok' else r['status']}")
 
 
 def main(argv=None):
@@ -375,7 +397,7 @@ def main(argv=None):
           f"git {meta['git']}; providers {', '.join(providers)} + composition"
           + "".join(f"; {b} skipped: {why}" for b, why in skipped.items()))
     print(f"{'op':<21}{'layer':<27}{'image':>10}{'N':>4} {'dtype':<9}{'provider':<12}"
-          f"{'ms':>10}{'GB/s':>9}{'speedup':>8}")
+          f"{'ms':>10}{'GB/s':>9}{'speedup':>8}{'vs dw':>8}")
     geo = Geometry()
     rows = []
     for image in sizes:

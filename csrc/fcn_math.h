@@ -127,6 +127,22 @@ FCN_HD Taps deconv_taps(int o, int s, int k, int n_in) {
   return t;
 }
 
+// --- upsample_crop_add -------------------------------------------------------------------------
+// Depthwise (diagonal bilinear) value of one output pixel: its taps x·filt summed in the order
+// (iy0, ix0), (iy0, ix1), (iy1, ix0), (iy1, ix1); an invalid tap passes x = 0.
+FCN_HD float depthwise_value(float x00, float f00, float x01, float f01, float x10, float f10,
+                             float x11, float f11) {
+  float v = x00 * f00;
+  v = v + x01 * f01;
+  v = v + x10 * f10;
+  v = v + x11 * f11;
+  return v;
+}
+
+// Fused 1×1 skip score from dot = Σ_f W[c, f]·feat[f] (f ascending, float32): bias + scale·dot.
+// (The reference scales the features first; equal up to rounding.) No bias: bias = 0.
+FCN_HD float skip_score(float dot, float scale, float bias) { return dot * scale + bias; }
+
 // --- argmax ------------------------------------------------------------------------------------
 // torch.argmax's rule with classes visited in increasing order: a strictly larger score wins (ties
 // keep the lowest index); the first NaN wins and stays. Start from best = -inf, idx = 0.
@@ -172,6 +188,62 @@ FCN_HD float interp_value(const Interp& y, const Interp& x, float x00, float x01
                           float x11) {
   return y.l0 * (x.l0 * x00 + x.l1 * x01) + y.l1 * (x.l0 * x10 + x.l1 * x11);
 }
+
+// --- upsample_crop_argmax and interp_argmax: staged two-tap blends ------------------------------
+// w0·a + w1·b: two rounded products, one rounded sum (both backends compile without fused
+// multiply-add). interp_value above is blend2(y.l0, blend2(x.l0, x00, x.l1, x01), y.l1,
+// blend2(x.l0, x10, x.l1, x11)) operation for operation, so the CPU kernels may blend rows first
+// (horizontal pass, reused across output rows) and stay bit-identical to the per-pixel CUDA form.
+// (A template so that the CPU kernels can also run it on GCC vectors: the same float operations,
+// lane for lane.)
+template <typename V>
+FCN_HD V blend2(V w0, V a, V w1, V b) { return w0 * a + w1 * b; }
+
+// How upsample_crop_argmax's weight is passed (Python: fcnfast/ops/native.py):
+//   kLearned            W as (k, k, C_in, C_out) float32: the general C×C path;
+//   kBilinear2D         the diagonal bilinear (k, k) float32 filter f, used as is;
+//   kBilinearSeparable  its 1-D factor g (k floats), when f[i][j] == g[i]·g[j] exactly in float32.
+enum WeightKind : int { kLearned = 0, kBilinear2D = 1, kBilinearSeparable = 2 };
+
+// Depthwise deconvolution value of one class at one output pixel, horizontal taps first:
+//   wy0·(w00·x00 + w01·x01) + wy1·(w10·x10 + w11·x11)
+// Separable: wy_i = g[ky_i], w_i0 = g[kx0], w_i1 = g[kx1]. 2-D filter: wy_i = 1, w_ij =
+// f[ky_i][kx_j] (1·a is exact, so this is the filter's own 4-tap sum). An invalid tap passes
+// x = 0 and weight 0: its product is +0 whichever operand the caller zeroes.
+FCN_HD float deconv_value(float wy0, float wy1, float w00, float w01, float w10, float w11,
+                          float x00, float x01, float x10, float x11) {
+  return blend2(wy0, blend2(w00, x00, w01, x01), wy1, blend2(w10, x10, w11, x11));
+}
+
+// The reference's dense transposed conv multiplies every input class by every weight, off-diagonal
+// zeros included (0·inf = 0·NaN = NaN). In the depthwise path, a non-finite input of class ci at a
+// valid tap therefore makes every other class NaN at that pixel. bad0: class 0 had one; bad_rest: a
+// class >= 1 had one; v0_nan: class 0's own value is NaN. With C > 1 the winner is then the first
+// NaN class: 0 if a class >= 1 was bad or class 0 is NaN itself, else 1.
+FCN_HD void spread_nonfinite(bool bad0, bool bad_rest, bool v0_nan, int num_classes, float& best,
+                             int& best_idx) {
+  if (num_classes > 1 && (bad0 || bad_rest)) {
+    best_idx = (bad_rest || v0_nan) ? 0 : 1;
+    best = bits_to_float(0x7fc00000u);
+  }
+}
+
+// argmax_update for a score known not to be NaN (the CPU kernels' vectorised fast path, taken when
+// the blended inputs of a class are all finite): then "a strictly larger score wins" is the whole
+// rule, and a NaN best from an earlier class stays.
+FCN_HD void argmax_update_number(float v, int c, float& best, int& best_idx) {
+  if (v > best) {
+    best = v;
+    best_idx = c;
+  }
+}
+
+// General path: one multiply-add of the running class score, acc + x·w (no contraction). Both
+// backends sum a class's terms in the same order: valid taps (iy0, ix0), (iy0, ix1), (iy1, ix0),
+// (iy1, ix1), then input classes ascending. (A template so that the CPU kernel can run it on
+// GCC vectors of pixels, V·float broadcasting w: lane for lane the same float operations.)
+template <typename V, typename W>
+FCN_HD V mac(V acc, V x, W w) { return acc + x * w; }
 
 // --- preprocess and overlay --------------------------------------------------------------------
 // (v·scale − mean) / std in float32, the reference's order; the division skipped when every std is

@@ -142,8 +142,24 @@ def test_matches_reference(backend, device, case, dtype, poisoned):
 
 # --- weights: the bilinear fast path only when exactly diagonal bilinear --------------------------
 
-def _launches(monkeypatch):
-    """Record the BILINEAR switch of every launch of the Triton kernel."""
+def _launches(monkeypatch, backend="triton"):
+    """Record the bilinear switch of every launch of the backend's kernel (Triton: the BILINEAR
+    constexpr; cpp/cuda: the `bilinear` argument of the native call)."""
+    if backend in ("cpp", "cuda"):
+        native = importlib.import_module("fcnfast.ops.native")
+        real_module = native._module
+        seen = []
+
+        class NativeSpy:
+            def __init__(self, mod):
+                self._mod = mod
+
+            def upsample_crop_add(self, *args):
+                seen.append(bool(args[2]))
+                return self._mod.upsample_crop_add(*args)
+
+        monkeypatch.setattr(native, "_module", lambda t: NativeSpy(real_module(t)))
+        return seen
     mod = importlib.import_module("fcnfast.kernels.upsample_crop_add")
     real = mod._upsample_crop_add_kernel
     seen = []
@@ -179,7 +195,7 @@ def test_path_choice(backend, device, kind, poisoned, monkeypatch):
     x = randn(2, c, 6, 7, seed=7)
     skip = randn(2, c, 14, 16, seed=8)
     assert (checks.bilinear_filter(weight) is not None) == (kind == "exact")
-    seen = _launches(monkeypatch)
+    seen = _launches(monkeypatch, backend)
     check(x, weight, s, skip, backend, device, offset=1, size=(13, 15), skip_offset=(1, 1))
     assert seen == [kind == "exact"]
 

@@ -12,4 +12,7 @@ PYBIND11_MODULE(_C, m) {
   auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("preprocess", &fcn::cpu::preprocess, nogil);
   m.def("overlay", &fcn::cpu::overlay, nogil);
+  m.def("upsample_crop_argmax", &fcn::cpu::upsample_crop_argmax, nogil);
+  m.def("interp_argmax", &fcn::cpu::interp_argmax, nogil);
+  m.def("upsample_crop_add", &fcn::cpu::upsample_crop_add, nogil);
 }

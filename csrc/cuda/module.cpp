@@ -12,4 +12,7 @@ PYBIND11_MODULE(_cuda, m) {
   auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("preprocess", &fcn::cuda::preprocess, nogil);
   m.def("overlay", &fcn::cuda::overlay, nogil);
+  m.def("upsample_crop_argmax", &fcn::cuda::upsample_crop_argmax, nogil);
+  m.def("interp_argmax", &fcn::cuda::interp_argmax, nogil);
+  m.def("upsample_crop_add", &fcn::cuda::upsample_crop_add, nogil);
 }

@@ -7,9 +7,13 @@ check everything first (``checks``), make inputs contiguous and allocate the out
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
 import torch
 
 from .. import _ext
+from ..bilinear import upsample_filt
 from . import checks
 
 # Must match csrc/fcn_math.h's DType.
@@ -72,3 +76,104 @@ def overlay(frames, labels, palette, alpha=0.5):
                                 palette.data_ptr(), palette.shape[0], n, h, w, 1.0 - alpha, alpha,
                                 out.data_ptr(), *_stream_args(frames))
     return out
+
+
+def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offset=(0, 0), size=None,
+                      skip_weight=None, skip_bias=None, skip_scale=1.0):
+    g, (soy, sox) = checks.check_upsample_crop_add(x, weight, stride, skip, offset, skip_offset,
+                                                   size, skip_weight, skip_bias, skip_scale,
+                                                   kernel=True)
+    out = checks.new_output((g.n, g.c, g.out_h, g.out_w), x.dtype, x.device)
+    if g.n == 0:
+        return out
+    # Depthwise when the weight is exactly diagonal bilinear: then only its (k, k) filter is passed.
+    filt = checks.bilinear_filter(weight)
+    bilinear = filt is not None
+    w_arg = (filt if bilinear else weight).to(torch.float32).contiguous()
+    x = x.contiguous()
+    f = hs = ws = 0
+    skip_ptr = sw_ptr = sb_ptr = 0
+    if skip is not None:
+        skip = skip.to(x.dtype).contiguous()
+        f, hs, ws = (int(v) for v in skip.shape[1:])
+        skip_ptr = skip.data_ptr()
+        if skip_weight is not None:
+            skip_weight = skip_weight.reshape(g.c, f).to(torch.float32).contiguous()
+            sw_ptr = skip_weight.data_ptr()
+        if skip_bias is not None:
+            skip_bias = skip_bias.to(torch.float32).contiguous()
+            sb_ptr = skip_bias.data_ptr()
+    with _on_device(x):
+        _module(x).upsample_crop_add(x.data_ptr(), w_arg.data_ptr(), bilinear, skip_ptr, sw_ptr,
+                                     sb_ptr, g.n, g.c, g.h, g.w, g.k, g.s, g.oy, g.ox, g.out_h,
+                                     g.out_w, f, hs, ws, soy, sox, float(skip_scale),
+                                     out.data_ptr(), DTYPE_CODE[x.dtype], *_stream_args(x))
+    return out
+
+
+# How upsample_crop_argmax's weight is passed; must match csrc/fcn_math.h's WeightKind.
+WEIGHT_LEARNED, WEIGHT_BILINEAR_2D, WEIGHT_BILINEAR_SEPARABLE = 0, 1, 2
+
+
+@lru_cache(maxsize=64)
+def _separable_factor(k: int, dtype: torch.dtype, device: torch.device):
+    """The bilinear filter's 1-D factor g (k,) float32 on ``device`` when the (k, k) filter in
+    ``dtype`` (what ``checks.bilinear_filter`` returns, as float32) is exactly g[i]·g[j] in
+    float32 — for float32 weights at FCN's kernel sizes; not for float16 k = 64 or bfloat16
+    k >= 32, whose rounded filters are no product. None then: the kernels use the 2-D filter."""
+    filt64 = upsample_filt(k)
+    # filt64[i, i] = a_i² rounded; sqrt of a correctly rounded square is exactly |a_i| (a_i > 0).
+    g = torch.from_numpy(np.sqrt(np.diag(filt64)).copy()).to(torch.float32)
+    filt = torch.from_numpy(filt64).to(dtype).to(torch.float32)
+    if not torch.equal(g[:, None] * g[None, :], filt):
+        return None
+    return g.to(device)
+
+
+def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False):
+    g = checks.check_upsample_crop_argmax(x, weight, stride, offset, size, kernel=True)
+    shape = (g.n, g.out_h, g.out_w)
+    labels = checks.new_output(shape, checks.label_dtype(g.c), x.device)
+    scores = checks.new_output(shape, x.dtype, x.device) if return_scores else None
+    if g.n == 0:
+        return (labels, scores) if return_scores else labels
+    # Depthwise when the weight is exactly diagonal bilinear (checked once per layer, cached).
+    filt = checks.bilinear_filter(weight)
+    if filt is None:  # learned C×C: W as (k, k, C_in, C_out), the kernels' contiguous rows
+        kind, w_arg = WEIGHT_LEARNED, weight.permute(2, 3, 0, 1).to(torch.float32).contiguous()
+    else:
+        factor = _separable_factor(g.k, weight.dtype, x.device)
+        kind, w_arg = ((WEIGHT_BILINEAR_SEPARABLE, factor) if factor is not None
+                       else (WEIGHT_BILINEAR_2D, filt))
+    x = x.contiguous()
+    with _on_device(x):
+        _module(x).upsample_crop_argmax(x.data_ptr(), w_arg.data_ptr(), kind, g.n, g.c, g.h, g.w,
+                                        g.k, g.s, g.oy, g.ox, g.out_h, g.out_w, labels.data_ptr(),
+                                        DTYPE_CODE[labels.dtype],
+                                        scores.data_ptr() if return_scores else 0,
+                                        DTYPE_CODE[x.dtype], *_stream_args(x))
+    return (labels, scores) if return_scores else labels
+
+
+def _interp_scale(n_in: int, n_out: int) -> float:
+    # PyTorch's float32 static_cast<float>(in) / out (as kernels/interp_argmax.py's _scale); the
+    # result is a float32 value, so passing it on as a C++ float is exact.
+    return float(np.float32(n_in) / np.float32(n_out))
+
+
+def interp_argmax(x, size, *, return_scores=False):
+    out_h, out_w = checks.check_interp_argmax(x, size, kernel=True)
+    n, c, h, w = x.shape
+    shape = (n, out_h, out_w)
+    labels = checks.new_output(shape, checks.label_dtype(c), x.device)
+    scores = checks.new_output(shape, x.dtype, x.device) if return_scores else None
+    if n == 0:
+        return (labels, scores) if return_scores else labels
+    x = x.contiguous()
+    with _on_device(x):
+        _module(x).interp_argmax(x.data_ptr(), n, c, h, w, out_h, out_w, _interp_scale(h, out_h),
+                                 _interp_scale(w, out_w), labels.data_ptr(),
+                                 DTYPE_CODE[labels.dtype],
+                                 scores.data_ptr() if return_scores else 0, DTYPE_CODE[x.dtype],
+                                 *_stream_args(x))
+    return (labels, scores) if return_scores else labels
