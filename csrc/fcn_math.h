@@ -3,6 +3,7 @@
 // exercise the GPU's arithmetic. The Triton kernels (kernels/common.py) follow the same rules.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -169,7 +170,13 @@ FCN_HD Interp interp_source(int dst, int n_in, int n_out, float scale) {
     r.l1 = 0.0f;
     return r;
   }
-  float src = scale * ((float)dst + 0.5f) - 0.5f;
+  // One fused multiply-add, as PyTorch's kernels compute it (their builds contract scale·x − 0.5):
+  // separate rounding moves some weights by an ulp and turns tiny ones into exact zeros.
+#if defined(__CUDA_ARCH__)
+  float src = __fmaf_rn(scale, (float)dst + 0.5f, -0.5f);
+#else
+  float src = std::fma(scale, (float)dst + 0.5f, -0.5f);
+#endif
   if (src < 0.0f) src = 0.0f;
   int i0 = (int)src;
   if (i0 > n_in - 1) i0 = n_in - 1;

@@ -28,7 +28,7 @@ from .common import argmax_update, block_size, gather4, num_warps_for
 @triton.jit
 def _source(dst, n_in, n_out, scale):
     """Source indices (i0, i1) and weights (l0, l1) of output coordinates ``dst`` on one axis."""
-    src = scale * (dst.to(tl.float32) + 0.5) - 0.5
+    src = tl.fma(scale, dst.to(tl.float32) + 0.5, -0.5)  # one rounding, as PyTorch's kernels
     src = tl.maximum(src, 0.0)
     i0 = tl.minimum(src.to(tl.int32), n_in - 1)  # src >= 0: truncation is floor
     l1 = tl.minimum(tl.maximum(src - i0.to(tl.float32), 0.0), 1.0)

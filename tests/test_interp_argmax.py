@@ -207,3 +207,30 @@ def test_not_a_tensor(backend, device):
     require(backend, device)
     with pytest.raises(TypeError, match="expected a torch.Tensor"):
         ops.interp_argmax(np.zeros((1, 3, 4, 4), np.float32), (5, 5), backend=backend)
+
+
+# --- the source index is one fused multiply-add, as in PyTorch's kernels ----------------------
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("src,dst", [((20, 20), (18, 20)), ((7, 13), (18, 29))])
+def test_scores_match_torch_float32_at_inexact_scales(backend, device, src, dst):
+    """Scales like 20/18 are inexact in float32: the weights must round as PyTorch's do."""
+    require(backend, device)
+    x = randn(1, 5, *src, seed=11)
+    labels, scores = run(x, dst, backend, device)
+    want = F.interpolate(x, size=dst, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(scores.cpu(), want.max(1).values, rtol=0, atol=2e-6)
+    firm = firm_mask(scores64(x, dst), F32)
+    assert_labels_firm(labels, want.argmax(1).to(labels.dtype), firm)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_infinite_input_where_a_weight_is_tiny(backend, device):
+    """A weight that rounds to a tiny value, not to 0: -inf times it stays -inf (0·inf would be NaN
+    and win the argmax)."""
+    require(backend, device)
+    x = randn(1, 3, 2, 8, seed=12)
+    x[0, 1, 1, 3] = float("-inf")
+    labels = run(x, (6, 15), backend, device, return_scores=False)
+    want = F.interpolate(x, size=(6, 15), mode="bilinear", align_corners=False).argmax(1)
+    assert torch.equal(labels.cpu().long(), want)
