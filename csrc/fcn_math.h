@@ -42,8 +42,20 @@ FCN_HD uint32_t float_to_bits(float f) {
 #endif
 }
 
+// With F16C the host converts in hardware (vcvtph2ps / vcvtps2ph: the same IEEE rounding as the
+// bit arithmetic below, checked bit for bit, and vectorisable); the device and other hosts use the
+// bit arithmetic.
+#if !defined(__CUDACC__) && !defined(FCN_NO_HOST_F16) && defined(__F16C__) && defined(__FLT16_MAX__)
+#define FCN_HOST_F16 1
+#endif
+
 // IEEE binary16 → float (exact: every half is a float).
 FCN_HD float half_to_float(uint16_t h) {
+#if defined(FCN_HOST_F16)
+  _Float16 v;
+  std::memcpy(&v, &h, 2);
+  return (float)v;
+#endif
   const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t man = h & 0x3ffu;
@@ -61,6 +73,12 @@ FCN_HD float half_to_float(uint16_t h) {
 
 // float → IEEE binary16, round to nearest even; overflow → inf, NaN stays NaN.
 FCN_HD uint16_t float_to_half(float f) {
+#if defined(FCN_HOST_F16)
+  const _Float16 v = (_Float16)f;
+  uint16_t bits;
+  std::memcpy(&bits, &v, 2);
+  return bits;
+#endif
   const uint32_t u = float_to_bits(f);
   const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7fffffffu;

@@ -1,0 +1,26 @@
+"""The CUDA kernels' fp16/bf16 arithmetic, run on the CPU: csrc/fcn_math.h's bit arithmetic (the
+device path; the host uses F16C hardware where it has it) against the compiler's IEEE _Float16."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(os.path.dirname(HERE), "csrc")
+
+
+def test_device_half_conversions_are_ieee(tmp_path):
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no g++")
+    exe = tmp_path / "half_conversions"
+    build = subprocess.run([cxx, "-O2", "-std=c++17", "-I", CSRC,
+                            os.path.join(HERE, "native", "half_conversions.cpp"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    if build.returncode != 0 and "_Float16" in build.stderr:
+        pytest.skip("this compiler has no _Float16 to compare with")
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "mismatches 0" in run.stdout
