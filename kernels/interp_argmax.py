@@ -16,7 +16,6 @@ kernel uses the same formula), per axis, in float32 for float inputs:
           + l1y * (l0x * x[i1y, i0x] + l1x * x[i1y, i1x])
 A zero weight still multiplies its input, as in PyTorch, so a non-finite neighbour gives NaN.
 """
-import numpy as np
 import triton
 import triton.language as tl
 
@@ -75,19 +74,11 @@ def _interp_argmax_kernel(
         tl.store(scores_ptr + out, best.to(scores_ptr.dtype.element_ty), mask=pmask)
 
 
-def _scale(n_in: int, n_out: int) -> float:
-    # PyTorch: static_cast<float>(input_size) / output_size, in float32 for float inputs (the
-    # reference computes float16/bfloat16 inputs in float32 too). Exact as a Python float.
-    return float(np.float32(n_in) / np.float32(n_out))
-
-
 def interp_argmax(x, size, *, return_scores=False):
     """argmax over classes of F.interpolate(x, size, bilinear); see fcnfast.ops."""
     out_h, out_w = checks.check_interp_argmax(x, size, kernel=True)
     n, c, h, w = x.shape
-    shape = (n, out_h, out_w)
-    labels = checks.new_output(shape, checks.label_dtype(c), x.device)
-    scores = checks.new_output(shape, x.dtype, x.device) if return_scores else None
+    labels, scores = checks.new_argmax_outputs(x, out_h, out_w, return_scores)
     if n == 0:
         return (labels, scores) if return_scores else labels
     x = x.contiguous()
@@ -95,7 +86,7 @@ def interp_argmax(x, size, *, return_scores=False):
     grid = (triton.cdiv(out_h * out_w, block), n)
     _interp_argmax_kernel[grid](
         x, labels, scores if return_scores else labels, c, h, w, out_h, out_w,
-        _scale(h, out_h), _scale(w, out_w),
+        checks.interp_scale(h, out_h), checks.interp_scale(w, out_w),
         RETURN_SCORES=return_scores, BLOCK=block, num_warps=num_warps_for(block))
     return (labels, scores) if return_scores else labels
 

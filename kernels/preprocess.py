@@ -84,10 +84,7 @@ def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.floa
     """
     mean, std, scale = checks.check_preprocess(frames, mean, std, scale, dtype, kernel=True)
     n, h, w, _ = frames.shape
-    if channels_last:
-        out = checks.new_output((n, h, w, 3), dtype, frames.device).permute(0, 3, 1, 2)
-    else:
-        out = checks.new_output((n, 3, h, w), dtype, frames.device)
+    out = checks.new_network_input(frames, dtype, channels_last)
     if n == 0:
         return out
     frames = frames.contiguous()

@@ -173,9 +173,7 @@ def _upsample_general_argmax_kernel(
 def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False):
     """argmax over classes of crop(convT(x, weight, stride), offset, size); see fcnfast.ops."""
     g = checks.check_upsample_crop_argmax(x, weight, stride, offset, size, kernel=True)
-    shape = (g.n, g.out_h, g.out_w)
-    labels = checks.new_output(shape, checks.label_dtype(g.c), x.device)
-    scores = checks.new_output(shape, x.dtype, x.device) if return_scores else None
+    labels, scores = checks.new_argmax_outputs(x, g.out_h, g.out_w, return_scores)
     if g.n == 0:
         return (labels, scores) if return_scores else labels
     filt = checks.bilinear_filter(weight)  # on the caller's tensor: the check is cached per layer

@@ -32,6 +32,27 @@ def label_dtype(num_classes: int) -> torch.dtype:
     return torch.uint8 if num_classes <= 256 else torch.int32
 
 
+def new_argmax_outputs(x: torch.Tensor, out_h: int, out_w: int, return_scores: bool):
+    """(labels, scores or None) for an argmax op over x's classes: (N, H, W) each."""
+    shape = (x.shape[0], out_h, out_w)
+    labels = new_output(shape, label_dtype(x.shape[1]), x.device)
+    return labels, (new_output(shape, x.dtype, x.device) if return_scores else None)
+
+
+def new_network_input(frames: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """(N, 3, H, W) output of preprocess; channels-last memory when asked for."""
+    n, h, w, _ = frames.shape
+    if channels_last:
+        return new_output((n, h, w, 3), dtype, frames.device).permute(0, 3, 1, 2)
+    return new_output((n, 3, h, w), dtype, frames.device)
+
+
+def interp_scale(n_in: int, n_out: int) -> float:
+    """PyTorch's bilinear scale, static_cast<float>(in) / out in float32; a float32 value, so it
+    passes exactly to a kernel's float argument."""
+    return float(np.float32(n_in) / np.float32(n_out))
+
+
 # --- small pieces -------------------------------------------------------------------------------
 
 def _tensor(t, name: str, dims: int) -> torch.Tensor:

@@ -49,10 +49,7 @@ def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.floa
                channels_last=False):
     mean, std, scale = checks.check_preprocess(frames, mean, std, scale, dtype, kernel=True)
     n, h, w, _ = frames.shape
-    if channels_last:
-        out = checks.new_output((n, h, w, 3), dtype, frames.device).permute(0, 3, 1, 2)
-    else:
-        out = checks.new_output((n, 3, h, w), dtype, frames.device)
+    out = checks.new_network_input(frames, dtype, channels_last)
     if n == 0:
         return out
     frames = frames.contiguous()
@@ -132,9 +129,7 @@ def _separable_factor(k: int, dtype: torch.dtype, device: torch.device):
 
 def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False):
     g = checks.check_upsample_crop_argmax(x, weight, stride, offset, size, kernel=True)
-    shape = (g.n, g.out_h, g.out_w)
-    labels = checks.new_output(shape, checks.label_dtype(g.c), x.device)
-    scores = checks.new_output(shape, x.dtype, x.device) if return_scores else None
+    labels, scores = checks.new_argmax_outputs(x, g.out_h, g.out_w, return_scores)
     if g.n == 0:
         return (labels, scores) if return_scores else labels
     # Depthwise when the weight is exactly diagonal bilinear (checked once per layer, cached).
@@ -155,24 +150,16 @@ def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False
     return (labels, scores) if return_scores else labels
 
 
-def _interp_scale(n_in: int, n_out: int) -> float:
-    # PyTorch's float32 static_cast<float>(in) / out (as kernels/interp_argmax.py's _scale); the
-    # result is a float32 value, so passing it on as a C++ float is exact.
-    return float(np.float32(n_in) / np.float32(n_out))
-
-
 def interp_argmax(x, size, *, return_scores=False):
     out_h, out_w = checks.check_interp_argmax(x, size, kernel=True)
     n, c, h, w = x.shape
-    shape = (n, out_h, out_w)
-    labels = checks.new_output(shape, checks.label_dtype(c), x.device)
-    scores = checks.new_output(shape, x.dtype, x.device) if return_scores else None
+    labels, scores = checks.new_argmax_outputs(x, out_h, out_w, return_scores)
     if n == 0:
         return (labels, scores) if return_scores else labels
     x = x.contiguous()
     with _on_device(x):
-        _module(x).interp_argmax(x.data_ptr(), n, c, h, w, out_h, out_w, _interp_scale(h, out_h),
-                                 _interp_scale(w, out_w), labels.data_ptr(),
+        _module(x).interp_argmax(x.data_ptr(), n, c, h, w, out_h, out_w, checks.interp_scale(h, out_h),
+                                 checks.interp_scale(w, out_w), labels.data_ptr(),
                                  DTYPE_CODE[labels.dtype],
                                  scores.data_ptr() if return_scores else 0, DTYPE_CODE[x.dtype],
                                  *_stream_args(x))
