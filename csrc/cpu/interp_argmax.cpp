@@ -22,6 +22,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/argmax_strip.h"
 #include "cpu/ops.h"
 #include "dispatch.h"
 
@@ -159,26 +160,10 @@ void interp_kernel(const T* x, int64_t n, int C, int h, int w, int out_h, int ou
             const float* b = hrow.data() + static_cast<int64_t>(slot1[r]) * kChunk;
             float* bst = best.data() + static_cast<int64_t>(r) * kChunk;
             int* ix = idx.data() + static_cast<int64_t>(r) * kChunk;
-            if (finite[slot0[r]] && finite[slot1[r]]) {
-              // Finite rows, weights in [0, 1]: v may overflow to inf but is never NaN.
-              for (int i = 0; i < cw; ++i) {  // (stores unconditional: blends, no branches)
-                const float v = blend2(w0, a[i], w1, b[i]);
-                float bv = bst[i];
-                int bi = ix[i];
-                argmax_update_number(v, c, bv, bi);
-                bst[i] = bv;
-                ix[i] = bi;
-              }
-            } else {
-              for (int i = 0; i < cw; ++i) {
-                const float v = blend2(w0, a[i], w1, b[i]);
-                float bv = bst[i];
-                int bi = ix[i];
-                argmax_update(v, c, bv, bi);
-                bst[i] = bv;
-                ix[i] = bi;
-              }
-            }
+            if (finite[slot0[r]] && finite[slot1[r]])
+              blend_argmax_strip<true>(a, b, w0, w1, c, cw, bst, ix);
+            else
+              blend_argmax_strip<false>(a, b, w0, w1, c, cw, bst, ix);
           }
         }
         for (int r = 0; r < rows; ++r) {

@@ -31,6 +31,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/argmax_strip.h"
 #include "cpu/ops.h"
 #include "dispatch.h"
 
@@ -162,26 +163,10 @@ void bilinear_argmax(const T* x, const float* filt, bool separable, int64_t n, i
             const float w0 = wy0[r], w1 = wy1[r];
             float* bst = best.data() + static_cast<int64_t>(r) * cap;
             int* ix = idx.data() + static_cast<int64_t>(r) * cap;
-            if (finite) {
-              // Finite blends with weights in [0, 1]: v may overflow to inf but is never NaN.
-              for (int e = 0; e < e_n; ++e) {  // (stores unconditional: blends, no branches)
-                const float v = blend2(w0, a[e], w1, b[e]);
-                float bv = bst[e];
-                int bi = ix[e];
-                argmax_update_number(v, c, bv, bi);
-                bst[e] = bv;
-                ix[e] = bi;
-              }
-            } else {
-              for (int e = 0; e < e_n; ++e) {
-                const float v = blend2(w0, a[e], w1, b[e]);
-                float bv = bst[e];
-                int bi = ix[e];
-                argmax_update(v, c, bv, bi);
-                bst[e] = bv;
-                ix[e] = bi;
-              }
-            }
+            if (finite)
+              blend_argmax_strip<true>(a, b, w0, w1, c, e_n, bst, ix);
+            else
+              blend_argmax_strip<false>(a, b, w0, w1, c, e_n, bst, ix);
           }
         }
 
