@@ -7,6 +7,7 @@ check everything first (``checks``), make inputs contiguous and allocate the out
 """
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 
 import numpy as np
@@ -33,16 +34,8 @@ def _stream_args(t: torch.Tensor) -> tuple:
 
 
 def _on_device(t: torch.Tensor):
-    """A context that makes ``t``'s GPU the current one (a no-op for CPU tensors)."""
-    return torch.cuda.device(t.device) if t.is_cuda else _Null()
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    """A context that makes ``t``'s GPU the current one (nothing for CPU tensors)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.float32,
