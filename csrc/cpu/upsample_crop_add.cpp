@@ -23,6 +23,7 @@
 
 #include "cpu/ops.h"
 #include "dispatch.h"
+#include "geometry.h"
 
 namespace fcn {
 namespace cpu {
@@ -34,11 +35,7 @@ constexpr int64_t kXChunk = 128;     // feature columns packed at a time (F × 1
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-struct Geom {
-  int64_t n, c, h, w, k, s, oy, ox, out_h, out_w;
-  int64_t f, hs, ws, soy, sox;
-  float scale;
-};
+using Geom = UpsampleAddGeom;
 
 // tile[m][j] = Σ_t Σ_kk A_t[kk][m] · B_t[kk][j] (t, then kk ascending), A packed (K × kMR),
 // B rows of NR floats at stride ldb. The accumulators stay in registers (auto-vectorised).

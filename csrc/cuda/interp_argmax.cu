@@ -20,9 +20,9 @@ __global__ void interp_argmax_kernel(const T* __restrict__ x, int64_t total, int
   const int64_t plane = static_cast<int64_t>(out_h) * out_w;
   for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < total;
        p += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t img = p / plane;
-    const int64_t q = p - img * plane;
-    const int y = static_cast<int>(q / out_w), xo = static_cast<int>(q - (int64_t)y * out_w);
+    const OutPixel px = out_pixel(p, plane, out_w);
+    const int64_t img = px.img;
+    const int y = px.y, xo = px.x;
     const Interp ty = interp_source(y, h, out_h, scale_h);
     const Interp tx = interp_source(xo, w, out_w, scale_w);
     const int64_t o00 = (int64_t)ty.i0 * w + tx.i0, o01 = (int64_t)ty.i0 * w + tx.i1,

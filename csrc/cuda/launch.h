@@ -24,6 +24,21 @@ inline void check_launch(const char* op) {
     throw std::runtime_error(std::string(op) + ": CUDA launch failed: " + cudaGetErrorString(err));
 }
 
+// Flat output index p of an (N, out_h, out_w) map → image, row, column.
+struct OutPixel {
+  int64_t img;
+  int y, x;
+};
+
+__device__ __forceinline__ OutPixel out_pixel(int64_t p, int64_t plane, int out_w) {
+  OutPixel o;
+  o.img = p / plane;
+  const int64_t q = p - o.img * plane;
+  o.y = static_cast<int>(q / out_w);
+  o.x = static_cast<int>(q - static_cast<int64_t>(o.y) * out_w);
+  return o;
+}
+
 inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
 }  // namespace cuda

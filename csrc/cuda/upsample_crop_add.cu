@@ -14,15 +14,12 @@
 #include "cuda/launch.h"
 #include "cuda/ops.h"
 #include "dispatch.h"
+#include "geometry.h"
 
 namespace fcn {
 namespace cuda {
 
-struct Geom {
-  int64_t n, c, h, w, k, s, oy, ox, out_h, out_w;
-  int64_t f, hs, ws, soy, sox;
-  float scale;
-};
+using Geom = UpsampleAddGeom;
 
 template <typename T, bool BILINEAR, bool HAS_SKIP, bool FUSED, int CB>
 __global__ void upsample_crop_add_kernel(const T* __restrict__ x, const float* __restrict__ weight,

@@ -26,9 +26,9 @@ __global__ void upsample_bilinear_argmax_kernel(const T* __restrict__ x,
   const int64_t plane = static_cast<int64_t>(out_h) * out_w;
   for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < total;
        p += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t img = p / plane;
-    const int64_t q = p - img * plane;
-    const int y = static_cast<int>(q / out_w), xo = static_cast<int>(q - (int64_t)y * out_w);
+    const OutPixel px = out_pixel(p, plane, out_w);
+    const int64_t img = px.img;
+    const int y = px.y, xo = px.x;
     const Taps ty = deconv_taps(y + oy, s, k, h);
     const Taps tx = deconv_taps(xo + ox, s, k, w);
     const bool v00 = ty.v0 && tx.v0, v01 = ty.v0 && tx.v1, v10 = ty.v1 && tx.v0,
@@ -83,9 +83,9 @@ __global__ void upsample_general_argmax_kernel(const T* __restrict__ x,
   const int64_t tap_stride = static_cast<int64_t>(C) * C;
   for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < total;
        p += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t img = p / plane;
-    const int64_t q = p - img * plane;
-    const int y = static_cast<int>(q / out_w), xo = static_cast<int>(q - (int64_t)y * out_w);
+    const OutPixel px = out_pixel(p, plane, out_w);
+    const int64_t img = px.img;
+    const int y = px.y, xo = px.x;
     const Taps ty = deconv_taps(y + oy, s, k, h);
     const Taps tx = deconv_taps(xo + ox, s, k, w);
     const bool vy[2] = {ty.v0, ty.v1}, vx[2] = {tx.v0, tx.v1};
