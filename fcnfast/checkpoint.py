@@ -330,9 +330,25 @@ def _resolve_arch(state_dict, arch: Optional[str], arch_hint: Optional[str],
 
 # --- validation against the architecture ------------------------------------------------------
 
+# VGG nets may be narrowed (``widths``, ``fc_width``): the first conv of each block and fc6 say how.
+_VGG_WIDTH_KEYS = tuple(f"conv{b}_1.weight" for b in range(1, 6))
+
+
+def _vgg_widths(state_dict: Dict[str, torch.Tensor]) -> dict:
+    """The ``widths``/``fc_width`` a VGG state dict was built with; {} (the defaults) when its
+    tensors do not say, so the fit check reports what is missing or malformed."""
+    tensors = [state_dict.get(k) for k in _VGG_WIDTH_KEYS + ("fc6.weight",)]
+    if any(not isinstance(t, torch.Tensor) or t.dim() == 0 for t in tensors):
+        return {}
+    *widths, fc6 = (int(t.shape[0]) for t in tensors)
+    return {"widths": tuple(widths), "fc_width": fc6}
+
+
 def _model_kwargs(arch: str, state_dict: Dict[str, torch.Tensor]) -> dict:
     if arch.startswith("fcn_resnet"):
         return {"aux": any(k.startswith("aux_classifier.") for k in state_dict)}
+    if arch in ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce"):
+        return _vgg_widths(state_dict)
     return {}
 
 

@@ -8,6 +8,7 @@ copies.
 """
 from __future__ import annotations
 
+import copy
 from typing import Dict, List, Mapping, Tuple, Union
 
 import torch
@@ -181,5 +182,64 @@ def transplant(src: Union[nn.Module, StateDict], dst: nn.Module) -> List[str]:
     return copied
 
 
+# Class-scoring convolutions outside the ``score*`` naming (torchvision's FCNHead, main and aux).
+_HEAD_SCORE_LAYERS = ("classifier.4", "aux_classifier.4")
+
+
+def _is_score_layer(name: str, module: nn.Module) -> bool:
+    return (type(module) is nn.Conv2d
+            and (name.split(".")[-1].startswith("score") or name in _HEAD_SCORE_LAYERS))
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module):
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def _fresh_score(old: nn.Conv2d, num_classes: int) -> nn.Conv2d:
+    new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, stride=old.stride,
+                    padding=old.padding, bias=old.bias is not None,
+                    device=old.weight.device, dtype=old.weight.dtype)
+    return zero_init_(new)
+
+
+def _fresh_deconv(old: nn.ConvTranspose2d, num_classes: int) -> nn.ConvTranspose2d:
+    new = nn.ConvTranspose2d(num_classes, num_classes, old.kernel_size, stride=old.stride,
+                             padding=old.padding, bias=old.bias is not None,
+                             device=old.weight.device, dtype=old.weight.dtype)
+    return bilinear_init_(new)
+
+
+@torch.no_grad()
+def reset_classes(model: nn.Module, num_classes: int, inplace: bool = False) -> nn.Module:
+    """``model`` with its trunk kept and fresh class layers for ``num_classes`` classes.
+
+    Fine-tuning a trained FCN on new classes: every class-scoring convolution (``score_fr``,
+    ``score_pool*``, torchvision's ``classifier.4``/``aux_classifier.4``) starts at zero and every
+    deconvolution at the bilinear kernel, as the paper's surgery does. Everything else (trunk,
+    fc6/fc7, the FCNHead's 3×3 conv and BatchNorm), the device, dtype and input convention carry
+    over. A copy unless ``inplace``.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(f"num_classes must be an integer, got {type(num_classes).__name__}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    targets = [(name, m) for name, m in model.named_modules()
+               if _is_score_layer(name, m) or isinstance(m, nn.ConvTranspose2d)]
+    if not any(_is_score_layer(name, m) for name, m in targets):
+        raise ValueError(f"{type(model).__name__} has no class-scoring layer (score_fr or "
+                         "classifier.4) to reset")
+    if not inplace:
+        model = copy.deepcopy(model)
+    for name, old in targets:
+        fresh = (_fresh_deconv(old, num_classes) if isinstance(old, nn.ConvTranspose2d)
+                 else _fresh_score(old, num_classes))
+        fresh.train(old.training)
+        _set_submodule(model, name, fresh)
+    return model
+
+
 __all__ = ["upsample_filt", "bilinear_weight", "convolutionalize_vgg16", "convolutionalize_alexnet",
-           "fcn_from_classifier", "transplant"]
+           "fcn_from_classifier", "transplant", "reset_classes"]

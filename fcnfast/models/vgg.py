@@ -15,22 +15,46 @@ from .init import bilinear_init_, zero_init_
 
 # (block, convs, out channels) of VGG16's 13 convolutions.
 VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+VGG16_WIDTHS = tuple(cout for _, _, cout in VGG16_BLOCKS)
+VGG16_FC_WIDTH = 4096
+
+
+def _check_widths(widths, fc_width: int):
+    """``widths`` as a tuple of 5 positive ints (one per block); ValueError naming the argument."""
+    try:
+        widths = tuple(int(w) for w in widths)
+    except (TypeError, ValueError):
+        raise TypeError(f"widths must be 5 integers (one per VGG block), got {widths!r}") from None
+    if len(widths) != len(VGG16_BLOCKS) or min(widths) < 1:
+        raise ValueError(f"widths must be 5 positive integers (one per VGG block), got {widths}")
+    if int(fc_width) < 1:
+        raise ValueError(f"fc_width must be a positive integer, got {fc_width}")
+    return widths, int(fc_width)
 
 
 class _VGG16FCN(ChainFCN):
+    """VGG16 trunk; ``widths`` (per block) and ``fc_width`` (fc6/fc7) narrow it, e.g. for small
+    models trained from scratch. Depth, kernels and geometry (hence the crops) never change."""
+
     input_convention = CAFFE_BGR
 
-    def __init__(self, num_classes: int = 21):
+    def __init__(self, num_classes: int = 21, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH):
         super().__init__(num_classes)
+        self.widths, self.fc_width = _check_widths(widths, fc_width)
         cin = 3
-        for block, n, cout in VGG16_BLOCKS:
+        for (block, n, _), cout in zip(VGG16_BLOCKS, self.widths):
             for i in range(1, n + 1):
                 pad = 100 if (block, i) == (1, 1) else 1
                 self._add(f"conv{block}_{i}", nn.Conv2d(cin, cout, 3, padding=pad))
                 self._add(f"relu{block}_{i}", nn.ReLU(inplace=True))
                 cin = cout
             self._add(f"pool{block}", nn.MaxPool2d(2, stride=2, ceil_mode=True))
-        self._add_fc_and_score(512, 7, num_classes)
+        self._add_fc_and_score(cin, 7, num_classes, fc_width=self.fc_width)
+
+    def extra_repr(self) -> str:
+        narrow = (self.widths, self.fc_width) != (VGG16_WIDTHS, VGG16_FC_WIDTH)
+        extra = f", widths={self.widths}, fc_width={self.fc_width}" if narrow else ""
+        return super().extra_repr() + extra
 
     def _init_head(self):
         zero_init_(self.score_fr)
@@ -47,8 +71,8 @@ class _VGG16FCN(ChainFCN):
 class FCN32s(_VGG16FCN):
     arch = "fcn32s"
 
-    def __init__(self, num_classes: int = 21):
-        super().__init__(num_classes)
+    def __init__(self, num_classes: int = 21, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH):
+        super().__init__(num_classes, widths, fc_width)
         self._add_upscore(64)
 
     def forward(self, x):
@@ -58,9 +82,9 @@ class FCN32s(_VGG16FCN):
 class FCN16s(_VGG16FCN):
     arch = "fcn16s"
 
-    def __init__(self, num_classes: int = 21):
-        super().__init__(num_classes)
-        self.score_pool4 = nn.Conv2d(512, num_classes, 1)
+    def __init__(self, num_classes: int = 21, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH):
+        super().__init__(num_classes, widths, fc_width)
+        self.score_pool4 = nn.Conv2d(self.widths[3], num_classes, 1)
         self.upscore2 = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, bias=False)
         self.upscore16 = nn.ConvTranspose2d(num_classes, num_classes, 32, stride=16, bias=False)
         up2 = self.map_of("score_fr").then(layer_map(self.upscore2))
@@ -86,10 +110,10 @@ class FCN8s(_VGG16FCN):
     pool4_scale = 1.0
     pool3_scale = 1.0
 
-    def __init__(self, num_classes: int = 21):
-        super().__init__(num_classes)
-        self.score_pool3 = nn.Conv2d(256, num_classes, 1)
-        self.score_pool4 = nn.Conv2d(512, num_classes, 1)
+    def __init__(self, num_classes: int = 21, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH):
+        super().__init__(num_classes, widths, fc_width)
+        self.score_pool3 = nn.Conv2d(self.widths[2], num_classes, 1)
+        self.score_pool4 = nn.Conv2d(self.widths[3], num_classes, 1)
         self.upscore2 = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, bias=False)
         self.upscore8 = nn.ConvTranspose2d(num_classes, num_classes, 16, stride=8, bias=False)
         self.upscore_pool4 = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, bias=False)
