@@ -8,3 +8,4 @@ from .sbd import SBDSegmentation
 from .siftflow import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CLASSES, SIFTFlow
 from .nyud import NYUD_CLASSES, NYUDv2
 from .hha import hha_components, hha_encode
+from .synthetic import SYNTHETIC_CLASSES, SyntheticScenes, synthetic_scene
