@@ -71,6 +71,17 @@ def test_known_gravity_gives_heights_in_metres():
     np.testing.assert_allclose(c.height, expected, atol=1e-9)
 
 
+def test_single_wall_keeps_camera_down_and_assumed_camera_height():
+    # a wall 1 m ahead: nothing constrains roll, and no point lies 0.9 m below the camera
+    depth = np.ones((H, W))
+    c = hha_components(depth, K)
+    assert _angle_between(c.gravity, np.array([0.0, 1.0, 0.0])) < 0.5
+    rows = np.arange(H)[:, None]
+    # the reference then takes the camera to be 1.3 m above the floor
+    np.testing.assert_allclose(c.height, 1.3 - (rows - K[1, 2]) / FOCAL * depth, atol=1e-6)
+    np.testing.assert_allclose(c.angle, 90.0, atol=0.5)
+
+
 def test_encoding_matches_reference_scaling():
     depth, gravity, floor = render_corner(0.0)
     hha = hha_encode(depth, K, gravity=gravity)

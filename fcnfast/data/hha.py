@@ -146,6 +146,9 @@ def estimate_gravity(normals: np.ndarray, start: np.ndarray = CAMERA_DOWN) -> np
             cos = np.abs(n @ gravity)
             parallel, orthogonal = n[cos > np.cos(t)], n[cos < np.sin(t)]
             scatter = orthogonal.T @ orthogonal - parallel.T @ parallel
+            # a faint pull toward the current estimate decides directions the normals leave free
+            # (a view of one wall says nothing about roll), where getYDir could jump to any axis
+            scatter -= 1e-6 * len(n) * np.outer(gravity, gravity)
             _, vectors = np.linalg.eigh(scatter)
             new = vectors[:, 0]  # smallest eigenvalue
             gravity = new * (1.0 if new @ gravity >= 0 else -1.0)
@@ -183,8 +186,9 @@ def hha_components(depth_m, K, gravity: Optional[np.ndarray] = None) -> HHACompo
 def hha_encode(depth_m, K, gravity: Optional[np.ndarray] = None) -> np.ndarray:
     """H×W×3 uint8 HHA image of ``depth_m`` (metres), scaled as ``saveHHA.m`` (module docstring)."""
     c = hha_components(depth_m, K, gravity)
-    depth_cm = np.maximum(np.where(c.valid, 100.0 / np.where(c.valid, c.disparity, 1.0), 0.0), 100.0)
-    channels = np.stack([31000.0 / depth_cm, c.height * 100.0, c.angle + 128.0 - 90.0], axis=-1)
+    depth_cm = 100.0 / np.where(c.valid, c.disparity, 1.0)
+    disparity = 31000.0 / np.maximum(depth_cm, 100.0)  # the floor at 1 m keeps it bounded
+    channels = np.stack([disparity, c.height * 100.0, c.angle + 128.0 - 90.0], axis=-1)
     channels = np.where(c.valid[..., None], channels, 0.0)
     # MATLAB's uint8() rounds half away from zero and saturates
     return np.clip(np.floor(channels + 0.5), 0, 255).astype(np.uint8)
