@@ -45,7 +45,8 @@ _STYLES = (
     _Style((55, 195, 170), "speckle", 0.0, 0.0, 0.0, 0.0, 32.0),       # bar: heavy speckle
 )
 
-_COLOUR_JITTER = 25.0      # per channel, uniform +-, per instance
+_COLOUR_JITTER = 35.0      # per channel, uniform +-, per instance
+_CONTRAST_JITTER = 0.3     # texture amplitude scale, uniform 1 +-, per instance
 _PERIOD_JITTER = 0.15      # relative, per instance
 _SIZE_RANGE = (0.08, 0.4)  # shape radius as a fraction of the shorter image side (log-uniform)
 _OBJECTS_RANGE = (3, 8)    # default number of shapes, inclusive
@@ -244,7 +245,8 @@ def synthetic_scene(seed_or_rng, height: int, width: int,
         iy, ix = np.nonzero(_shape_mask(shape, ys, xs))
         iy += y0
         ix += x0
-        brightness = _pattern(rng, style, iy.astype(np.float32), ix.astype(np.float32)) * style.amplitude
+        contrast = style.amplitude * (1 + rng.uniform(-_CONTRAST_JITTER, _CONTRAST_JITTER))
+        brightness = _pattern(rng, style, iy.astype(np.float32), ix.astype(np.float32)) * np.float32(contrast)
         shape_noise = (noise[:, iy, ix] - 0.5) * np.float32(style.noise * _UNIFORM_TO_UNIT)
         image[:, iy, ix] = colour[:, None] + brightness + shape_noise
         labels[iy, ix] = shape.class_id
