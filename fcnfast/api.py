@@ -22,6 +22,30 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _frame_batches(frames, batch_size: int):
+    """Decoded frames grouped into runs of equal size and pixel type, at most batch_size long."""
+    batch = []
+    for i, frame in enumerate(frames):
+        image = read_image(frame, f"frame {i}")
+        if batch and (len(batch) == batch_size or image.pixels.shape != batch[0].pixels.shape
+                      or image.pixels.dtype != batch[0].pixels.dtype):
+            yield batch
+            batch = []
+        batch.append(image)
+    if batch:
+        yield batch
+
+
+def _has_head_plan(model: FCNBase) -> bool:
+    from .engine.head import head_plan
+
+    try:
+        head_plan(model)
+    except TypeError:
+        return False
+    return True
+
+
 def _label_dtype(num_classes: int) -> torch.dtype:
     # The head-ops contract: uint8 labels when they fit, int32 otherwise.
     return torch.uint8 if num_classes <= 256 else torch.int32
@@ -30,30 +54,46 @@ def _label_dtype(num_classes: int) -> torch.dtype:
 class Segmenter:
     """A loaded FCN and everything needed to turn images into label maps.
 
-    ``backend="torch"`` runs the reference model; the kernel backends come with the engine, and
-    ``"auto"`` picks the fastest one that runs here (today: the reference).
+    ``backend="torch"`` runs the reference model (in ``dtype``, float32 by default). Every other
+    backend runs the engine (``fcnfast.engine``): the trunk on cuDNN/oneDNN in the compute dtype
+    (``dtype=None``: float16 on GPU, bfloat16 on CPUs that compute it natively, else float32),
+    the head through ``fcnfast.ops`` on ``backend`` (``"auto"``: the measured winner per op).
+    The float32 reference stays loaded: ``logits``, ``check`` and the precision guard use it.
     """
 
     def __init__(self, model: FCNBase, *, class_names: Optional[Sequence[str]] = None,
                  input_convention: Optional[InputConvention] = None, palette=None,
-                 device=None, backend: str = "auto", dtype: Optional[torch.dtype] = None):
+                 device=None, backend: str = "auto", dtype: Optional[torch.dtype] = None,
+                 cuda_graphs: Optional[bool] = None):
         if not isinstance(model, FCNBase):
             raise TypeError(f"model must be an fcnfast reference model, got {type(model).__name__}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-        if backend not in ("auto", "torch"):
-            # A named backend never falls back: say plainly that it cannot run here.
-            raise RuntimeError(f"backend {backend!r} cannot run whole models in this version of "
-                               "fcnfast; use backend='torch' (the reference) or 'auto'")
-        dtype = torch.float32 if dtype is None else dtype
-        if dtype not in _DTYPES:
+        if dtype is not None and dtype not in _DTYPES:
             raise TypeError(f"dtype must be one of float32, float64, float16, bfloat16; got {dtype}")
         self.device = torch.device(device) if device is not None else _default_device()
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device='cuda' was asked for but CUDA is not available here")
-        self.dtype = dtype
-        self.backend = "torch"
-        self.model = model.eval().to(device=self.device, dtype=dtype)
+        self.backend = backend
+        self.engine = None
+        # float64 exists on the reference path only; auto goes there for it.
+        wants_engine = backend != "torch" and not (backend == "auto" and dtype == torch.float64)
+        if wants_engine and _has_head_plan(model):
+            ref_dtype = torch.float32
+        else:
+            if wants_engine:
+                if backend != "auto":  # a named backend never falls back
+                    raise RuntimeError(f"backend {backend!r} cannot run a {type(model).__name__}: the "
+                                       "engine knows the fcnfast reference FCNs only; use 'torch'")
+                warnings.warn(f"fcnfast: the engine has no plan for {type(model).__name__}; running "
+                              "the reference model", RuntimeWarning, stacklevel=2)
+                self.backend = "torch"
+            ref_dtype = torch.float32 if dtype is None else dtype
+        self.model = model.eval().to(device=self.device, dtype=ref_dtype)
+        if self.backend != "torch":
+            from .engine import Engine
+            self.engine = Engine(self.model, self.device, dtype, backend, cuda_graphs=cuda_graphs)
+        self.dtype = self.engine.dtype if self.engine is not None else ref_dtype
         n = model.num_classes
         if class_names is None:
             class_names = list(VOC_CLASSES) if n == len(VOC_CLASSES) else [f"class_{i}" for i in range(n)]
@@ -61,6 +101,8 @@ class Segmenter:
             raise ValueError(f"{len(class_names)} class names for a model with {n} classes")
         self.classes = list(class_names)
         self.input_convention = input_convention or model.input_convention
+        if self.engine is not None:
+            self.engine.convention = self.input_convention
         self.palette = np.asarray(palette if palette is not None else voc_palette(max(n, 256)),
                                   dtype=np.uint8)
         if self.palette.ndim != 2 or self.palette.shape[1] != 3 or len(self.palette) < n:
@@ -75,6 +117,11 @@ class Segmenter:
     def num_classes(self) -> int:
         return self.model.num_classes
 
+    @property
+    def op_backends(self) -> dict:
+        """The backend each head op runs on ({} on the reference path)."""
+        return self.engine.op_backends if self.engine is not None else {}
+
     def __repr__(self) -> str:
         return (f"Segmenter(arch={self.arch!r}, classes={self.num_classes}, device={self.device}, "
                 f"backend={self.backend!r}, dtype={self.dtype})")
@@ -82,11 +129,17 @@ class Segmenter:
     # -- inference -----------------------------------------------------------------------------
     @torch.inference_mode()
     def _scores(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) class scores of a batch of decoded pixels of one size."""
-        x = to_network_input(pixels, self.input_convention, self.device, self.dtype)
+        """(N, C, H, W) class scores of a batch of decoded pixels of one size (the reference)."""
+        x = to_network_input(pixels, self.input_convention, self.device, self.model_dtype)
         return self.model(x)
 
+    @property
+    def model_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
     def _labels(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.engine is not None:
+            return self.engine.run(pixels.to(self.device, non_blocking=True))
         return self._scores(pixels).argmax(1).to(_label_dtype(self.num_classes))
 
     @staticmethod
@@ -104,7 +157,8 @@ class Segmenter:
         return self._hand_back(self._labels(image.pixels.unsqueeze(0))[0], image)
 
     def logits(self, img):
-        """C×H×W float32 class scores at full resolution (the reference path)."""
+        """C×H×W float32 class scores at full resolution (always the reference model: the engine
+        never materialises them)."""
         image = read_image(img)
         return self._hand_back(self._scores(image.pixels.unsqueeze(0))[0].float(), image)
 
@@ -145,6 +199,42 @@ class Segmenter:
             return torch.stack(labels) if isinstance(images, torch.Tensor) else np.stack(labels)
         return labels
 
+    def stream(self, frames, batch_size: int = 4):
+        """Label maps of an iterable of frames (numpy / torch / PIL / paths), yielded in order.
+
+        Consecutive frames of one size run together in batches of up to ``batch_size``. On GPU the
+        upload, compute and download of successive batches overlap on separate CUDA streams; memory
+        stays flat however long the stream.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batches = _frame_batches(frames, batch_size)
+        if self.engine is not None and self.device.type == "cuda":
+            from .engine.stream import cuda_pipeline
+
+            results = cuda_pipeline(((torch.stack([im.pixels for im in ims]), ims)
+                                     for ims in batches), self.engine)
+        else:
+            results = ((self._labels(torch.stack([im.pixels for im in ims])), ims) for ims in batches)
+        for labels, images in results:
+            for lab, image in zip(labels, images):
+                yield self._hand_back(lab, image)
+
+    def check(self, img=None):
+        """Run the engine and the float32 reference on ``img`` (default: a generated test scene) and
+        report label agreement on firm pixels, the max score error and the backend of each op."""
+        if self.engine is None:
+            raise RuntimeError("check() compares the engine with the reference; this Segmenter runs "
+                               "the reference itself (backend='torch')")
+        from .engine.check import compare
+
+        if img is None:
+            from .data.synthetic import synthetic_scene
+
+            img = synthetic_scene(0, 240, 320)[0]
+        image = read_image(img)
+        return compare(self.engine, image.pixels.unsqueeze(0).to(self.device))
+
     # -- display -------------------------------------------------------------------------------
     def colorize(self, labels):
         """H×W×3 uint8 RGB picture of a label map, in the model's palette (VOC's by default)."""
@@ -159,24 +249,44 @@ class Segmenter:
         return torch.from_numpy(rgb).to(labels.device) if is_torch else rgb
 
 
-def load(path, device=None, backend: str = "auto", dtype: Optional[torch.dtype] = None,
-         arch: Optional[str] = None) -> Segmenter:
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "default.safetensors")
+
+
+def load(path="default", device=None, backend: str = "auto", dtype: Optional[torch.dtype] = None,
+         arch: Optional[str] = None, num_classes: Optional[int] = None,
+         cuda_graphs: Optional[bool] = None) -> Segmenter:
     """Load a checkpoint (pytorch-fcn, torchvision, wrapped, DDP, .pt/.pth/.safetensors, or fcnfast's
-    own format) into a ready Segmenter. ``arch=`` overrides detection (needed for FCN-8s at-once,
-    whose keys equal FCN-8s)."""
+    own format) into a ready Segmenter.
+
+    ``"default"`` (or no path) is the small FCN-8s shipped with fcnfast, trained on its synthetic
+    scenes. ``arch=`` overrides detection (needed for FCN-8s at-once, whose keys equal FCN-8s).
+    ``num_classes=N`` keeps the trunk and starts fresh score layers for N classes (fine-tuning).
+    ``backend``/``dtype``/``cuda_graphs``: see ``Segmenter``.
+    """
+    if path == "default":
+        if not os.path.exists(DEFAULT_MODEL):
+            raise FileNotFoundError(f"the default model is not installed ({DEFAULT_MODEL} is missing)")
+        path = DEFAULT_MODEL
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path, got {type(path).__name__}")
     model, info = ckpt.load_model(path, arch=arch)
-    return Segmenter(model, class_names=info.class_names, input_convention=info.input_convention,
-                     palette=info.palette, device=device, backend=backend, dtype=dtype)
+    class_names, palette = info.class_names, info.palette
+    if num_classes is not None and num_classes != model.num_classes:
+        from .surgery import reset_classes
+
+        model = reset_classes(model, num_classes, inplace=True)
+        class_names = palette = None  # the old classes' names and colours no longer apply
+    return Segmenter(model, class_names=class_names, input_convention=info.input_convention,
+                     palette=palette, device=device, backend=backend, dtype=dtype,
+                     cuda_graphs=cuda_graphs)
 
 
 def save(obj, path) -> None:
     """Write a model or Segmenter in fcnfast's native format (safetensors + metadata)."""
     if isinstance(obj, Segmenter):
         model = obj.model
-        if obj.dtype != torch.float32:
-            warnings.warn(f"saving weights in the Segmenter's dtype {obj.dtype}", stacklevel=2)
+        if obj.model_dtype != torch.float32:
+            warnings.warn(f"saving weights in the Segmenter's dtype {obj.model_dtype}", stacklevel=2)
         ckpt.save_native(model, path, class_names=obj.classes, input_convention=obj.input_convention,
                          palette=obj.palette[:obj.num_classes].tolist())
     elif isinstance(obj, FCNBase):

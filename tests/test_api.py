@@ -31,7 +31,8 @@ def randomise_scores(model, std=0.05):
 
 @pytest.fixture(scope="module")
 def alexnet_seg():
-    return fcnfast.Segmenter(randomise_scores(build_model("fcn_alexnet", 6)), device="cpu")
+    return fcnfast.Segmenter(randomise_scores(build_model("fcn_alexnet", 6)), device="cpu",
+                            dtype=torch.float32)
 
 
 def manual_scores(model, img_uint8):

@@ -12,7 +12,7 @@ from typing import List
 import torch
 
 from .. import _ext
-from . import checks, library, native, reference  # noqa: F401  (library registers the custom ops)
+from . import checks, library, native, reference, winners  # noqa: F401  (library registers the custom ops)
 from .checks import bilinear_filter, label_dtype
 
 BACKENDS = ("torch", "triton", "cuda", "cpp")
@@ -33,12 +33,11 @@ def backends() -> List[str]:
     return [b for b in BACKENDS if _status(b)[0]]
 
 
-def _auto(device: torch.device) -> str:
-    # Triton on CPU tensors means the interpreter: correct, but far slower than the reference.
-    if device.type == "cuda" and _ext.triton_status("cuda")[0]:
-        return "triton"
-    if device.type == "cpu" and _ext.cpp_status("cpu")[0]:
-        return "cpp"
+def _auto(device: torch.device, op: str = "upsample_crop_argmax") -> str:
+    """The measured winner for ``op`` on ``device`` (``winners.py``), or the next usable backend."""
+    for backend in winners.preference(op, device.type):
+        if _status(backend, device.type)[0]:
+            return backend
     return "torch"
 
 
@@ -49,7 +48,7 @@ def _impl(op: str, backend: str, anchor):
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"{op}: unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
     if backend == "auto":
-        backend = _auto(anchor.device)
+        backend = _auto(anchor.device, op)
     ok, why = _status(backend, anchor.device.type)
     if not ok:
         raise RuntimeError(f"{op}: backend {backend!r} cannot run here: {why}")

@@ -1,0 +1,62 @@
+"""``Segmenter.check``: run the engine and the float32 reference on one image and say how far
+apart they are — the user's evidence that the fast path gives the reference's answer."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict
+
+import torch
+
+from ..images import to_network_input
+
+# Firm pixels: the reference's top-2 margin exceeds this fraction of the image's score range. The
+# low-precision figures allow for rounding accumulated over a deep trunk (bfloat16 keeps 8 bits).
+FIRM_MARGIN = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
+
+
+@dataclass
+class CheckReport:
+    size: tuple  # (H, W)
+    dtype: torch.dtype  # the engine's compute dtype
+    pixels: int
+    firm_pixels: int
+    firm_agreement: float  # fraction of firm pixels whose labels equal the reference's
+    agreement: float  # over all pixels
+    max_score_error: float  # |engine's winning score − reference score of that class|, max
+    score_range: float  # reference max − min over the image, for scale
+    op_backends: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.firm_agreement >= 0.999
+
+    def __str__(self) -> str:
+        dt = str(self.dtype).replace("torch.", "")
+        ops = ", ".join(f"{op}={b}" for op, b in self.op_backends.items())
+        return (f"engine ({dt}) vs float32 reference on {self.size[0]}×{self.size[1]}: labels agree on "
+                f"{100 * self.firm_agreement:.3f}% of {self.firm_pixels} firm pixels "
+                f"({100 * self.agreement:.3f}% of all {self.pixels}); max score error "
+                f"{self.max_score_error:.3g} (score range {self.score_range:.3g}); ops: {ops}; "
+                f"{'OK' if self.ok else 'MISMATCH'}")
+
+
+@torch.inference_mode()
+def compare(engine, pixels: torch.Tensor) -> CheckReport:
+    """Engine vs reference on one batch of pixels (on the engine's device)."""
+    labels, scores = engine.run(pixels, return_scores=True)
+    x = to_network_input(pixels, engine.convention, engine.device, torch.float32)
+    ref = engine.reference(x).float()
+    top2 = ref.topk(min(2, ref.shape[1]), dim=1).values
+    margin = (top2[:, 0] - top2[:, -1]) if ref.shape[1] > 1 else torch.full_like(top2[:, 0], float("inf"))
+    ref_labels = ref.argmax(1)
+    score_range = float(ref.max() - ref.min()) or 1.0
+    firm = margin > FIRM_MARGIN[engine.dtype] * score_range
+    same = labels.long() == ref_labels
+    n_firm = int(firm.sum())
+    picked = ref.gather(1, labels.long()[:, None])[:, 0]
+    return CheckReport(
+        size=tuple(labels.shape[-2:]), dtype=engine.dtype, pixels=same.numel(), firm_pixels=n_firm,
+        firm_agreement=float(same[firm].float().mean()) if n_firm else 1.0,
+        agreement=float(same.float().mean()),
+        max_score_error=float((scores.float() - picked).abs().max()), score_range=score_range,
+        op_backends=dict(engine.op_backends))

@@ -1,0 +1,130 @@
+"""The engine's copy of a reference model, rewritten for inference speed.
+
+The copy keeps the reference's module names, so the trunk still runs through its own ``forward`` /
+``run_trunk``; only the layers change:
+- BatchNorm is folded into the convolution before it (ResNet, FCNHead);
+- weights and activations are in the compute dtype and channels-last;
+- on CPU every convolution is a oneDNN convolution with its weight reordered once into oneDNN's
+  blocked layout (instead of on every call, which for fc6's 100M weights costs more than the
+  convolution itself at small sizes) and the ReLU that follows fused into it.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..models.common import ChainFCN
+
+_mkldnn = torch.ops.mkldnn
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A convolution equal to ``bn(conv(x))`` in inference mode (running statistics)."""
+    fused = copy.deepcopy(conv)
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    fused.weight = nn.Parameter(conv.weight.detach() * scale.view(-1, 1, 1, 1), requires_grad=False)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach(), requires_grad=False)
+    return fused
+
+
+def _fold_all_batchnorms(model: nn.Module) -> None:
+    for parent in model.modules():
+        if isinstance(parent, nn.Sequential):
+            kids = list(parent._modules.items())
+            for (cname, conv), (bname, bn) in zip(kids, kids[1:]):
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    parent._modules[cname] = fold_batchnorm(conv, bn)
+                    parent._modules[bname] = nn.Identity()
+        # ResNet blocks name their pairs conv1/bn1, conv2/bn2, ...
+        for i in range(1, 4):
+            conv, bn = getattr(parent, f"conv{i}", None), getattr(parent, f"bn{i}", None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(parent, f"conv{i}", fold_batchnorm(conv, bn))
+                setattr(parent, f"bn{i}", nn.Identity())
+
+
+class PackedConv2d(nn.Module):
+    """A Conv2d (and optionally the ReLU after it) as one oneDNN call with a pre-reordered weight.
+
+    The reorder needs an input shape to choose the layout; it is done at the first call, and the
+    packed weight gives exact results for every other shape too (oneDNN reorders internally if
+    needed).
+    """
+
+    def __init__(self, conv: nn.Conv2d, relu: bool):
+        super().__init__()
+        self.register_buffer("weight", conv.weight.detach())
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
+        self.padding = list(conv.padding)
+        self.stride = list(conv.stride)
+        self.dilation = list(conv.dilation)
+        self.groups = conv.groups
+        self.attr = "relu" if relu else "none"
+        self.packed = None
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size = conv.kernel_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.packed is None:
+            self.packed = _mkldnn._reorder_convolution_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+        return _mkldnn._convolution_pointwise(x, self.packed, self.bias, self.padding, self.stride,
+                                              self.dilation, self.groups, self.attr, [], "")
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, fused={self.attr}")
+
+
+def _packable(conv: nn.Module) -> bool:
+    return type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+
+
+def _runs_in_order(parent: nn.Module):
+    """Groups of child names that ``parent.forward`` applies one after another."""
+    if isinstance(parent, nn.Sequential):
+        yield list(parent._modules)
+    elif isinstance(parent, ChainFCN):
+        yield list(parent._trunk_names)
+    elif hasattr(parent, "BRANCHES"):  # GoogLeNet's Inception: each branch is a chain
+        yield from (list(b) for b in parent.BRANCHES)
+
+
+def _pack_convolutions(model: nn.Module) -> None:
+    for parent in list(model.modules()):
+        for names in _runs_in_order(parent):
+            for i, name in enumerate(names):
+                conv = parent._modules.get(name)
+                if not _packable(conv):
+                    continue
+                nxt = names[i + 1] if i + 1 < len(names) else None
+                relu = nxt is not None and isinstance(parent._modules.get(nxt), nn.ReLU)
+                parent._modules[name] = PackedConv2d(conv, relu)
+                if relu:
+                    parent._modules[nxt] = nn.Identity()
+    # Convolutions outside ordered chains (ResNet blocks, head layers) are packed without fusion.
+    for parent in list(model.modules()):
+        for name, conv in list(parent._modules.items()):
+            if _packable(conv):
+                parent._modules[name] = PackedConv2d(conv, relu=False)
+
+
+def mkldnn_usable() -> bool:
+    return torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()
+
+
+def inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The reference model rewritten for inference on ``device`` in ``dtype`` (see module doc)."""
+    with torch.no_grad():
+        net = copy.deepcopy(model).eval()
+        _fold_all_batchnorms(net)
+        net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        if device.type == "cpu" and mkldnn_usable():
+            _pack_convolutions(net)
+    return net

@@ -1,0 +1,187 @@
+"""The execution plan: one FCN's weights prepared once at load time, run frame batch after batch.
+
+uint8 frames (N, H, W, 3) on the device → fused preprocess (compute dtype, channels-last) → trunk
+(cuDNN/oneDNN through PyTorch, ``layers.inference_copy``) → head ops (``head.head_plan``) → labels
+(N, H, W) uint8/int32 on the device. On GPU the whole sequence is captured as a CUDA graph per input
+shape (``graphs``).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from ..images import to_network_input
+from ..models import FCNBase
+from ..models.common import ChainFCN
+from ..models.resnet import _FCNResNet
+from ..ops import checks
+from . import backends, tiling
+from .graphs import GraphCache
+from .head import FinalStep, head_plan
+from .layers import inference_copy
+from .precision import compute_dtype
+
+
+class Engine:
+    """Runs ``model``'s weights on the fast path. ``model`` is the float32 reference on ``device``
+    (kept as is: it is the precision guard's fallback and ``check``'s ground truth)."""
+
+    def __init__(self, model: FCNBase, device: torch.device, dtype: Optional[torch.dtype] = None,
+                 backend: str = "auto", cuda_graphs: Optional[bool] = None,
+                 graph_cache_size: int = 8, fc_tile_rows: Optional[int] = None):
+        self.reference = model
+        self.device = torch.device(device)
+        self.dtype = compute_dtype(self.device, dtype)
+        self.backend = backend
+        self.convention = model.input_convention
+        self.plan = head_plan(model)
+        self.net = inference_copy(model, self.device, self.dtype)
+        self.runners = backends.runners(backend, self.device,
+                                        ("preprocess",) + self.plan.ops)
+        self._final_runner = self._geometry_runner(self.plan.final, self.plan.ops[-1])
+        self._skip_runners = [self._geometry_runner(s, "upsample_crop_add") for s in self.plan.skips]
+        # fc6/fc7 in row tiles: forced by ``fc_tile_rows``, or switched on after running out of memory.
+        self._fc_names = (tiling.fc_block_names(model._trunk_names)
+                          if isinstance(model, ChainFCN) else ())
+        self.fc_tile_rows = fc_tile_rows
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError("cuda_graphs=True needs a CUDA device")
+        self.graphs = GraphCache(self._run_device, graph_cache_size) if cuda_graphs else None
+        self._warned_precision = False
+
+    # -- backends --------------------------------------------------------------------------------
+    def _geometry_runner(self, step, op: str):
+        """The contract limits kernels to k <= 2·stride; beyond it the reference op runs."""
+        weight = getattr(step, "weight", None)
+        if weight is not None and weight.shape[-1] > 2 * step.stride:
+            return backends.OpRunner(op, "torch", self.device)
+        return self.runners[op]
+
+    @property
+    def op_backends(self) -> Dict[str, str]:
+        """The backend each op runs on (after any first-use fallback)."""
+        out = {"preprocess": self.runners["preprocess"].backend}
+        if self._skip_runners:
+            out["upsample_crop_add"] = self._skip_runners[0].backend
+        out[self.plan.ops[-1]] = self._final_runner.backend
+        return out
+
+    # -- the network -----------------------------------------------------------------------------
+    def network_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) uint8 or (N, 3, H, W) float [0, 1] pixels on the device → the net's input."""
+        c = self.convention
+        if pixels.dtype == torch.uint8:
+            return self.runners["preprocess"](pixels, mean=c.mean, std=c.std, scale=c.scale / 255.0,
+                                              bgr=c.bgr, dtype=self.dtype, channels_last=True)
+        x = to_network_input(pixels, c, self.device, self.dtype)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def _trunk(self, x: torch.Tensor):
+        """Coarse class scores and the skip features the head needs."""
+        net = self.net
+        if isinstance(net, _FCNResNet):
+            return net.classifier(net.backbone(x)[1]), {}
+        keep = set(self.plan.skip_layers)
+        kept = {}
+        h = x
+        fc = self._fc_names
+        for name in net._trunk_names:
+            if self.fc_tile_rows and fc and name == fc[0]:
+                return tiling.run_tiled(net, fc, h, self.fc_tile_rows), kept
+            h = getattr(net, name)(h)
+            if name in keep:
+                kept[name] = h
+        return h, kept
+
+    def coarse_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The map the final op upsamples: score_fr, after the skip fusions."""
+        h, kept = self._trunk(x)
+        for step, run in zip(self.plan.skips, self._skip_runners):
+            h = run(h, step.weight, step.stride, kept[step.skip], skip_offset=step.skip_offset,
+                    skip_weight=step.skip_weight, skip_bias=step.skip_bias,
+                    skip_scale=step.skip_scale)
+        return h
+
+    def _final(self, h: torch.Tensor, size):
+        f: FinalStep = self.plan.final
+        if f.weight is None:
+            return self._final_runner(h, size, return_scores=True)
+        return self._final_runner(h, f.weight, f.stride, f.offset, size, return_scores=True)
+
+    def _run_device(self, pixels: torch.Tensor):
+        """labels, winning scores and an all-finite flag of one batch (no host synchronisation, so
+        it can be captured in a CUDA graph)."""
+        x = self.network_input(pixels)
+        h = self.coarse_scores(x)
+        labels, scores = self._final(h, tuple(x.shape[-2:]))
+        return labels, scores, torch.isfinite(h).all()
+
+    # -- public ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def run(self, pixels: torch.Tensor, return_scores: bool = False):
+        """Labels (N, H, W) of a batch of pixels on the device (and the winning scores)."""
+        labels, scores, finite = self.launch(pixels)
+        labels, scores = self.settle(pixels, labels, scores, bool(finite))
+        return (labels, scores) if return_scores else labels
+
+    @torch.inference_mode()
+    def launch(self, pixels: torch.Tensor):
+        """Queue one batch: (labels, scores, all-finite flag) as device tensors, without waiting
+        for the device (``stream`` overlaps batches this way). Pass the flag's value to
+        ``settle``."""
+        if not isinstance(pixels, torch.Tensor):
+            raise TypeError(f"pixels must be a torch.Tensor, got {type(pixels).__name__}")
+        if pixels.device != self.device:
+            raise ValueError(f"pixels are on {pixels.device}, the engine on {self.device}")
+        try:
+            if self.graphs is not None and pixels.dtype == torch.uint8:
+                return self.graphs.run(pixels)
+            return self._run_device(pixels)
+        except torch.cuda.OutOfMemoryError as e:
+            return self._run_after_oom(pixels, e)
+
+    @torch.inference_mode()
+    def settle(self, pixels, labels, scores, finite: bool):
+        """The precision guard: a low-precision batch with non-finite scores is redone in float32."""
+        if self.dtype != torch.float32 and not finite:
+            return self._rerun_float32(pixels)
+        return labels, scores
+
+    def _run_after_oom(self, pixels, error):
+        n, h, w = self._batch_size(pixels)
+        if self._fc_names and not self.fc_tile_rows:
+            torch.cuda.empty_cache()
+            self.fc_tile_rows = 8
+            warnings.warn(f"fcnfast: out of GPU memory at {n}×{h}×{w}; running fc6/fc7 in row tiles "
+                          "from now on", RuntimeWarning, stacklevel=4)
+            try:
+                return self._run_device(pixels)
+            except torch.cuda.OutOfMemoryError as e:
+                error = e
+        raise RuntimeError(
+            f"out of GPU memory running {self.reference.arch} on a batch of {n} frame(s) of {h}×{w} "
+            f"in {str(self.dtype).replace('torch.', '')}; use a smaller batch_size (or smaller frames)"
+        ) from error
+
+    @staticmethod
+    def _batch_size(pixels) -> Tuple[int, int, int]:
+        if pixels.dtype == torch.uint8:
+            return tuple(int(v) for v in pixels.shape[:3])
+        return int(pixels.shape[0]), int(pixels.shape[2]), int(pixels.shape[3])
+
+    def _rerun_float32(self, pixels):
+        """Non-finite scores in a low-precision run (fp16 overflow in fc6/fc7): redo the batch on the
+        float32 reference, once with a warning."""
+        if not self._warned_precision:
+            self._warned_precision = True
+            warnings.warn(f"fcnfast: non-finite class scores in {self.dtype}; rerunning in float32 "
+                          "(further reruns are silent)", RuntimeWarning, stacklevel=3)
+        x = to_network_input(pixels, self.convention, self.device, torch.float32)
+        scores = self.reference(x)
+        labels = scores.argmax(1, keepdim=True)  # torch.argmax's tie and NaN rules, as the ops
+        best = scores.gather(1, labels)[:, 0]
+        return labels[:, 0].to(checks.label_dtype(scores.shape[1])), best.to(self.dtype)
