@@ -31,7 +31,7 @@ class _Style:
     angle: float           # texture direction in degrees; per-instance jitter is added
     angle_jitter: float    # degrees
     amplitude: float       # brightness swing of the texture pattern
-    noise: float           # per-pixel Gaussian noise (standard deviation, 0-255 scale)
+    noise: float           # per-pixel noise, standard deviation on the 0-255 scale
 
 
 # Colours are far apart in RGB and every texture differs, so either cue alone mostly separates
@@ -233,8 +233,8 @@ def synthetic_scene(seed_or_rng, height: int, width: int,
     height, width = _check_size(height, "height"), _check_size(width, "width")
     layout = _sample_layout(rng, height, width, _check_num_objects(num_objects))
 
-    # Channels first while painting: each shape writes whole channel rows of pixels at once.
-    # One uniform noise field serves every layer, each scaling it to its own level.
+    # Channels first while painting, so the full-size background operations run on contiguous
+    # planes. One uniform noise field serves every layer, each scaling it to its own level.
     noise = rng.random((3, height, width), dtype=np.float32)
     image = _background(rng, noise)
     labels = np.zeros((height, width), np.uint8)
@@ -254,7 +254,8 @@ def synthetic_scene(seed_or_rng, height: int, width: int,
         iy += y0
         ix += x0
         contrast = style.amplitude * (1 + rng.uniform(-_CONTRAST_JITTER, _CONTRAST_JITTER))
-        brightness = _pattern(rng, style, iy.astype(np.float32), ix.astype(np.float32)) * np.float32(contrast)
+        pattern = _pattern(rng, style, iy.astype(np.float32), ix.astype(np.float32))
+        brightness = pattern * np.float32(contrast)
         shape_noise = (noise[:, iy, ix] - 0.5) * np.float32(style.noise * _UNIFORM_TO_UNIT)
         image[:, iy, ix] = colour[:, None] + brightness + shape_noise
         labels[iy, ix] = shape.class_id
@@ -264,7 +265,7 @@ def synthetic_scene(seed_or_rng, height: int, width: int,
     shading = (1 + gy * np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None]
                + gx * np.linspace(-0.5, 0.5, width, dtype=np.float32))
     image *= shading
-    image = np.clip(image, 0, 255, out=image).astype(np.uint8)  # truncation is as good as rounding here
+    image = np.clip(image, 0, 255, out=image).astype(np.uint8)  # truncating is as good as rounding
     return np.ascontiguousarray(image.transpose(1, 2, 0)), labels
 
 
