@@ -65,7 +65,8 @@ def confusion(gt, pred, n_classes: int, ignore_index: int | None = 255) -> np.nd
     gt = _integer_array(gt, "gt")
     pred = _integer_array(pred, "pred")
     if gt.shape != pred.shape:
-        raise ValueError(f"gt and pred must have the same shape, got gt {gt.shape} and pred {pred.shape}")
+        raise ValueError(
+            f"gt and pred must have the same shape, got gt {gt.shape} and pred {pred.shape}")
 
     keep = (gt >= 0) & (gt < n)
     if ignore is not None and 0 <= ignore < n:
