@@ -32,9 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +43,13 @@ import torch.nn.functional as F
 
 import fcnfast
 import fcnfast.ops as ops
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import device_name as _device_name  # noqa: E402  (shared with throughput.py)
+from timing import fmt as _fmt  # noqa: E402
+from timing import git_revision as _git_revision  # noqa: E402
+from timing import short_error as _short  # noqa: E402
+from timing import triton_version as _triton_version  # noqa: E402
 from fcnfast.models import build_model
 from fcnfast.models.init import bilinear_weight
 from fcnfast.palette import voc_palette
@@ -263,11 +268,6 @@ def time_ms(fn, device: torch.device, quick: bool) -> float:
     return statistics.median(times) * 1e3
 
 
-def _short(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"error: {type(e).__name__}: {msg}"[:160]
-
-
 def bench_case(case: Case, providers: List[str], device, quick: bool) -> List[dict]:
     rows = []
     try:
@@ -312,39 +312,6 @@ def bench_case(case: Case, providers: List[str], device, quick: bool) -> List[di
 
 
 # --- reporting ---------------------------------------------------------------------------------
-
-def _git_revision() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        rev = ""
-    if not rev:  # a copy of the tree without .git (e.g. shipped to a GPU machine)
-        return os.environ.get("FCNFAST_GIT_REV", "unknown")
-    return rev + ("-dirty" if dirty else "")
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine() or 'cpu'}, torch threads: {torch.get_num_threads()}"
-
-
-def _triton_version() -> str:
-    try:
-        import triton
-
-        return triton.__version__
-    except Exception:
-        return "not installed"
-
-
-def _fmt(v, spec):
-    return "-" if v is None else format(v, spec)
-
 
 def print_row(r: dict):
     print(f"{r['op']:<21}{r['layer']:<27}{r['image']:>10}{r['batch']:>4} {r['dtype']:<9}"
