@@ -81,13 +81,13 @@ class Segmenter:
         if wants_engine and _has_head_plan(model):
             ref_dtype = torch.float32
         else:
+            self.backend = "torch"
             if wants_engine:
                 if backend != "auto":  # a named backend never falls back
                     raise RuntimeError(f"backend {backend!r} cannot run a {type(model).__name__}: the "
                                        "engine knows the fcnfast reference FCNs only; use 'torch'")
                 warnings.warn(f"fcnfast: the engine has no plan for {type(model).__name__}; running "
                               "the reference model", RuntimeWarning, stacklevel=2)
-                self.backend = "torch"
             ref_dtype = torch.float32 if dtype is None else dtype
         self.model = model.eval().to(device=self.device, dtype=ref_dtype)
         if self.backend != "torch":

@@ -33,6 +33,8 @@ class Engine:
                  graph_cache_size: int = 8, fc_tile_rows: Optional[int] = None):
         self.reference = model
         self.device = torch.device(device)
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError("cuda_graphs=True needs a CUDA device")
         self.dtype = compute_dtype(self.device, dtype)
         self.backend = backend
         self.convention = model.input_convention
@@ -48,8 +50,6 @@ class Engine:
         self.fc_tile_rows = fc_tile_rows
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
-        if cuda_graphs and self.device.type != "cuda":
-            raise ValueError("cuda_graphs=True needs a CUDA device")
         self.graphs = GraphCache(self._run_device, graph_cache_size) if cuda_graphs else None
         self._warned_precision = False
 

@@ -1,0 +1,327 @@
+"""The engine against the reference path: same labels on firm pixels, every model, every backend
+here, float32 and the low-precision default; and its guards (precision, memory, backend failure)."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import fcnfast
+from fcnfast import ops
+from fcnfast.data.synthetic import synthetic_scene
+from fcnfast.engine import Engine, compute_dtype
+from fcnfast.engine.check import FIRM_MARGIN
+from fcnfast.engine.layers import PackedConv2d, inference_copy
+from fcnfast.images import to_network_input
+from fcnfast.models import build_model
+
+# Narrow VGG trunks keep the full-geometry nets (pad 100, 7×7 fc6, every crop) cheap on CPU.
+NARROW = dict(widths=(8, 8, 16, 16, 16), fc_width=32)
+VGG = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+ARCHS = VGG + ("fcn_alexnet", "fcn_googlenet", "fcn_resnet50")
+CLASSES = 5
+
+
+def make_model(arch: str, learned: bool = False, seed: int = 0):
+    """A reference model with random class layers (FCN starts them at zero) so labels vary; with
+    ``learned`` the 2× deconvolutions are random too (the engine's non-bilinear path)."""
+    model = build_model(arch, CLASSES, **(NARROW if arch in VGG else {})).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Conv2d) and m.out_channels == CLASSES:
+                m.weight.normal_(0, 0.02, generator=g)
+                m.bias.normal_(0, 0.02, generator=g)
+            if learned and isinstance(m, nn.ConvTranspose2d) and m.stride[0] == 2:
+                m.weight.normal_(0, 0.1, generator=g)
+            if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics, so folding matters
+                m.running_mean.normal_(0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+    return model
+
+
+def scenes(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(synthetic_scene(seed + i, h, w)[0]) for i in range(n)])
+
+
+def reference_scores(model, pixels):
+    with torch.inference_mode():
+        return model(to_network_input(pixels, model.input_convention, "cpu", torch.float32)).float()
+
+
+def assert_firm_agreement(labels, ref, dtype, at_least=0.999):
+    """Labels equal the reference wherever its top-2 margin exceeds the dtype's rounding."""
+    top2 = ref.topk(2, dim=1).values
+    firm = (top2[:, 0] - top2[:, 1]) > FIRM_MARGIN[dtype] * float(ref.max() - ref.min())
+    same = labels.long() == ref.argmax(1)
+    assert firm.float().mean() > 0.5, "too few firm pixels: the test would prove nothing"
+    agreement = same[firm].float().mean().item()
+    assert agreement >= at_least, (f"labels agree on {agreement:.4%} of {int(firm.sum())} firm "
+                                   f"pixels; {int((~same & firm).sum())} differ")
+
+
+def kernel_backends():
+    return [b for b in ops.backends() if b != "torch"]
+
+
+@pytest.mark.parametrize("learned", [False, True], ids=["bilinear", "learned"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_engine_equals_reference_float32(arch, learned):
+    if learned and arch not in ("fcn16s", "fcn8s", "fcn8s_atonce"):
+        pytest.skip("no 2x deconvolution to learn")
+    model = make_model(arch, learned)
+    pixels = scenes(2, 45, 67)  # odd sizes; two scenes in one batch
+    ref = reference_scores(model, pixels)
+    engine = Engine(model, torch.device("cpu"), torch.float32)
+    labels, scores = engine.run(pixels, return_scores=True)
+    assert labels.shape == (2, 45, 67) and labels.dtype == torch.uint8
+    assert_firm_agreement(labels, ref, torch.float32, at_least=1.0)
+    best = ref.gather(1, labels.long()[:, None])[:, 0]
+    torch.testing.assert_close(scores.float(), best, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch"] + kernel_backends())
+@pytest.mark.parametrize("arch", ["fcn8s", "fcn_alexnet", "fcn_resnet50"])
+def test_every_backend_gives_the_reference_labels(arch, backend):
+    model = make_model(arch, learned=True)
+    pixels = scenes(1, 23, 31, seed=5)
+    engine = Engine(model, torch.device("cpu"), torch.float32, backend=backend)
+    assert set(engine.op_backends.values()) == {backend}
+    assert_firm_agreement(engine.run(pixels), reference_scores(model, pixels), torch.float32, 1.0)
+
+
+@pytest.mark.parametrize("arch", ["fcn8s", "fcn_googlenet", "fcn_resnet50"])
+def test_default_low_precision_agrees_on_firm_pixels(arch):
+    model = make_model(arch)
+    pixels = scenes(1, 61, 83, seed=11)
+    seg = fcnfast.Segmenter(model, device="cpu")
+    assert seg.dtype == compute_dtype(torch.device("cpu"), None)
+    engine_labels = torch.from_numpy(seg.segment(pixels[0].numpy()))[None]
+    assert_firm_agreement(engine_labels, reference_scores(model, pixels), seg.dtype)
+
+
+def test_bfloat16_engine_agrees_on_firm_pixels():
+    model = make_model("fcn16s", learned=True)
+    pixels = scenes(2, 50, 40, seed=3)
+    engine = Engine(model, torch.device("cpu"), torch.bfloat16)
+    assert_firm_agreement(engine.run(pixels), reference_scores(model, pixels), torch.bfloat16)
+
+
+def test_cpu_trunk_is_prepacked_with_fused_relu_and_folded_batchnorm():
+    vgg = inference_copy(make_model("fcn8s"), torch.device("cpu"), torch.float32)
+    assert isinstance(vgg.conv1_1, PackedConv2d) and vgg.conv1_1.attr == "relu"
+    assert isinstance(vgg.relu1_1, nn.Identity)
+    assert isinstance(vgg.score_fr, PackedConv2d) and vgg.score_fr.attr == "none"
+    resnet = inference_copy(make_model("fcn_resnet50"), torch.device("cpu"), torch.bfloat16)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in resnet.modules())
+    assert all(p.dtype == torch.bfloat16 for p in resnet.parameters())
+
+
+def test_full_resolution_logits_are_never_materialised():
+    """No tensor with C channels at the image size is created on the segment path."""
+    model = make_model("fcn8s", learned=True)
+    pixels = scenes(1, 96, 128)
+    engine = Engine(model, torch.device("cpu"), torch.float32)
+
+    class Shapes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor):
+                    self.seen.append(tuple(t.shape))
+            return out
+
+    with Shapes() as mode:
+        engine.run(pixels)
+    assert (1, 96, 128) in mode.seen  # the labels: the mode does see the outputs
+    full = [s for s in mode.seen if len(s) == 4 and s[1] == CLASSES and s[2:] == (96, 128)]
+    assert not full, f"full-resolution score maps were created: {full}"
+
+
+def test_batches_of_mixed_sizes_and_stream_match_single_images():
+    model = make_model("fcn16s")
+    seg = fcnfast.Segmenter(model, device="cpu", dtype=torch.float32)
+    images = [scenes(1, h, w, seed=h)[0].numpy() for h, w in ((30, 41), (30, 41), (17, 23), (30, 41))]
+    singles = [seg.segment(im) for im in images]
+    for got, want in zip(seg.segment_batch(images, batch_size=2), singles):
+        np.testing.assert_array_equal(got, want)
+    streamed = list(seg.stream(iter(images), batch_size=3))
+    assert len(streamed) == len(images)
+    for got, want in zip(streamed, singles):
+        np.testing.assert_array_equal(got, want)
+    tensor_in = list(seg.stream([torch.from_numpy(images[2])]))
+    assert isinstance(tensor_in[0], torch.Tensor)
+    with pytest.raises(ValueError, match="batch_size"):
+        next(seg.stream(images, batch_size=0))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_stream_memory_stays_flat_over_10000_frames():
+    model = build_model("fcn32s", 3, widths=(1, 1, 1, 1, 1), fc_width=2).eval()
+    seg = fcnfast.Segmenter(model, device="cpu", dtype=torch.float32)
+    rng = np.random.default_rng(0)
+    pool = [rng.integers(0, 256, (8, 10, 3), dtype=np.uint8) for _ in range(16)]
+
+    def frames(n):
+        for i in range(n):
+            yield pool[i % len(pool)]
+
+    rss = []
+    count = 0
+    for labels in seg.stream(frames(10_000), batch_size=32):
+        count += 1
+        if count in (1000, 10_000):
+            rss.append(_rss_mb())
+        assert labels.shape == (8, 10)
+    assert count == 10_000
+    assert rss[1] - rss[0] < 25, f"RSS grew from {rss[0]:.0f} MB to {rss[1]:.0f} MB"
+
+
+def test_fc_row_tiling_is_exact():
+    for arch in ("fcn8s", "fcn_alexnet"):
+        model = make_model(arch, learned=True)
+        pixels = scenes(1, 70, 90, seed=2)
+        whole = Engine(model, torch.device("cpu"), torch.float32)
+        tiled = Engine(model, torch.device("cpu"), torch.float32, fc_tile_rows=1)
+        l1, s1 = whole.run(pixels, return_scores=True)
+        l2, s2 = tiled.run(pixels, return_scores=True)
+        torch.testing.assert_close(s2, s1, rtol=1e-5, atol=1e-6)
+        assert torch.equal(l1, l2)
+        h1, h2 = whole.coarse_scores(whole.network_input(pixels)), tiled.coarse_scores(
+            tiled.network_input(pixels))
+        assert h1.shape == h2.shape and h1.shape[2] > 1  # really several tiles
+
+
+def test_precision_guard_reruns_non_finite_batches_in_float32(monkeypatch):
+    model = make_model("fcn8s")
+    pixels = scenes(1, 40, 50)
+    engine = Engine(model, torch.device("cpu"), torch.bfloat16)
+    real = engine.coarse_scores
+
+    def overflowing(x):  # what fp16 overflow in fc6/fc7 looks like
+        h = real(x).clone()
+        h[0, 0, 0, 0] = float("inf")
+        return h
+
+    monkeypatch.setattr(engine, "coarse_scores", overflowing)
+    with pytest.warns(RuntimeWarning, match="non-finite class scores"):
+        labels = engine.run(pixels)
+    ref = reference_scores(model, pixels)
+    assert torch.equal(labels.long(), ref.argmax(1))  # the float32 rerun is exact
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.run(pixels)  # warned once only
+
+
+def test_out_of_memory_tiles_then_says_what_to_do(monkeypatch):
+    model = make_model("fcn8s")
+    pixels = scenes(2, 40, 50)
+    engine = Engine(model, torch.device("cpu"), torch.float32)
+    calls = []
+
+    def no_memory(p):
+        calls.append(engine.fc_tile_rows)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(engine, "_run_device", no_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    with pytest.warns(RuntimeWarning, match="row tiles"):
+        with pytest.raises(RuntimeError, match=r"2 frame\(s\) of 40×50.*smaller batch_size"):
+            engine.run(pixels)
+    assert calls == [None, 8]  # tried once whole, once with fc6/fc7 in tiles
+
+
+def test_auto_falls_back_once_when_a_backend_fails(monkeypatch):
+    model = make_model("fcn32s")
+    pixels = scenes(1, 20, 30)
+    engine = Engine(model, torch.device("cpu"), torch.float32)
+    first = engine.op_backends["upsample_crop_argmax"]
+    if first == "torch":
+        pytest.skip("no kernel backend to fail here")
+    real = ops.upsample_crop_argmax
+
+    def broken(*args, backend="auto", **kwargs):
+        if backend == first:
+            raise RuntimeError("kernel failed to launch")
+        return real(*args, backend=backend, **kwargs)
+
+    monkeypatch.setattr(ops, "upsample_crop_argmax", broken)
+    with pytest.warns(RuntimeWarning, match=f"failed on backend '{first}'"):
+        labels = engine.run(pixels)
+    assert engine.op_backends["upsample_crop_argmax"] != first
+    assert torch.equal(labels.long(), reference_scores(model, pixels).argmax(1))
+    named = Engine(model, torch.device("cpu"), torch.float32, backend=first)
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        named.run(pixels)  # a named backend never falls back
+
+
+def test_named_backend_that_cannot_run_is_refused():
+    model = make_model("fcn32s")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="'cuda' cannot run"):
+            fcnfast.Segmenter(model, device="cpu", backend="cuda")
+    with pytest.raises(TypeError, match="float64 runs on backend='torch'"):
+        Engine(model, torch.device("cpu"), torch.float64)
+    with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device"):
+        Engine(model, torch.device("cpu"), cuda_graphs=True)
+    assert fcnfast.Segmenter(model, device="cpu", dtype=torch.float64).engine is None
+
+
+def test_check_reports_agreement_and_backends():
+    model = make_model("fcn8s", learned=True)
+    seg = fcnfast.Segmenter(model, device="cpu")
+    report = seg.check()
+    assert report.ok and report.firm_agreement >= 0.999 and report.firm_pixels > 0
+    assert report.size == (240, 320)
+    assert set(report.op_backends) == {"preprocess", "upsample_crop_add", "upsample_crop_argmax"}
+    assert "firm pixels" in str(report) and "OK" in str(report)
+    img = synthetic_scene(4, 33, 47)[0]
+    assert seg.check(img).size == (33, 47)
+    with pytest.raises(RuntimeError, match="reference itself"):
+        fcnfast.Segmenter(model, device="cpu", backend="torch").check()
+
+
+# --- GPU ----------------------------------------------------------------------------------------
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gpu_engine_agrees_with_reference(arch, dtype):
+    model = make_model(arch, learned=True)
+    pixels = scenes(2, 97, 131)
+    ref = reference_scores(model, pixels)
+    seg = fcnfast.Segmenter(model, device="cuda", dtype=dtype)
+    labels = seg.engine.run(pixels.cuda()).cpu()
+    assert_firm_agreement(labels, ref, dtype, at_least=0.999)
+
+
+@pytest.mark.needs_cuda
+def test_gpu_cuda_graphs_follow_shape_changes_and_stream_overlaps():
+    model = make_model("fcn8s", learned=True)
+    seg = fcnfast.Segmenter(model, device="cuda")
+    seg.engine.graphs.capacity = 2
+    sizes = [(40, 50), (33, 47), (40, 50), (64, 64), (33, 47)]
+    for h, w in sizes:
+        pixels = scenes(2, h, w, seed=h * w)
+        assert_firm_agreement(seg.engine.run(pixels.cuda()).cpu(), reference_scores(model, pixels),
+                              seg.dtype)
+    assert len(seg.engine.graphs) == 2
+    frames = [scenes(1, h, w, seed=i)[0].numpy() for i, (h, w) in enumerate(sizes * 3)]
+    streamed = list(seg.stream(frames, batch_size=2))
+    for got, frame in zip(streamed, frames):
+        np.testing.assert_array_equal(got, seg.segment(frame))
