@@ -1,3 +1,4 @@
+"""``python -m fcnfast ...``: the command line of ``fcnfast.cli``."""
 import sys
 
 from .cli import main
