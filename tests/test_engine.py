@@ -48,8 +48,11 @@ def scenes(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 
 def reference_scores(model, pixels):
+    """float32 reference scores on the CPU (run where the model is: a Segmenter moves it)."""
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        return model(to_network_input(pixels, model.input_convention, "cpu", torch.float32)).float()
+        x = to_network_input(pixels, model.input_convention, device, torch.float32)
+        return model(x).float().cpu()
 
 
 def assert_firm_agreement(labels, ref, dtype, at_least=0.999):
@@ -64,7 +67,8 @@ def assert_firm_agreement(labels, ref, dtype, at_least=0.999):
 
 
 def kernel_backends():
-    return [b for b in ops.backends() if b != "torch"]
+    """Kernel backends that run on CPU tensors here (Triton only through its interpreter)."""
+    return [b for b in ops.BACKENDS if b != "torch" and ops._status(b, "cpu")[0]]
 
 
 @pytest.mark.parametrize("learned", [False, True], ids=["bilinear", "learned"])
@@ -308,6 +312,18 @@ def test_gpu_engine_agrees_with_reference(arch, dtype):
     seg = fcnfast.Segmenter(model, device="cuda", dtype=dtype)
     labels = seg.engine.run(pixels.cuda()).cpu()
     assert_firm_agreement(labels, ref, dtype, at_least=0.999)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("backend", ["triton", "cuda", "torch"])
+@pytest.mark.parametrize("arch", ["fcn8s", "fcn_alexnet", "fcn_resnet50"])
+def test_gpu_named_backends_agree_with_reference(arch, backend):
+    model = make_model(arch, learned=True)
+    pixels = scenes(1, 61, 89, seed=7)
+    seg = fcnfast.Segmenter(model, device="cuda", backend=backend, dtype=torch.float32)
+    assert set(seg.op_backends.values()) == {backend}
+    assert_firm_agreement(seg.engine.run(pixels.cuda()).cpu(), reference_scores(model, pixels),
+                          torch.float32, at_least=1.0)
 
 
 @pytest.mark.needs_cuda
