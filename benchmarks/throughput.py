@@ -1,87 +1,553 @@
-"""End-to-end throughput of fcnfast: uint8 host frame in → labels on the host.
+"""End-to-end throughput of FCNs: fcnfast against the ways people run them today (issue 6).
 
-Today it times the reference path (plain PyTorch, float32) on a random-weight model; the engine
-issue adds the eager fp16 / torch.compile / onnxruntime / fcnfast columns. perf_counter on CPU,
-CUDA events on GPU; warm-up, then the median of many runs.
+Every column runs the same random-weight model (score layers randomised, so labels vary) on the
+same frames (fcnfast's synthetic scenes, uint8 RGB N×H×W×3 on the host), in the same run:
 
-    python benchmarks/throughput.py --quick        # seconds, CPU smoke run
-    python benchmarks/throughput.py --arch fcn8s --size 500x500 --batch 1 --json out.json
+  a  eager PyTorch fp32 the way pytorch-fcn users run it: numpy on the host (RGB→BGR, float64
+     minus the mean — float32 /255, minus mean, over std for torchvision's ResNets — CHW), a
+     float32 upload, the model, argmax on the device, int64 labels back to the host.
+  b  eager fp16 channels-last (CPU: bf16 channels-last where oneDNN computes bf16 natively,
+     ``fcnfast.engine.cpu_bf16_native()``, else fp32 channels-last): uint8 upload, normalisation
+     on the device, the model, argmax, uint8 labels back.
+  c  ``torch.compile`` of b's model (static shapes, recompiled per configuration; on CPU with
+     ``torch._inductor.config.freezing = True``, which prepacks the weights); b's pre/post.
+     Compile time (the first call) is reported apart, never in the timings.
+  d  onnxruntime: the fp32 model + argmax exported with ``torch.onnx.export`` (dynamic N/H/W),
+     CPUExecutionProvider on CPU, CUDAExecutionProvider on GPU; a's numpy preprocessing. Skipped
+     with a note when onnx/onnxruntime (or its CUDA provider on GPU) is missing.
+  e  fcnfast: ``fcnfast.Segmenter(model, device=...)`` with its defaults (backend auto, dtype
+     auto); end to end ``seg.segment_batch(frames)``; on GPU also ``seg.stream(frames, N)``.
+
+Reported per column: frames/s end to end (uint8 host frames in → labels on the host), model-only
+device ms (peers: forward + argmax of a device tensor already preprocessed; fcnfast:
+``seg.engine.run(uint8 pixels already on the device)``), both as ratios to a and to c, and label
+agreement with a on firm pixels (a's top-2 score margin > 3% of the image's score range) and on
+all pixels. CUDA events on GPU (perf_counter around synchronisations for onnxruntime and the
+stream), perf_counter on CPU; warm-up, then the median of repeats that adapt to the time (at least
+3 on CPU, 10 on GPU). The load average is printed and stored (other jobs share small machines).
+Exits 1 when fcnfast's labels fail (error, or firm agreement < 99.9%).
+
+    python benchmarks/throughput.py --quick                 # CI smoke run: tiny CPU config, seconds
+    python benchmarks/throughput.py --json out.json         # GPU: full grid; CPU: a short default set
+    python benchmarks/throughput.py --models fcn8s --sizes 1080x1920 --batches 1 8 --columns a c e
+
+Defaults: on GPU, FCN-8s, FCN-32s and FCN-ResNet50 × 500x500, 720x1280, 1080x1920 × batch 1, 8;
+on CPU, FCN-8s at 500x500 and 300x451, FCN-32s and FCN-ResNet50 at 500x500, batch 1. Sizes are
+H×W. ``--models``/``--sizes``/``--batches`` given: their grid (the others default to 500x500 / 1).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import importlib
+import io
 import json
-import platform
-import statistics
+import math
+import os
 import sys
+import tempfile
 import time
+import warnings
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 import fcnfast
-from fcnfast.models import build_model
+from fcnfast.data.synthetic import synthetic_scene
+from fcnfast.engine import cpu_bf16_native
+from fcnfast.models import ARCHS, build_model
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import (Timing, cpu_model, device_name, fmt, git_revision, load_average,  # noqa: E402
+                    measure, now, short_error, sync, triton_version)
+
+COLUMNS = ("a", "b", "c", "d", "e")
+FIRM_MARGIN = 0.03  # firm pixel: a's top-2 margin > this fraction of the image's score range
+MIN_FIRM_AGREEMENT = 0.999  # fcnfast vs a on firm pixels; below it the run fails
+MODEL_NAMES = {"fcn8s": "FCN-8s (VGG16)", "fcn32s": "FCN-32s (VGG16)", "fcn16s": "FCN-16s (VGG16)",
+               "fcn8s_atonce": "FCN-8s at-once (VGG16)", "fcn_alexnet": "FCN-AlexNet",
+               "fcn_googlenet": "FCN-GoogLeNet", "fcn_resnet50": "FCN-ResNet50",
+               "fcn_resnet101": "FCN-ResNet101"}
+GPU_DEFAULT = dict(models=["fcn8s", "fcn32s", "fcn_resnet50"],
+                   sizes=[(500, 500), (720, 1280), (1080, 1920)], batches=[1, 8])
+# 2 CPU cores run the full grid for hours: FCN-8s/32s/ResNet50 at 500x500 and the issue's own
+# reference point, FCN-8s on a 451×300 (W×H) frame, batch 1.
+CPU_DEFAULT = [("fcn8s", (500, 500), 1), ("fcn8s", (300, 451), 1), ("fcn32s", (500, 500), 1),
+               ("fcn_resnet50", (500, 500), 1)]
+# --quick: a narrow FCN-8s (fcnfast's VGG FCNs take widths=/fc_width=) at 64x80, batch 1 and 2.
+QUICK_MODEL = dict(widths=(8, 16, 24, 32, 32), fc_width=64)
+QUICK = [("fcn8s", (64, 80), 1), ("fcn8s", (64, 80), 2)]
 
 
-def _sync(device):
+class Skip(Exception):
+    """A column that cannot run here (a missing package); reported as a note, not an error."""
+
+
+# --- model and frames --------------------------------------------------------------------------
+
+def random_model(arch: str, num_classes: int, seed: int = 0, **kwargs) -> torch.nn.Module:
+    """A reference model with random weights whose labels vary over the image.
+
+    Caffe-style trunks (VGG, AlexNet, GoogLeNet: no normalisation layers) get He-normal convolutions
+    and zero biases, so activations keep their scale through the depth (PyTorch's default init
+    shrinks them until the biases alone pick one label everywhere); torchvision's ResNets keep
+    their own init. Every score layer (out_channels == num_classes) is N(0, 1/fan_in).
+    """
+    torch.manual_seed(seed)
+    model = build_model(arch, num_classes, **kwargs).eval()
+    gen = torch.Generator().manual_seed(seed)
+    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        for m in model.modules():
+            if type(m) is not torch.nn.Conv2d:
+                continue
+            fan_in = m.weight[0].numel()
+            if m.out_channels == num_classes:
+                std = 1.0 / math.sqrt(fan_in)
+            elif not has_bn:
+                std = math.sqrt(2.0 / fan_in)
+            else:
+                continue
+            m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
+            if m.bias is not None:
+                m.bias.zero_()
+    return model
+
+
+def make_frames(batch: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """N×H×W×3 uint8 RGB synthetic scenes (objects on textured backgrounds)."""
+    return np.stack([synthetic_scene(seed + i, h, w)[0] for i in range(batch)])
+
+
+# --- preprocessing ---------------------------------------------------------------------------
+
+def numpy_chw(img: np.ndarray, conv) -> np.ndarray:
+    """One H×W×3 uint8 RGB image the way pytorch-fcn's dataset transform does it (float64 for the
+    Caffe convention; float32 ToTensor + Normalize arithmetic for torchvision's)."""
+    if conv.bgr:
+        img = img[:, :, ::-1]
+    if conv.scale == 255.0 and conv.std == (1.0, 1.0, 1.0):  # pytorch-fcn: float64 minus mean_bgr
+        x = img.astype(np.float64)
+        x -= np.array(conv.mean)
+    else:  # torchvision: ToTensor (/255, float32), Normalize
+        x = img.astype(np.float32) * np.float32(conv.scale / 255.0)
+        x -= np.array(conv.mean, dtype=np.float32)
+        x /= np.array(conv.std, dtype=np.float32)
+    return x.transpose(2, 0, 1)
+
+
+def pytorch_fcn_input(frames: np.ndarray, conv, device) -> torch.Tensor:
+    """a's input: per image numpy → torch.from_numpy(...).float(), stacked (the DataLoader's
+    collate), uploaded as float32."""
+    return torch.stack([torch.from_numpy(numpy_chw(f, conv)).float() for f in frames]).to(device)
+
+
+def torch_preprocessor(conv, device, dtype) -> Callable[[np.ndarray], torch.Tensor]:
+    """b/c's input: uint8 upload, normalisation in float32 on the device, then ``dtype``
+    channels-last."""
+    mean = torch.tensor(conv.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(conv.std, device=device).view(1, 3, 1, 1)
+    scale = conv.scale / 255.0
+
+    def pre(frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float()
+        if conv.bgr:
+            x = x.flip(1)
+        x = (x * scale - mean) / std
+        return x.to(dtype).contiguous(memory_format=torch.channels_last)
+
+    return pre
+
+
+def label_dtype(num_classes: int) -> torch.dtype:
+    return torch.uint8 if num_classes <= 256 else torch.int32
+
+
+# --- the reference labels and the agreement ---------------------------------------------------
+
+@torch.no_grad()
+def reference_labels(model, x: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """a's labels and its firm-pixel mask (top-2 margin > FIRM_MARGIN of each image's range)."""
+    scores = model(x).float()
+    labels = scores.argmax(1)
+    if scores.shape[1] > 1:
+        top2 = scores.topk(2, dim=1).values
+        margin = top2[:, 0] - top2[:, 1]
+    else:
+        margin = torch.full_like(scores[:, 0], float("inf"))
+    flat = scores.flatten(1)
+    spread = (flat.amax(1) - flat.amin(1)).clamp_min(1e-30).view(-1, 1, 1)
+    firm = margin > FIRM_MARGIN * spread
+    return labels.cpu().numpy(), firm.cpu().numpy()
+
+
+def agreement(labels, ref_labels: np.ndarray, firm: np.ndarray) -> Tuple[Optional[float], float]:
+    labels = np.asarray(labels).astype(np.int64)
+    if labels.shape != ref_labels.shape:
+        raise ValueError(f"labels of shape {labels.shape}, the reference's {ref_labels.shape}")
+    same = labels == ref_labels
+    return (float(same[firm].mean()) if firm.any() else None), float(same.mean())
+
+
+# --- the columns -------------------------------------------------------------------------------
+
+class Settings:
+    def __init__(self, device: torch.device, quick: bool, repeats: Optional[int], warmup: Optional[int]):
+        self.device = device
+        cuda = device.type == "cuda"
+        if quick:
+            self.warmup, self.min_repeats, self.budget_s = 1, 2, 0.0
+        elif cuda:
+            self.warmup, self.min_repeats, self.budget_s = 3, 10, 1.0
+        else:  # CPU: a 500x500 VGG frame takes seconds
+            self.warmup, self.min_repeats, self.budget_s = 1, 3, 4.0
+        if repeats is not None:
+            self.min_repeats, self.budget_s = repeats, 0.0
+        if warmup is not None:
+            self.warmup = warmup
+
+    def time(self, fn, cuda_events: bool = True) -> Timing:
+        return measure(fn, self.device, warmup=self.warmup, min_repeats=self.min_repeats,
+                       budget_s=self.budget_s, max_repeats=200 if self.device.type == "cuda" else 50,
+                       cuda_events=cuda_events)
+
+
+def _timed_e2e(st: Settings, fn: Callable[[], object], cuda_events: bool = True):
+    """Time ``fn`` (host frames → host labels) and keep its last output."""
+    out = {}
+
+    def call():
+        out["labels"] = fn()
+
+    t = st.time(call, cuda_events)
+    return t, out["labels"]
+
+
+def low_precision_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        return torch.float16
+    return torch.bfloat16 if cpu_bf16_native() else torch.float32
 
 
-def time_fn(fn, device, warmup: int, iters: int) -> list:
-    """Seconds per call of ``fn``, ``iters`` samples after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    out = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end) / 1e3)
-        else:
+class ArchModels:
+    """The models of one architecture, built once and shared by its configurations."""
+
+    def __init__(self, arch: str, num_classes: int, device: torch.device, kwargs: dict):
+        self.arch, self.device = arch, device
+        self.fp32 = random_model(arch, num_classes, **kwargs).to(device)  # a, d, e (shared)
+        self.conv = self.fp32.input_convention
+        self.num_classes = num_classes
+        self.lp_dtype = low_precision_dtype(device)
+        self._lp = None
+        self._ort = None
+        self._seg = None
+        self.setup_s: Dict[str, float] = {}
+
+    @property
+    def low_precision(self):  # b, and what c compiles
+        if self._lp is None:
             t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
+            self._lp = copy.deepcopy(self.fp32).to(dtype=self.lp_dtype,
+                                                   memory_format=torch.channels_last).eval()
+            self.setup_s["b"] = time.perf_counter() - t0
+        return self._lp
+
+    def segmenter(self):
+        if self._seg is None:
+            t0 = time.perf_counter()
+            self._seg = fcnfast.Segmenter(self.fp32, device=self.device)
+            sync(self.device)
+            self.setup_s["e"] = time.perf_counter() - t0
+        return self._seg
+
+    def ort(self):
+        if self._ort is None:
+            t0 = time.perf_counter()
+            self._ort = OrtModel(self.fp32, self.device)
+            self.setup_s["d"] = time.perf_counter() - t0
+        return self._ort
+
+
+class _ArgmaxHead(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).argmax(1)
+
+
+class OrtModel:
+    """The fp32 model + argmax in an onnxruntime session (dynamic N, H, W)."""
+
+    def __init__(self, model, device: torch.device):
+        try:
+            importlib.import_module("onnx")  # torch.onnx.export needs it
+            import onnxruntime as ort
+        except ImportError as e:
+            raise Skip(f"onnxruntime/onnx not installed ({e.name}); pip install onnx onnxruntime") from None
+        self.ort, self.device = ort, device
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise Skip("onnxruntime has no CUDAExecutionProvider here (pip install onnxruntime-gpu)")
+            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.tmp = tempfile.TemporaryDirectory(prefix="fcnfast-onnx-")
+        path = os.path.join(self.tmp.name, "model.onnx")
+        example = torch.zeros(1, 3, 64, 96, device=next(model.parameters()).device)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            with torch.no_grad():
+                torch.onnx.export(_ArgmaxHead(model), (example,), path, input_names=["x"],
+                                  output_names=["labels"], opset_version=17, dynamo=False,
+                                  dynamic_axes={"x": {0: "n", 2: "h", 3: "w"},
+                                                "labels": {0: "n", 1: "h", 2: "w"}})
+        opts = ort.SessionOptions()
+        if device.type == "cpu":  # as many threads as the torch columns
+            opts.intra_op_num_threads = torch.get_num_threads()
+        self.sess = ort.InferenceSession(path, opts, providers=providers)
+        used = self.sess.get_providers()
+        if device.type == "cuda" and used[0] != "CUDAExecutionProvider":
+            raise Skip(f"onnxruntime did not start its CUDA provider (providers: {used})")
+        self.provider = used[0]
+        self.version = ort.__version__
+
+    def run_numpy(self, x: np.ndarray) -> np.ndarray:
+        return self.sess.run(None, {"x": x})[0]
+
+    def model_only(self, x: torch.Tensor) -> Callable[[], object]:
+        """A call running the session on ``x`` (preprocessed, on the device) with the labels left
+        on the device."""
+        if self.device.type != "cuda":
+            xn = x.contiguous().numpy()
+            return lambda: self.run_numpy(xn)
+        x = x.contiguous()
+        binding = self.sess.io_binding()
+        binding.bind_input("x", "cuda", self.device.index or 0, np.float32, list(x.shape), x.data_ptr())
+        binding.bind_output("labels", "cuda", self.device.index or 0)
+
+        def run():
+            self.sess.run_with_iobinding(binding)
+            return x  # keeps x alive while bound
+
+        return run
+
+
+def col_a(m: ArchModels, frames, st: Settings, x_a) -> dict:
+    model, conv, device = m.fp32, m.conv, m.device
+
+    @torch.no_grad()
+    def e2e():
+        x = pytorch_fcn_input(frames, conv, device)
+        return model(x).max(1)[1].cpu().numpy()  # int64
+
+    @torch.no_grad()
+    def model_only():
+        return model(x_a).argmax(1)
+
+    t_e2e, labels = _timed_e2e(st, e2e)
+    return dict(dtype="float32", e2e=t_e2e, model=st.time(model_only), labels=labels)
+
+
+def col_b(m: ArchModels, frames, st: Settings, x_a, compiled=False) -> dict:
+    model = m.low_precision
+    extra = {}
+    if compiled:
+        import torch._dynamo as dynamo
+        import torch._inductor.config as inductor_config
+
+        dynamo.reset()
+        if m.device.type == "cpu":
+            inductor_config.freezing = True  # constant weights, prepacked for oneDNN
+        model = torch.compile(model, dynamic=False)
+    pre = torch_preprocessor(m.conv, m.device, m.lp_dtype)
+    ldt = label_dtype(m.num_classes)
+    x_b = pre(frames)
+    if compiled:  # the first call compiles: timed apart
+        sync(m.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model(x_b)
+        sync(m.device)
+        extra["compile_s"] = time.perf_counter() - t0
+
+    @torch.no_grad()
+    def e2e():
+        return model(pre(frames)).argmax(1).to(ldt).cpu().numpy()
+
+    @torch.no_grad()
+    def model_only():
+        return model(x_b).argmax(1)
+
+    t_e2e, labels = _timed_e2e(st, e2e)
+    return dict(dtype=str(m.lp_dtype).replace("torch.", ""), e2e=t_e2e, model=st.time(model_only),
+                labels=labels, **extra)
+
+
+def col_c(m, frames, st, x_a) -> dict:
+    try:
+        return col_b(m, frames, st, x_a, compiled=True)
+    finally:
+        import torch._dynamo as dynamo
+
+        dynamo.reset()  # frees the compiled graphs (and frozen weights) of this configuration
+
+
+def col_d(m: ArchModels, frames, st: Settings, x_a) -> dict:
+    sess = m.ort()
+    conv = m.conv
+
+    def e2e():
+        x = np.stack([numpy_chw(f, conv).astype(np.float32) for f in frames])
+        return sess.run_numpy(x)
+
+    t_e2e, labels = _timed_e2e(st, e2e, cuda_events=False)
+    return dict(dtype="float32", e2e=t_e2e, model=st.time(sess.model_only(x_a), cuda_events=False),
+                labels=labels, provider=sess.provider, onnxruntime=sess.version)
+
+
+def col_e(m: ArchModels, frames, st: Settings, x_a) -> dict:
+    seg = m.segmenter()
+    n = len(frames)
+    pixels = torch.from_numpy(frames).to(m.device)
+    t_e2e, labels = _timed_e2e(st, lambda: seg.segment_batch(frames, batch_size=n))
+    out = dict(dtype=str(seg.dtype).replace("torch.", ""), e2e=t_e2e,
+               model=st.time(lambda: seg.engine.run(pixels) if seg.engine is not None
+                             else seg._labels(pixels)),
+               labels=labels, backend=seg.backend, op_backends=dict(seg.op_backends))
+    if m.device.type == "cuda":
+        stream_frames = [frames[i % n] for i in range(max(8 * n, 32))]
+
+        def stream():
+            for _ in seg.stream(iter(stream_frames), batch_size=n):
+                pass
+
+        t = measure(stream, m.device, warmup=1, min_repeats=3, budget_s=st.budget_s,
+                    max_repeats=20, cuda_events=False)
+        out["stream_fps"] = len(stream_frames) / t.median_s
+        out["stream_frames"] = len(stream_frames)
     return out
 
 
-def bench_one(arch, size, batch, device, warmup, iters, num_classes=21):
+RUNNERS = {"a": col_a, "b": col_b, "c": col_c, "d": col_d, "e": col_e}
+
+
+def column_title(col: str, device: torch.device) -> str:
+    lp = str(low_precision_dtype(device)).replace("torch.", "")
+    cl = "channels-last"
+    return {"a": "eager fp32 (pytorch-fcn)", "b": f"eager {lp} {cl}",
+            "c": f"torch.compile {lp} {cl}" + (" (freezing)" if device.type == "cpu" else ""),
+            "d": "onnxruntime fp32 (" + ("CUDA" if device.type == "cuda" else "CPU") + " EP)",
+            "e": "fcnfast Segmenter (defaults)"}[col]
+
+
+# --- one configuration -------------------------------------------------------------------------
+
+def bench_config(m: ArchModels, size, batch: int, columns: List[str], st: Settings, meta: dict) -> dict:
     h, w = size
-    torch.manual_seed(0)
-    model = build_model(arch, num_classes)
-    # Random score layers, so the labels are not all class 0.
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d) and m.out_channels == num_classes:
-            torch.nn.init.normal_(m.weight, std=0.01)
-    seg = fcnfast.Segmenter(model, device=device, backend="torch")
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, size=(batch, h, w, 3), dtype=np.uint8)
-    x = torch.randn(batch, 3, h, w, device=seg.device)
+    device = m.device
+    row = {"model": m.arch, "model_name": MODEL_NAMES.get(m.arch, m.arch), "height": h, "width": w,
+           "batch": batch, "num_classes": m.num_classes,
+           **{k: meta[k] for k in ("device", "device_type", "torch", "triton", "onnxruntime",
+                                   "fcnfast", "git", "threads")},
+           "date": now(), "loadavg_before": load_average(), "columns": {}}
+    frames = make_frames(batch, h, w)
+    x_a = pytorch_fcn_input(frames, m.conv, device)
+    ref_labels, firm = reference_labels(m.fp32, x_a)
+    row["firm_fraction"] = float(firm.mean())
+    row["label_histogram"] = np.bincount(ref_labels.ravel(), minlength=m.num_classes).tolist()
+    for col in columns:
+        c = {"title": column_title(col, device), "status": "ok"}
+        row["columns"][col] = c
+        try:
+            r = RUNNERS[col](m, frames, st, x_a)
+        except Skip as e:
+            c["status"] = f"skipped: {e}"
+            continue
+        except Exception as e:  # noqa: BLE001 - one column failing must not stop the others
+            c["status"] = short_error(e)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        t_e2e, t_model, labels = r.pop("e2e"), r.pop("model"), r.pop("labels")
+        firm_agree, all_agree = agreement(labels, ref_labels, firm)
+        c.update(r, fps=batch / t_e2e.median_s, e2e_ms=t_e2e.ms, model_ms=t_model.ms,
+                 e2e_repeats=t_e2e.repeats, model_repeats=t_model.repeats,
+                 e2e_timer=t_e2e.timer, model_timer=t_model.timer,
+                 firm_agreement=firm_agree, agreement=all_agree)
+        if col in m.setup_s:
+            c["setup_s"] = m.setup_s[col]
+    for base in ("a", "c"):
+        b = row["columns"].get(base, {})
+        for c in row["columns"].values():
+            ok = b.get("fps") and c.get("fps")
+            c[f"fps_vs_{base}"] = c["fps"] / b["fps"] if ok else None
+            c[f"model_speedup_vs_{base}"] = b["model_ms"] / c["model_ms"] if ok else None
+    row["loadavg_after"] = load_average()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
 
-    def end_to_end():
-        if batch == 1:
-            seg.segment(frames[0])
-        else:
-            seg.segment_batch(frames, batch_size=batch)
 
-    def model_only():
-        with torch.inference_mode():
-            seg.model(x)
+# --- reporting ---------------------------------------------------------------------------------
 
-    e2e = statistics.median(time_fn(end_to_end, seg.device, warmup, iters))
-    dev = statistics.median(time_fn(model_only, seg.device, warmup, iters))
-    return {
-        "arch": arch, "height": h, "width": w, "batch": batch, "device": str(seg.device),
-        "column": "reference fp32 (torch)", "frames_per_s": batch / e2e,
-        "end_to_end_ms": e2e * 1e3, "model_ms": dev * 1e3,
-    }
+def print_header():
+    print(f"  {'column':<44}{'frames/s':>10}{'e2e ms':>10}{'model ms':>10}{'fps×a':>7}{'mdl×a':>7}"
+          f"{'fps×c':>7}{'mdl×c':>7}{'firm%':>9}{'all%':>8}  notes")
 
 
-def _size(s):
+def print_config(row: dict):
+    la = row["loadavg_before"], row["loadavg_after"]
+    print(f"{row['model_name']} {row['height']}x{row['width']} batch {row['batch']}  "
+          f"(firm pixels {100 * row['firm_fraction']:.1f}%; load avg "
+          f"{' '.join(map(str, la[0] or []))} → {' '.join(map(str, la[1] or []))})")
+    print_header()
+    for col, c in row["columns"].items():
+        if c["status"] != "ok":
+            print(f"{col} {c['title']:<44}{'':>56}  {c['status']}")
+            continue
+        notes = [c["dtype"]]
+        if "compile_s" in c:
+            notes.append(f"compile {c['compile_s']:.1f} s")
+        if "stream_fps" in c:
+            notes.append(f"stream {c['stream_fps']:.1f} frames/s")
+        if "op_backends" in c:
+            notes.append("ops " + ",".join(f"{k}={v}" for k, v in c["op_backends"].items()))
+        if "provider" in c:
+            notes.append(c["provider"])
+        notes.append(f"n={c['e2e_repeats']}/{c['model_repeats']}")
+        firm = None if c["firm_agreement"] is None else 100 * c["firm_agreement"]
+        print(f"{col} {c['title']:<44}{c['fps']:>10.2f}{c['e2e_ms']:>10.1f}{c['model_ms']:>10.1f}"
+              f"{fmt(c['fps_vs_a'], '7.2f'):>7}{fmt(c['model_speedup_vs_a'], '7.2f'):>7}"
+              f"{fmt(c['fps_vs_c'], '7.2f'):>7}{fmt(c['model_speedup_vs_c'], '7.2f'):>7}"
+              f"{fmt(firm, '9.3f'):>9}{100 * c['agreement']:>8.2f}  {'; '.join(notes)}")
+    sys.stdout.flush()
+
+
+def failures(rows: List[dict]) -> List[str]:
+    """fcnfast rows that errored or whose labels disagree with a on firm pixels."""
+    bad = []
+    for r in rows:
+        c = r["columns"].get("e")
+        if c is None:
+            continue
+        where = f"{r['model']} {r['height']}x{r['width']} batch {r['batch']}"
+        if c["status"] != "ok":
+            bad.append(f"{where}: fcnfast {c['status']}")
+        elif c.get("firm_agreement") is None and "a" in r["columns"]:
+            bad.append(f"{where}: no agreement with a measured (a: {r['columns']['a']['status']})")
+        elif c.get("firm_agreement") is not None and c["firm_agreement"] < MIN_FIRM_AGREEMENT:
+            bad.append(f"{where}: fcnfast labels agree with a on {100 * c['firm_agreement']:.3f}% "
+                       f"of firm pixels (< {100 * MIN_FIRM_AGREEMENT:.1f}%)")
+    return bad
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def _size(s: str):
     try:
         h, w = s.lower().split("x")
         return int(h), int(w)
@@ -89,40 +555,125 @@ def _size(s):
         raise argparse.ArgumentTypeError(f"size must look like 500x500 (HxW), got {s!r}") from None
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny CPU run (seconds): FCN-8s, 64x64, batch 1")
-    p.add_argument("--arch", nargs="+", default=["fcn8s"], choices=sorted(fcnfast.models.ARCHS))
-    p.add_argument("--size", nargs="+", type=_size, default=[(500, 500)], help="HxW sizes")
-    p.add_argument("--batch", nargs="+", type=int, default=[1])
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--json", help="also write the rows to this JSON file")
-    args = p.parse_args(argv)
+def _columns(values: List[str]) -> List[str]:
+    cols = []
+    for v in values:
+        for ch in v.replace(",", "").lower():
+            if ch not in COLUMNS:
+                raise argparse.ArgumentTypeError(f"unknown column {ch!r}; columns are a b c d e")
+            if ch not in cols:
+                cols.append(ch)
+    return sorted(cols)
+
+
+def configs_from(args, device: torch.device) -> List[Tuple[str, Tuple[int, int], int]]:
     if args.quick:
-        args.arch, args.size, args.batch, args.device = ["fcn8s"], [(64, 64)], [1], "cpu"
-        args.warmup, args.iters = 1, 3
+        return list(QUICK)
+    if device.type == "cpu" and not (args.models or args.sizes or args.batches):
+        return list(CPU_DEFAULT)
+    d = GPU_DEFAULT if device.type == "cuda" else dict(models=GPU_DEFAULT["models"],
+                                                       sizes=[(500, 500)], batches=[1])
+    return [(a, s, b) for a in (args.models or d["models"]) for s in (args.sizes or d["sizes"])
+            for b in (args.batches or d["batches"])]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="CI smoke run (seconds, CPU): narrow FCN-8s at 64x80, batch 1 and 2, columns a b e")
+    p.add_argument("--models", "--arch", nargs="+", choices=sorted(ARCHS), default=None)
+    p.add_argument("--sizes", "--size", nargs="+", type=_size, default=None, help="HxW sizes")
+    p.add_argument("--batches", "--batch", nargs="+", type=int, default=None)
+    p.add_argument("--columns", nargs="+", default=None,
+                   help="a subset of a b c d e (default: all; --quick: a b e)")
+    p.add_argument("--no-compile", action="store_true", help="leave out column c (torch.compile)")
+    p.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
+    p.add_argument("--repeats", "--iters", type=int, default=None,
+                   help="exactly this many timed runs per measurement (default: adaptive)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up runs per measurement")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and onnxruntime (default: torch's; --quick: 1, as a "
+                        "tiny model on a shared machine mostly waits at the thread pool's barriers)")
+    p.add_argument("--num-classes", type=int, default=21)
+    p.add_argument("--json", help="write the rows to this JSON file (rewritten after each configuration)")
+    args = p.parse_args(argv)
+    try:
+        columns = _columns(args.columns) if args.columns else (["a", "b", "e"] if args.quick else list(COLUMNS))
+    except argparse.ArgumentTypeError as e:
+        p.error(str(e))
+    if args.no_compile and "c" in columns:
+        columns.remove("c")
+    if args.quick:
+        args.device = "cpu"
+        if args.repeats is None:
+            args.repeats = 2
+        args.threads = args.threads or 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    rows = []
-    print(f"fcnfast {fcnfast.__version__}, torch {torch.__version__}, device "
-          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'arch':<14}{'size':>11}{'batch':>6}  {'column':<24}{'frames/s':>10}{'e2e ms':>10}{'model ms':>10}")
-    for arch in args.arch:
-        for size in args.size:
-            for batch in args.batch:
-                r = bench_one(arch, size, batch, device, args.warmup, args.iters)
-                rows.append(r)
-                print(f"{arch:<14}{f'{size[0]}x{size[1]}':>11}{batch:>6}  {r['column']:<24}"
-                      f"{r['frames_per_s']:>10.2f}{r['end_to_end_ms']:>10.1f}{r['model_ms']:>10.1f}")
-    if args.json:
-        meta = {"torch": torch.__version__, "fcnfast": fcnfast.__version__, "python": sys.version.split()[0],
-                "date": time.strftime("%Y-%m-%d")}
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    return rows
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available here")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    st = Settings(device, args.quick, args.repeats, args.warmup)
+    configs = configs_from(args, device)
+
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = "not installed"
+    name = device_name(device) if device.type == "cuda" else f"{cpu_model()}, {torch.get_num_threads()} threads"
+    meta = {"device": name, "device_type": device.type,
+            "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "triton": triton_version(), "onnxruntime": ort_version,
+            "fcnfast": fcnfast.__version__, "git": git_revision(), "python": sys.version.split()[0],
+            "date": now(), "loadavg_start": load_average(), "columns": columns,
+            "column_titles": {c: column_title(c, device) for c in columns},
+            "timing": (f"warm-up {st.warmup}, median of >= {st.min_repeats} runs "
+                       f"(more while under {st.budget_s:g} s); "
+                       + ("CUDA events (onnxruntime, stream: perf_counter)" if device.type == "cuda"
+                          else "perf_counter")),
+            "firm_margin": FIRM_MARGIN, "quick": args.quick}
+    if device.type == "cuda":
+        meta.update(cudnn_benchmark=torch.backends.cudnn.benchmark,
+                    cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                    matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    print(f"fcnfast {meta['fcnfast']} throughput on {meta['device']} ({meta['cpu']}, {meta['cores']} "
+          f"cores); torch {meta['torch']}, triton {meta['triton']}, onnxruntime {ort_version}, git "
+          f"{meta['git']}; {meta['date']}; load avg {meta['loadavg_start']}")
+    print(f"timing: {meta['timing']}; frames/s end to end (uint8 host frames → labels on the host); "
+          f"model ms: device tensor in, labels on the device; ×a, ×c: ratios (>1 = faster); "
+          f"firm%/all%: labels equal to a's on firm / all pixels")
+    rows: List[dict] = []
+
+    def write_json():
+        if args.json:
+            meta["loadavg_end"] = load_average()
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json, "w") as f:
+                json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+    models: Dict[str, ArchModels] = {}
+    for arch, size, batch in configs:
+        if arch not in models:
+            models.clear()  # one architecture's models in memory at a time
+            kwargs = QUICK_MODEL if args.quick else {}
+            models[arch] = ArchModels(arch, args.num_classes, device, kwargs)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        row = bench_config(models[arch], size, batch, columns, st, meta)
+        if args.quick:
+            row["model_kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in QUICK_MODEL.items()}
+        rows.append(row)
+        print_config(row)
+        write_json()
+    bad = failures(rows)
+    for b in bad:
+        print(f"FAIL: {b}")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

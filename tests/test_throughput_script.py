@@ -1,0 +1,67 @@
+"""benchmarks/throughput.py --quick: the README's first command and CI's smoke run (seconds, CPU)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "throughput.py")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("throughput") / "rows.json"
+    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    return proc, out
+
+
+def test_quick_runs_and_passes(quick):
+    proc, out = quick
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "FAIL" not in proc.stdout
+    assert out.exists()
+
+
+def test_quick_rows(quick):
+    proc, out = quick
+    data = json.loads(out.read_text())
+    meta, rows = data["meta"], data["rows"]
+    assert meta["quick"] is True and meta["device_type"] == "cpu"
+    assert meta["columns"] == ["a", "b", "e"]
+    assert [(r["model"], r["height"], r["width"], r["batch"]) for r in rows] == [
+        ("fcn8s", 64, 80, 1), ("fcn8s", 64, 80, 2)]
+    for r in rows:
+        for key in ("device", "torch", "triton", "git", "date", "loadavg_before", "loadavg_after"):
+            assert key in r, key
+        assert r["firm_fraction"] > 0.2  # random score layers: labels vary, margins are real
+        assert sum(c > 0 for c in r["label_histogram"]) >= 2
+        assert set(r["columns"]) == {"a", "b", "e"}
+        for name, c in r["columns"].items():
+            assert c["status"] == "ok", (name, c["status"])
+            assert c["fps"] > 0 and c["e2e_ms"] > 0 and c["model_ms"] > 0
+            assert c["e2e_repeats"] >= 2 and c["model_repeats"] >= 2
+            assert c["fps_vs_a"] == pytest.approx(c["fps"] / r["columns"]["a"]["fps"])
+            assert c["fps_vs_c"] is None  # no column c in --quick
+        a, e = r["columns"]["a"], r["columns"]["e"]
+        assert a["firm_agreement"] == 1.0 and a["agreement"] == 1.0  # a against itself
+        assert e["firm_agreement"] >= 0.999
+        assert e["op_backends"] and e["dtype"] in ("float32", "bfloat16")
+
+
+def test_failures_flags_disagreement():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.pop(0)
+    row = {"model": "fcn8s", "height": 8, "width": 8, "batch": 1,
+           "columns": {"a": {"status": "ok", "firm_agreement": 1.0},
+                       "e": {"status": "ok", "firm_agreement": 0.99}}}
+    assert len(throughput.failures([row])) == 1
+    row["columns"]["e"]["firm_agreement"] = 0.9995
+    assert throughput.failures([row]) == []
+    row["columns"]["e"] = {"status": "error: RuntimeError: boom"}
+    assert "boom" in throughput.failures([row])[0]
