@@ -82,11 +82,6 @@ def _cmd_train(args):
     return 0
 
 
-# The shipped model (``fcnfast.load("default")`` resolves to the same file).
-DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
-                             "default.safetensors")
-
-
 def _demo_mosaic(images, truth, labels, palette, alpha=0.5):
     """Scenes side by side: the prediction over the image on top, the truth over it below."""
     import numpy as np
@@ -115,7 +110,7 @@ def _cmd_demo(args):
 
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
-    seg = load(args.model or DEFAULT_MODEL, device=args.device)
+    seg = load(args.model or "default", device=args.device)
     rng = np.random.default_rng(args.seed)
     h, w = args.size
     scenes = [synthetic_scene(rng, h, w) for _ in range(args.count)]
@@ -131,8 +126,10 @@ def _cmd_demo(args):
     out = os.path.abspath(args.output)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     Image.fromarray(_demo_mosaic(images, truth, labels, seg.palette)).save(out)
+    ops = sorted(set(getattr(seg, "op_backends", {}).values()))
+    backend = seg.backend + (f" (head ops: {', '.join(ops)})" if ops else "")
     print(f"fcnfast demo: {seg.arch} on {args.count} scenes {h}x{w}: mean IU {100 * mean_iu:.1f}% "
-          f"vs generated truth, {fps:.1f} frames/s, backend {seg.backend} ({seg.device}) -> {out}")
+          f"vs generated truth, {fps:.1f} frames/s, backend {backend} on {seg.device} -> {out}")
     return 0
 
 
@@ -217,10 +214,10 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="segment generated scenes with the built-in model")
     d.add_argument("-o", "--output", default="fcnfast_demo.png", help="overlay picture to write")
     d.add_argument("--count", type=int, default=4, help="number of scenes")
-    d.add_argument("--size", type=int, nargs=2, default=(160, 160), metavar=("H", "W"))
+    d.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
     d.add_argument("--seed", type=int, default=2026)
     d.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    d.add_argument("--model", help="another checkpoint instead of the built-in one")
+    d.add_argument("--model", help="another checkpoint instead of the built-in one (\"default\")")
     d.set_defaults(fn=_cmd_demo)
 
     args = p.parse_args(argv)

@@ -223,3 +223,35 @@ def test_train_cli(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in out] == ["fcn32s", "fcn16s"]
     assert "mean IU" in out[-1] and (tmp_path / "fcn16s" / "model.safetensors").exists()
+
+
+def test_mixed_precision_option():
+    torch.manual_seed(0)
+    model = initial_model("fcn32s", 6, **TINY)
+    with pytest.raises(ValueError, match="fp16"):
+        fit(model, _scenes(1), None, TrainConfig(iterations=1, amp="fp16", device="cpu", **QUIET))
+    # bf16 autocast runs on the CPU too (the GPU is where it pays).
+    r = fit(model, _scenes(1), _scenes(1), TrainConfig(iterations=1, amp="bf16", device="cpu",
+                                                       **QUIET))
+    assert r.scores is not None and model.score_fr.weight.dtype == torch.float32
+
+
+def test_open_dataset_by_name(tmp_path):
+    from PIL import Image
+
+    from fcnfast.training.datasets import open_dataset
+
+    assert len(open_dataset("synthetic", synthetic_count=3, synthetic_size=(20, 20))) == 3
+    train_first = open_dataset("synthetic", synthetic_count=1)[0][1]
+    held_out_first = open_dataset("synthetic", synthetic_count=1, val=True)[0][1]
+    assert not np.array_equal(train_first, held_out_first)
+    with pytest.raises(ValueError, match="data must be one of"):
+        open_dataset("imagenet")
+    with pytest.raises(ValueError, match="root"):
+        open_dataset("voc")
+    for sub in ("images", "labels"):
+        (tmp_path / sub).mkdir()
+    Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.ones((8, 9), np.uint8)).save(tmp_path / "labels" / "a.png")
+    image, labels = open_dataset("folder", str(tmp_path))[0]
+    assert image.shape == (8, 9, 3) and labels.max() == 1
