@@ -114,6 +114,17 @@ def test_bfloat16_engine_agrees_on_firm_pixels():
     assert_firm_agreement(engine.run(pixels), reference_scores(model, pixels), torch.bfloat16)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_on_every_backend(dtype):
+    """float16 on CPU runs eager convolutions (oneDNN packs it only on AVX512-FP16 CPUs)."""
+    model = make_model("fcn8s", learned=True)
+    pixels = scenes(1, 29, 37, seed=9)
+    ref = reference_scores(model, pixels)
+    for backend in ["torch"] + kernel_backends():
+        engine = Engine(model, torch.device("cpu"), dtype, backend=backend)
+        assert_firm_agreement(engine.run(pixels), ref, dtype)
+
+
 def test_cpu_trunk_is_prepacked_with_fused_relu_and_folded_batchnorm():
     vgg = inference_copy(make_model("fcn8s"), torch.device("cpu"), torch.float32)
     assert isinstance(vgg.conv1_1, PackedConv2d) and vgg.conv1_1.attr == "relu"

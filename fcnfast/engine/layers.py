@@ -117,6 +117,14 @@ def mkldnn_usable() -> bool:
     return torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()
 
 
+def _packs(dtype: torch.dtype) -> bool:
+    """oneDNN reorders weights for float32 always, for bfloat16 where the CPU computes it (the
+    float16 path needs AVX512-FP16 / AVX-NE-CONVERT; eager convolutions handle it elsewhere)."""
+    from .precision import cpu_bf16_native
+
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_bf16_native())
+
+
 def inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """The reference model rewritten for inference on ``device`` in ``dtype`` (see module doc)."""
     with torch.no_grad():
@@ -125,6 +133,6 @@ def inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype) -
         net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last)
         for p in net.parameters():
             p.requires_grad_(False)
-        if device.type == "cpu" and mkldnn_usable():
+        if device.type == "cpu" and mkldnn_usable() and _packs(dtype):
             _pack_convolutions(net)
     return net
