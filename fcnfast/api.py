@@ -186,13 +186,13 @@ class Segmenter:
         decoded = [read_image(im, f"image {i}") for i, im in enumerate(items)]
         groups = {}
         for i, image in enumerate(decoded):
-            key = (image.pixels.dtype, tuple(image.pixels.shape))
+            key = (image.pixels.dtype, tuple(image.pixels.shape), image.pixels.device)
             groups.setdefault(key, []).append(i)
         labels = [None] * len(decoded)
         for idx in groups.values():
             for start in range(0, len(idx), batch_size):
                 chunk = idx[start:start + batch_size]
-                batch = torch.stack([decoded[i].pixels.to(self.device) for i in chunk])
+                batch = torch.stack([decoded[i].pixels for i in chunk])  # one upload per batch
                 for i, lab in zip(chunk, self._labels(batch)):
                     labels[i] = self._hand_back(lab, decoded[i])
         if stacked:
