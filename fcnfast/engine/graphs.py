@@ -19,6 +19,9 @@ class GraphCache:
         self.fn = fn
         self.capacity = capacity
         self._graphs: "OrderedDict[tuple, tuple]" = OrderedDict()
+        # One memory pool for all captures: they replay one at a time on one stream, and each
+        # keeps its outputs alive, so they may share intermediates' memory.
+        self._pool = None
 
     def __len__(self) -> int:
         return len(self._graphs)
@@ -34,7 +37,9 @@ class GraphCache:
                 self.fn(static_in)
         torch.cuda.current_stream(example.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.graph(graph, pool=self._pool):
             static_out = self.fn(static_in)
         return graph, static_in, static_out
 
