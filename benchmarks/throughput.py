@@ -263,10 +263,16 @@ class ArchModels:
         return self._seg
 
     def ort(self):
+        """The exported model (once per architecture; a failure is remembered, not retried)."""
         if self._ort is None:
             t0 = time.perf_counter()
-            self._ort = OrtModel(self.fp32, self.device)
-            self.setup_s["d"] = time.perf_counter() - t0
+            try:
+                self._ort = OrtModel(self.fp32, self.device)
+            except Exception as e:  # noqa: BLE001 - Skip or an export error, re-raised below
+                self._ort = e
+            self.setup_s["d_export"] = time.perf_counter() - t0
+        if isinstance(self._ort, Exception):
+            raise self._ort
         return self._ort
 
 
@@ -280,7 +286,11 @@ class _ArgmaxHead(torch.nn.Module):
 
 
 class OrtModel:
-    """The fp32 model + argmax in an onnxruntime session (dynamic N, H, W)."""
+    """The fp32 model + argmax exported to ONNX (dynamic N, H, W), and onnxruntime sessions of it.
+
+    A session is opened per configuration and closed after it: onnxruntime's memory arena never
+    shrinks, and on a GPU it would keep the memory the other columns need.
+    """
 
     def __init__(self, model, device: torch.device):
         try:
@@ -301,19 +311,35 @@ class OrtModel:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             with torch.no_grad():
-                torch.onnx.export(_ArgmaxHead(model), (example,), path, input_names=["x"],
+                # .eval(): the exporter restores the wrapper's mode afterwards, recursively — a
+                # fresh (training-mode) wrapper would leave the model with dropout switched on.
+                torch.onnx.export(_ArgmaxHead(model).eval(), (example,), path, input_names=["x"],
                                   output_names=["labels"], opset_version=17, dynamo=False,
                                   dynamic_axes={"x": {0: "n", 2: "h", 3: "w"},
                                                 "labels": {0: "n", 1: "h", 2: "w"}})
+        self.path, self.providers = path, providers
+        self.version = ort.__version__
+        self.open().close()  # fail here, once, if the session cannot start
+
+    def open(self) -> "OrtSession":
+        return OrtSession(self)
+
+
+class OrtSession:
+    def __init__(self, exported: OrtModel):
+        ort, device = exported.ort, exported.device
+        self.device = device
         opts = ort.SessionOptions()
         if device.type == "cpu":  # as many threads as the torch columns
             opts.intra_op_num_threads = torch.get_num_threads()
-        self.sess = ort.InferenceSession(path, opts, providers=providers)
+        self.sess = ort.InferenceSession(exported.path, opts, providers=exported.providers)
         used = self.sess.get_providers()
         if device.type == "cuda" and used[0] != "CUDAExecutionProvider":
             raise Skip(f"onnxruntime did not start its CUDA provider (providers: {used})")
         self.provider = used[0]
-        self.version = ort.__version__
+
+    def close(self):
+        self.sess = None
 
     def run_numpy(self, x: np.ndarray) -> np.ndarray:
         return self.sess.run(None, {"x": x})[0]
@@ -397,16 +423,25 @@ def col_c(m, frames, st, x_a) -> dict:
 
 
 def col_d(m: ArchModels, frames, st: Settings, x_a) -> dict:
-    sess = m.ort()
+    exported = m.ort()
     conv = m.conv
+    if m.device.type == "cuda":
+        torch.cuda.empty_cache()  # hand torch's cached blocks to onnxruntime
+    t0 = time.perf_counter()
+    sess = exported.open()
+    open_s = time.perf_counter() - t0
+    try:
+        def e2e():
+            x = np.stack([numpy_chw(f, conv).astype(np.float32) for f in frames])
+            return sess.run_numpy(x)
 
-    def e2e():
-        x = np.stack([numpy_chw(f, conv).astype(np.float32) for f in frames])
-        return sess.run_numpy(x)
-
-    t_e2e, labels = _timed_e2e(st, e2e, cuda_events=False)
-    return dict(dtype="float32", e2e=t_e2e, model=st.time(sess.model_only(x_a), cuda_events=False),
-                labels=labels, provider=sess.provider, onnxruntime=sess.version)
+        t_e2e, labels = _timed_e2e(st, e2e, cuda_events=False)
+        t_model = st.time(sess.model_only(x_a), cuda_events=False)
+    finally:
+        sess.close()
+    return dict(dtype="float32", e2e=t_e2e, model=t_model, labels=labels, provider=sess.provider,
+                onnxruntime=exported.version, session_s=open_s,
+                export_s=m.setup_s.get("d_export"))
 
 
 def col_e(m: ArchModels, frames, st: Settings, x_a) -> dict:
@@ -477,6 +512,8 @@ def bench_config(m: ArchModels, size, batch: int, columns: List[str], st: Settin
         c.update(r, fps=batch / t_e2e.median_s, e2e_ms=t_e2e.ms, model_ms=t_model.ms,
                  e2e_repeats=t_e2e.repeats, model_repeats=t_model.repeats,
                  e2e_timer=t_e2e.timer, model_timer=t_model.timer,
+                 e2e_samples_ms=[round(v * 1e3, 3) for v in t_e2e.samples],
+                 model_samples_ms=[round(v * 1e3, 3) for v in t_model.samples],
                  firm_agreement=firm_agree, agreement=all_agree)
         if col in m.setup_s:
             c["setup_s"] = m.setup_s[col]
@@ -624,7 +661,7 @@ def main(argv=None) -> int:
         ort_version = onnxruntime.__version__
     except ImportError:
         ort_version = "not installed"
-    name = device_name(device) if device.type == "cuda" else f"{cpu_model()}, {torch.get_num_threads()} threads"
+    name = device_name(device) if device.type == "cuda" else f"{cpu_model()}, torch threads: {torch.get_num_threads()}"
     meta = {"device": name, "device_type": device.type,
             "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "triton": triton_version(), "onnxruntime": ort_version,
@@ -640,8 +677,7 @@ def main(argv=None) -> int:
         meta.update(cudnn_benchmark=torch.backends.cudnn.benchmark,
                     cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                     matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
-    print(f"fcnfast {meta['fcnfast']} throughput on {meta['device']} ({meta['cpu']}, {meta['cores']} "
-          f"cores); torch {meta['torch']}, triton {meta['triton']}, onnxruntime {ort_version}, git "
+    print(f"fcnfast {meta['fcnfast']} throughput on {meta['device']} ({meta['cores']} cores); torch {meta['torch']}, triton {meta['triton']}, onnxruntime {ort_version}, git "
           f"{meta['git']}; {meta['date']}; load avg {meta['loadavg_start']}")
     print(f"timing: {meta['timing']}; frames/s end to end (uint8 host frames → labels on the host); "
           f"model ms: device tensor in, labels on the device; ×a, ×c: ratios (>1 = faster); "
