@@ -75,6 +75,8 @@ def _cmd_train(args):
                    num_classes=args.num_classes, init=args.init, config=config,
                    stage_iterations=args.stage_iterations, widths=args.widths,
                    fc_width=args.fc_width, out_dir=args.output, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     for r in result.stages:
         miu = "n/a" if r.mean_iu is None else f"{100 * r.mean_iu:.1f}"
         where = f" -> {os.path.join(r.out_dir, 'model.safetensors')}" if r.out_dir else ""
