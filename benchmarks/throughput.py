@@ -302,7 +302,7 @@ class OrtModel:
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise Skip("onnxruntime has no CUDAExecutionProvider here (pip install onnxruntime-gpu)")
-            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
+            providers = [("CUDAExecutionProvider", {"device_id": str(device.index or 0)})]
         else:
             providers = ["CPUExecutionProvider"]
         self.tmp = tempfile.TemporaryDirectory(prefix="fcnfast-onnx-")
