@@ -219,7 +219,7 @@ def _strip_key(key: str) -> str:
     return key
 
 
-def _clean_state_dict(state_dict: dict, where: str) -> Dict[str, torch.Tensor]:
+def clean_state_dict(state_dict: dict, where: str) -> Dict[str, torch.Tensor]:
     """Prefixes stripped; every key a string and every value a tensor."""
     if not state_dict:
         raise CheckpointError(f"{where}: the state dict is empty")
@@ -311,7 +311,7 @@ def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Tuple[str, int]:
     FCN-8s and FCN-8s at-once have identical keys; such a state dict is reported as "fcn8s". Pass
     ``arch="fcn8s_atonce"`` to ``read_checkpoint``/``load_model`` for the at-once net.
     """
-    return _detect(_clean_state_dict(state_dict, "state dict"), "state dict")
+    return _detect(clean_state_dict(state_dict, "state dict"), "state dict")
 
 
 def _resolve_arch(state_dict, arch: Optional[str], arch_hint: Optional[str],
@@ -344,7 +344,7 @@ def _vgg_widths(state_dict: Dict[str, torch.Tensor]) -> dict:
     return {"widths": tuple(widths), "fc_width": fc6}
 
 
-def _model_kwargs(arch: str, state_dict: Dict[str, torch.Tensor]) -> dict:
+def model_kwargs(arch: str, state_dict: Dict[str, torch.Tensor]) -> dict:
     if arch.startswith("fcn_resnet"):
         return {"aux": any(k.startswith("aux_classifier.") for k in state_dict)}
     if arch in ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce"):
@@ -365,7 +365,7 @@ def _expected_entries(arch: str, num_classes: int, kwargs: Tuple[Tuple[str, obje
 
 def _check_fits(state_dict: Dict[str, torch.Tensor], arch: str, num_classes: int, where: str):
     """Raise unless ``state_dict`` loads into ``arch`` with exactly its keys, shapes and kinds."""
-    kwargs = _model_kwargs(arch, state_dict)
+    kwargs = model_kwargs(arch, state_dict)
     expected = _expected_entries(arch, num_classes, tuple(sorted(kwargs.items())))
     # torch fills a missing BatchNorm counter itself (older torchvision files lack it).
     missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
@@ -469,6 +469,17 @@ def _native_checkpoint(state_dict, metadata, arch: Optional[str], where: str) ->
 
 # --- public API ---------------------------------------------------------------------------------
 
+def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
+    """The tensors of any supported file, FCN or not (e.g. an ImageNet classifier to convolutionalise),
+    unwrapped and with ``module.``/``_orig_mod.`` prefixes removed; never unpickles code."""
+    path = Path(os.fspath(path))
+    if _sniff(path) == "safetensors":
+        raw, _ = _load_safetensors(path)
+    else:
+        raw, _ = _unwrap(_load_torch(path), str(path))
+    return clean_state_dict(raw, str(path))
+
+
 def read_checkpoint(path: PathLike, arch: Optional[str] = None) -> Checkpoint:
     """Read and check a checkpoint file of any supported format.
 
@@ -481,13 +492,13 @@ def read_checkpoint(path: PathLike, arch: Optional[str] = None) -> Checkpoint:
     where = str(path)
     if _sniff(path) == "safetensors":
         raw, metadata = _load_safetensors(path)
-        state_dict = _clean_state_dict(raw, where)
+        state_dict = clean_state_dict(raw, where)
         if metadata.get("format") == NATIVE_FORMAT:
             return _native_checkpoint(state_dict, metadata, arch, where)
         fmt, arch_hint = "safetensors", None
     else:
         raw, arch_hint = _unwrap(_load_torch(path), where)
-        state_dict, fmt = _clean_state_dict(raw, where), "torch"
+        state_dict, fmt = clean_state_dict(raw, where), "torch"
     arch, num_classes = _resolve_arch(state_dict, arch, arch_hint, where)
     _check_fits(state_dict, arch, num_classes, where)
     return Checkpoint(arch, num_classes, state_dict, format=fmt)
@@ -509,7 +520,7 @@ def load_model(path_or_checkpoint: Union[PathLike, Checkpoint],
     # Built without memory (meta) and handed the checkpoint's tensors: a random init of VGG16's
     # 134M parameters that the weights then overwrite costs more than the whole read.
     with torch.device("meta"):
-        model = build_model(ckpt.arch, ckpt.num_classes, **_model_kwargs(ckpt.arch, ckpt.state_dict))
+        model = build_model(ckpt.arch, ckpt.num_classes, **model_kwargs(ckpt.arch, ckpt.state_dict))
     weights = {k: v.float() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
     for key in model.state_dict():
         if key not in weights and key.endswith("num_batches_tracked"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -63,29 +62,18 @@ def he_init_(model: nn.Module) -> nn.Module:
     return model
 
 
-def _read_state_dict(path) -> Mapping[str, torch.Tensor]:
-    """The tensors of a file that is not an FCN checkpoint (a classifier), any supported format."""
-    where = os.fspath(path)
-    p = Path(where)
-    if ckpt._sniff(p) == "safetensors":
-        raw, _ = ckpt._load_safetensors(p)
-    else:
-        raw, _ = ckpt._unwrap(ckpt._load_torch(p), where)
-    return ckpt._clean_state_dict(raw, where)
-
-
 def _source(init: Init):
     """("fcn", state dict) or ("classifier", state dict) of an ``init`` other than scratch."""
     if isinstance(init, nn.Module):
         return "fcn", init.state_dict()
     if isinstance(init, Mapping):
-        sd = ckpt._clean_state_dict(dict(init), "init state dict")
+        sd = ckpt.clean_state_dict(dict(init), "init state dict")
         return ("fcn" if any(k in sd for k in _FCN_KEYS) else "classifier"), sd
     if isinstance(init, (str, os.PathLike)):
         try:
             return "fcn", ckpt.read_checkpoint(init).state_dict
         except ckpt.CheckpointError:
-            sd = _read_state_dict(init)  # no score layer: an ImageNet classifier, or garbage
+            sd = ckpt.read_state_dict(init)  # no score layer: an ImageNet classifier, or garbage
             if any(k in sd for k in _FCN_KEYS):
                 raise  # an FCN file with a real problem: report it
             return "classifier", sd
@@ -116,9 +104,9 @@ def initial_model(arch: str, num_classes: int, init: Init = None, *,
             raise ValueError("widths/fc_width cannot narrow a pretrained classifier's trunk")
         return fcn_from_classifier(arch, sd, num_classes)
     if arch in _VGG:
-        kwargs = {**ckpt._model_kwargs(arch, sd), **kwargs}
+        kwargs = {**ckpt.model_kwargs(arch, sd), **kwargs}
     elif arch.startswith("fcn_resnet"):
-        kwargs = ckpt._model_kwargs(arch, sd)
+        kwargs = ckpt.model_kwargs(arch, sd)
     model = build_model(arch, num_classes, **kwargs)
     copied = transplant(sd, model)
     if not copied:
