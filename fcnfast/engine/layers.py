@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..models.common import ChainFCN
+from ..models.resnet import Bottleneck, ResNetBackbone
 
 _mkldnn = torch.ops.mkldnn
 
@@ -67,13 +68,27 @@ class PackedConv2d(nn.Module):
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size = conv.kernel_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _pack(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         if self.packed is None:
             self.packed = _mkldnn._reorder_convolution_weight(
                 self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._pack(x)
         return _mkldnn._convolution_pointwise(x, self.packed, self.bias, self.padding, self.stride,
                                               self.dilation, self.groups, self.attr, [], "")
+
+    def add_relu_(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """other ← relu(conv(x) + other) in one oneDNN call (a residual block's end), in place:
+        no new buffer for the block's output."""
+        x = self._pack(x)
+        if not other.is_contiguous(memory_format=torch.channels_last):
+            other = other.contiguous(memory_format=torch.channels_last)
+        return _mkldnn._convolution_pointwise_.binary(
+            other, x, self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
+            "add", None, "relu", [], "")
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -101,7 +116,9 @@ def _pack_convolutions(model: nn.Module) -> None:
                 conv = parent._modules.get(name)
                 if not _packable(conv):
                     continue
-                nxt = names[i + 1] if i + 1 < len(names) else None
+                # The next layer that does something (a folded BatchNorm left an Identity).
+                later = [n for n in names[i + 1:] if not isinstance(parent._modules.get(n), nn.Identity)]
+                nxt = later[0] if later else None
                 relu = nxt is not None and isinstance(parent._modules.get(nxt), nn.ReLU)
                 parent._modules[name] = PackedConv2d(conv, relu)
                 if relu:
@@ -111,6 +128,30 @@ def _pack_convolutions(model: nn.Module) -> None:
         for name, conv in list(parent._modules.items()):
             if _packable(conv):
                 parent._modules[name] = PackedConv2d(conv, relu=False)
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, Bottleneck):
+                parent._modules[name] = PackedBottleneck(child)
+        if isinstance(parent, ResNetBackbone):  # the stem: conv1 → (folded bn1) → relu
+            parent.conv1.attr = "relu"
+            parent.relu = nn.Identity()
+
+
+class PackedBottleneck(nn.Module):
+    """A ResNet bottleneck of packed convolutions: ReLUs fused into conv1/conv2, and conv3 + the
+    residual add + ReLU in one oneDNN call (its BatchNorms are already folded)."""
+
+    def __init__(self, block: Bottleneck):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = block.conv1, block.conv2, block.conv3
+        self.conv1.attr = self.conv2.attr = "relu"
+        self.downsample = block.downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Without a downsample the sum overwrites x itself: nothing reads a block's input after
+        # the block (layer3's output, which the backbone also returns, feeds a downsampling block).
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.conv3.add_relu_(self.conv2(self.conv1(x)), identity)
 
 
 def mkldnn_usable() -> bool:
