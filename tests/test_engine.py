@@ -207,6 +207,26 @@ def test_stream_memory_stays_flat_over_10000_frames():
     assert rss[1] - rss[0] < 25, f"RSS grew from {rss[0]:.0f} MB to {rss[1]:.0f} MB"
 
 
+@pytest.mark.parametrize("arch", ["fcn8s", "fcn16s", "fcn_alexnet", "fcn_googlenet"])
+def test_border_skipping_is_exact_on_later_frames(arch):
+    """Later frames of a size recompute only the image's core of each early map; the border kept
+    from the first frame must give what a whole run gives, for new images and after size changes."""
+    model = make_model(arch, learned=True)
+    whole = Engine(model, torch.device("cpu"), torch.float32, skip_border=False)
+    skipping = Engine(model, torch.device("cpu"), torch.float32)
+    assert skipping.border is not None and whole.border is None
+    sizes = [(45, 67), (45, 67), (30, 41), (45, 67), (30, 41), (52, 38), (45, 67)]
+    for i, (h, w) in enumerate(sizes):
+        pixels = scenes(2, h, w, seed=100 + i)
+        l1, s1 = whole.run(pixels, return_scores=True)
+        l2, s2 = skipping.run(pixels, return_scores=True)
+        torch.testing.assert_close(s2, s1, rtol=1e-5, atol=1e-6)
+        assert torch.equal(l1, l2), f"frame {i} ({h}×{w}): labels differ"
+    assert len(skipping.border._shapes) == skipping.border.capacity
+    buffers = next(iter(skipping.border._shapes.values()))
+    assert sum(b is not None for b in buffers.values()) >= 3  # really skipping something
+
+
 def test_fc_row_tiling_is_exact():
     for arch in ("fcn8s", "fcn_alexnet"):
         model = make_model(arch, learned=True)

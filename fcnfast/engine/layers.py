@@ -80,6 +80,12 @@ class PackedConv2d(nn.Module):
         return _mkldnn._convolution_pointwise(x, self.packed, self.bias, self.padding, self.stride,
                                               self.dilation, self.groups, self.attr, [], "")
 
+    def forward_unpadded(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of ``x`` taken as already padded (a slice with its halo)."""
+        x = self._pack(x)
+        return _mkldnn._convolution_pointwise(x, self.packed, self.bias, [0, 0], self.stride,
+                                              self.dilation, self.groups, self.attr, [], "")
+
     def add_relu_(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """other ← relu(conv(x) + other) in one oneDNN call (a residual block's end), in place:
         no new buffer for the block's output."""

@@ -7,6 +7,7 @@ shape (``graphs``).
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Dict, Optional, Tuple
 
@@ -17,7 +18,7 @@ from ..models import FCNBase
 from ..models.common import ChainFCN
 from ..models.resnet import _FCNResNet
 from ..ops import checks
-from . import backends, tiling
+from . import backends, border, tiling
 from .graphs import GraphCache
 from .head import FinalStep, head_plan
 from .layers import inference_copy
@@ -30,7 +31,8 @@ class Engine:
 
     def __init__(self, model: FCNBase, device: torch.device, dtype: Optional[torch.dtype] = None,
                  backend: str = "auto", cuda_graphs: Optional[bool] = None,
-                 graph_cache_size: int = 8, fc_tile_rows: Optional[int] = None):
+                 graph_cache_size: int = 8, fc_tile_rows: Optional[int] = None,
+                 skip_border: Optional[bool] = None):
         self.reference = model
         self.device = torch.device(device)
         if cuda_graphs and self.device.type != "cuda":
@@ -48,6 +50,13 @@ class Engine:
         self._fc_names = (tiling.fc_block_names(model._trunk_names)
                           if isinstance(model, ChainFCN) else ())
         self.fc_tile_rows = fc_tile_rows
+        # Recompute only the image-dependent core of the early maps (``border``): on CPU, for
+        # the pad-100 trunks. Not on GPU yet (unmeasured; CUDA graphs would keep the buffers).
+        if skip_border is None:
+            skip_border = self.device.type == "cpu"
+        self.border = (border.BorderCache() if skip_border and isinstance(model, ChainFCN)
+                       else None)
+        self._lock = threading.Lock()  # the border buffers serve one batch at a time
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
         self.graphs = GraphCache(self._run_device, graph_cache_size) if cuda_graphs else None
@@ -86,9 +95,11 @@ class Engine:
         if isinstance(net, _FCNResNet):
             return net.classifier(net.backbone(x)[1]), {}
         keep = set(self.plan.skip_layers)
+        fc = self._fc_names
+        if self.border is not None and not self.fc_tile_rows:
+            return self.border.run(net, net._trunk_names, x, keep)
         kept = {}
         h = x
-        fc = self._fc_names
         for name in net._trunk_names:
             if self.fc_tile_rows and fc and name == fc[0]:
                 return tiling.run_tiled(net, fc, h, self.fc_tile_rows), kept
@@ -97,6 +108,7 @@ class Engine:
                 kept[name] = h
         return h, kept
 
+    @torch.inference_mode()
     def coarse_scores(self, x: torch.Tensor) -> torch.Tensor:
         """The map the final op upsamples: score_fr, after the skip fusions."""
         h, kept = self._trunk(x)
@@ -115,6 +127,12 @@ class Engine:
     def _run_device(self, pixels: torch.Tensor):
         """labels, winning scores and an all-finite flag of one batch (no host synchronisation, so
         it can be captured in a CUDA graph)."""
+        if self.border is not None:
+            with self._lock:
+                return self._run_batch(pixels)
+        return self._run_batch(pixels)
+
+    def _run_batch(self, pixels: torch.Tensor):
         x = self.network_input(pixels)
         h = self.coarse_scores(x)
         labels, scores = self._final(h, tuple(x.shape[-2:]))

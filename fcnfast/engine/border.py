@@ -1,0 +1,175 @@
+"""Compute only what the image changes: FCN's pad-100 border is the same for every frame.
+
+The Caffe FCNs pad their first convolution by 100 pixels so any input size survives to fc6. In
+each early feature map only a *core* rectangle depends on the image (the outputs whose receptive
+field reaches it); everything around it — the padding seen through the layers — is the same for
+every frame of that size. So the first frame of a size runs whole and its maps are kept as
+per-layer buffers; later frames recompute just each layer's core (an input slice with its halo)
+into those buffers. On VGG16 at 451×300 the core is ~45% of conv1 and ~60% of conv3: about a
+fifth of the trunk's work is skipped, exactly (the border values are computed once by the very
+same layers, and a convolution of a slice gives the slice of the convolution).
+
+Layers run this way: convolutions, max pools, and per-pixel layers (ReLU, LRN, dropout); the first
+other layer (an Inception block) ends the tracking and the rest of the trunk runs whole.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.common import CaffeLRN
+from .layers import PackedConv2d
+
+Span = Tuple[int, int]  # [lo, hi) along one axis
+Rect = Tuple[Span, Span]
+
+# A layer computes its core alone only when the core is at most this fraction of its output: the
+# slice copies cost about as much as a convolution of the rest at larger fractions.
+MAX_CORE_FRACTION = 0.7
+
+_POINTWISE = (nn.ReLU, nn.Identity, nn.Dropout, nn.Dropout2d, CaffeLRN, nn.LocalResponseNorm)
+
+
+def _first(v):
+    return v[0] if isinstance(v, (tuple, list)) else v
+
+
+def _geometry(layer) -> Optional[Tuple[int, int, int, int]]:
+    """(kernel, stride, padding, dilation) of a square conv or pool; None for other layers."""
+    if isinstance(layer, (PackedConv2d, nn.Conv2d)) and not isinstance(layer.padding, str):
+        k, s, p, d = layer.kernel_size, layer.stride, layer.padding, layer.dilation
+    elif isinstance(layer, nn.MaxPool2d):
+        k, s, p, d = layer.kernel_size, layer.stride, layer.padding, layer.dilation
+    else:
+        return None
+    pairs = [(v, v) if isinstance(v, int) else tuple(v) for v in (k, s, p, d)]
+    if any(a != b for a, b in pairs):
+        return None
+    return tuple(int(a) for a, _ in pairs)
+
+
+def _touching(core: Span, k: int, s: int, p: int, d: int, n_out: int) -> Span:
+    """Outputs whose window (input rows q·s − p … q·s − p + d(k−1)) meets ``core``."""
+    reach = d * (k - 1)
+    lo = -((-(core[0] + p - reach)) // s)  # ceil
+    hi = (core[1] - 1 + p) // s + 1
+    return max(0, lo), min(n_out, hi)
+
+
+def _window(span: Span, k: int, s: int, p: int, d: int) -> Span:
+    """Input rows (unpadded; may reach outside the map) under outputs ``span``."""
+    return span[0] * s - p, (span[1] - 1) * s - p + d * (k - 1) + 1
+
+
+def _run_on(layer, x: torch.Tensor, rect: Rect, geometry) -> Optional[torch.Tensor]:
+    """``layer``'s outputs ``rect`` from the slice of ``x`` under them; None when that needs the
+    map's edge (zero padding for a conv is added; a pool's edge windows are left to a whole run)."""
+    k, s, p, d = geometry
+    (y0, y1), (x0, x1) = (_window(r, k, s, p, d) for r in rect)
+    h, w = x.shape[2], x.shape[3]
+    pads = (max(0, -x0), max(0, x1 - w), max(0, -y0), max(0, y1 - h))
+    part = x[:, :, max(0, y0):min(y1, h), max(0, x0):min(x1, w)]
+    if isinstance(layer, nn.MaxPool2d):
+        if any(pads):
+            return None
+        return F.max_pool2d(part, k, s, 0, d, ceil_mode=False)
+    if any(pads):
+        part = F.pad(part, pads)
+    part = part.contiguous(memory_format=torch.channels_last)
+    if isinstance(layer, PackedConv2d):
+        return layer.forward_unpadded(part)
+    return F.conv2d(part, layer.weight, layer.bias, layer.stride, 0, layer.dilation, layer.groups)
+
+
+def _leaves(net, names):
+    """(top-level name, qualified name, layer) of the chain ``names``, Sequentials flattened."""
+    def walk(prefix, module):
+        if isinstance(module, nn.Sequential):
+            for child_name, child in module.named_children():
+                yield from walk(f"{prefix}.{child_name}", child)
+        else:
+            yield prefix, module
+
+    for top in names:
+        for name, layer in walk(top, getattr(net, top)):
+            yield top, name, layer
+
+
+class BorderCache:
+    """Per-layer output buffers of the frames of one input shape (the last few shapes kept)."""
+
+    def __init__(self, capacity: int = 2):
+        self.capacity = capacity
+        self._shapes: "OrderedDict[tuple, dict]" = OrderedDict()
+
+    def run(self, net, names, x: torch.Tensor, keep=()):
+        """Apply ``net``'s layers ``names`` to ``x`` (see module doc): (output, {kept name: map}).
+
+        The kept maps may be this cache's buffers: use them before the next call (the engine
+        holds a lock over a whole batch)."""
+        key = (tuple(x.shape), x.dtype, x.device)
+        buffers = self._shapes.get(key)
+        first = buffers is None
+        if first:
+            buffers = {}
+            self._shapes[key] = buffers
+            while len(self._shapes) > self.capacity:
+                self._shapes.popitem(last=False)
+        else:
+            self._shapes.move_to_end(key)
+        core: Optional[Rect] = ((0, x.shape[2]), (0, x.shape[3]))  # the image is all core
+        kept = {}
+        h = x
+        for top, name, layer in _leaves(net, names):
+            geometry = _geometry(layer)
+            if core is not None and geometry is None and not isinstance(layer, _POINTWISE):
+                core = None  # an unknown layer: no tracking from here on
+            if core is None:
+                h = layer(h)
+            elif geometry is None:  # per pixel: the core stays where it is
+                h = BorderCache._pointwise(name, layer, h, core, buffers, first)
+            else:
+                h, core = BorderCache._windowed(name, layer, h, core, geometry, buffers, first)
+            if top in keep:
+                kept[top] = h  # a kept layer's last leaf comes last
+        return h, kept
+
+    @staticmethod
+    def _pointwise(name, layer, h, core, buffers, first):
+        if isinstance(layer, (nn.Identity, nn.Dropout, nn.Dropout2d)):
+            return h
+        if first or buffers.get(name) is None:
+            out = layer(h)
+            if first and out.data_ptr() != h.data_ptr():  # an in-place layer has no buffer
+                buffers[name] = out
+            return out
+        out = buffers[name]
+        (y0, y1), (x0, x1) = core
+        out[:, :, y0:y1, x0:x1] = layer(h[:, :, y0:y1, x0:x1])
+        return out
+
+    @staticmethod
+    def _windowed(name, layer, h, core, geometry, buffers, first):
+        k, s, p, d = geometry
+        out = buffers.get(name)
+        if first or out is None:  # None: this layer runs whole at this size
+            out = layer(h)
+            size = out.shape[2:]
+            new_core = tuple(_touching(core[a], k, s, p, d, size[a]) for a in range(2))
+            area = (new_core[0][1] - new_core[0][0]) * (new_core[1][1] - new_core[1][0])
+            if first:  # keep its border, unless the core is most of it
+                buffers[name] = out if area <= MAX_CORE_FRACTION * size[0] * size[1] else None
+            return out, new_core
+        size = out.shape[2:]
+        new_core = tuple(_touching(core[a], k, s, p, d, size[a]) for a in range(2))
+        part = _run_on(layer, h, new_core, geometry)
+        if part is None:  # a pool whose core reaches the map's edge: run it whole from now on
+            buffers[name] = None
+            return layer(h), new_core
+        (y0, y1), (x0, x1) = new_core
+        out[:, :, y0:y1, x0:x1] = part
+        return out, new_core
