@@ -227,6 +227,21 @@ def test_border_skipping_is_exact_on_later_frames(arch):
     assert sum(b is not None for b in buffers.values()) >= 3  # really skipping something
 
 
+def test_border_buffers_stay_within_their_memory_budget(monkeypatch):
+    from fcnfast.engine import border
+
+    monkeypatch.setattr(border, "MAX_BUFFER_BYTES", 300_000)
+    model = make_model("fcn8s")
+    whole = Engine(model, torch.device("cpu"), torch.float32, skip_border=False)
+    skipping = Engine(model, torch.device("cpu"), torch.float32)
+    for seed in (1, 2):
+        pixels = scenes(1, 45, 67, seed=seed)
+        assert torch.equal(whole.run(pixels), skipping.run(pixels))
+    buffers = next(iter(skipping.border._shapes.values())).values()
+    held = [b.numel() * b.element_size() for b in buffers if b is not None]
+    assert held and sum(held) <= 300_000
+
+
 def test_fc_row_tiling_is_exact():
     for arch in ("fcn8s", "fcn_alexnet"):
         model = make_model(arch, learned=True)

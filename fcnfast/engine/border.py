@@ -30,6 +30,9 @@ Rect = Tuple[Span, Span]
 # A layer computes its core alone only when the core is at most this fraction of its output: the
 # slice copies cost about as much as a convolution of the rest at larger fractions.
 MAX_CORE_FRACTION = 0.7
+# Buffers kept per input shape; layers past this budget run whole (the early, largest maps give
+# most of the gain). Two shapes are kept, so at most twice this is held.
+MAX_BUFFER_BYTES = 768 << 20
 
 _POINTWISE = (nn.ReLU, nn.Identity, nn.Dropout, nn.Dropout2d, CaffeLRN, nn.LocalResponseNorm)
 
@@ -144,7 +147,9 @@ class BorderCache:
             return h
         if first or buffers.get(name) is None:
             out = layer(h)
-            if first and out.data_ptr() != h.data_ptr():  # an in-place layer has no buffer
+            held = sum(b.numel() * b.element_size() for b in buffers.values() if b is not None)
+            fits = held + out.numel() * out.element_size() <= MAX_BUFFER_BYTES
+            if first and fits and out.data_ptr() != h.data_ptr():  # in-place: no buffer
                 buffers[name] = out
             return out
         out = buffers[name]
@@ -161,8 +166,11 @@ class BorderCache:
             size = out.shape[2:]
             new_core = tuple(_touching(core[a], k, s, p, d, size[a]) for a in range(2))
             area = (new_core[0][1] - new_core[0][0]) * (new_core[1][1] - new_core[1][0])
-            if first:  # keep its border, unless the core is most of it
-                buffers[name] = out if area <= MAX_CORE_FRACTION * size[0] * size[1] else None
+            if first:  # keep its border, unless the core is most of it or memory is spent
+                held = sum(b.numel() * b.element_size() for b in buffers.values() if b is not None)
+                worth = area <= MAX_CORE_FRACTION * size[0] * size[1]
+                fits = held + out.numel() * out.element_size() <= MAX_BUFFER_BYTES
+                buffers[name] = out if worth and fits else None
             return out, new_core
         size = out.shape[2:]
         new_core = tuple(_touching(core[a], k, s, p, d, size[a]) for a in range(2))
