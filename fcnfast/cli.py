@@ -1,4 +1,5 @@
-"""``fcnfast`` command line: segment images, describe a checkpoint, train, run the demo."""
+"""``fcnfast`` command line: segment images, check the engine, describe a checkpoint, train, run the
+demo."""
 from __future__ import annotations
 
 import argparse
@@ -22,13 +23,37 @@ def _cmd_info(args):
     return 0
 
 
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def _engine_args(parser) -> None:
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "triton", "cuda", "cpp"),
+                        help="head-op backend; torch = the reference model (default: auto)")
+    parser.add_argument("--dtype", default="auto", choices=_DTYPES,
+                        help="compute dtype (default: float16 on GPU, bfloat16/float32 on CPU)")
+
+
+def _load_for(args):
+    import torch
+
+    from .api import load
+
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    return load(args.model, device=args.device, arch=args.arch, backend=args.backend, dtype=dtype)
+
+
+def _cmd_check(args):
+    seg = _load_for(args)
+    report = seg.check(args.image)
+    print(report)
+    return 0 if report.ok else 1
+
+
 def _cmd_segment(args):
     import numpy as np
     from PIL import Image
 
-    from .api import load
-
-    seg = load(args.model, device=args.device, arch=args.arch)
+    seg = _load_for(args)
     os.makedirs(args.output, exist_ok=True)
     for path in args.images:
         labels = seg.segment(path)
@@ -204,7 +229,16 @@ def main(argv=None) -> int:
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     s.add_argument("--overlay", action="store_true", help="also write the labels blended over the image")
     s.add_argument("--alpha", type=float, default=0.5)
+    _engine_args(s)
     s.set_defaults(fn=_cmd_segment)
+
+    c = sub.add_parser("check", help="compare the engine with the float32 reference on an image")
+    c.add_argument("model", help="checkpoint, or 'default' for the built-in model")
+    c.add_argument("image", nargs="?", help="image file (default: a generated scene)")
+    c.add_argument("--arch")
+    c.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _engine_args(c)
+    c.set_defaults(fn=_cmd_check)
 
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("model")

@@ -41,3 +41,21 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nope.pt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fcnfast: error:") and "nope.pt" in err
+
+
+def test_segment_backends_agree_and_check_reports(checkpoint, tmp_path, capsys):
+    img = np.random.default_rng(1).integers(0, 256, (41, 53, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "b.png")
+    outs = {}
+    for backend, dtype in (("torch", "float32"), ("auto", "float32"), ("cpp", "float32")):
+        out = tmp_path / f"out_{backend}"
+        assert main(["segment", str(checkpoint), str(tmp_path / "b.png"), "-o", str(out),
+                     "--device", "cpu", "--backend", backend, "--dtype", dtype]) == 0
+        outs[backend] = np.asarray(Image.open(out / "b_labels.png"))
+    np.testing.assert_array_equal(outs["auto"], outs["torch"])
+    np.testing.assert_array_equal(outs["cpp"], outs["torch"])
+    capsys.readouterr()
+    assert main(["check", str(checkpoint), str(tmp_path / "b.png"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "firm pixels" in out and "OK" in out and "upsample_crop_argmax=" in out
+    assert main(["check", str(checkpoint), "--device", "cpu", "--backend", "torch"]) == 2
