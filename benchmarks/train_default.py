@@ -15,7 +15,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -24,11 +23,13 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fcnfast import checkpoint  # noqa: E402
 from fcnfast.data.synthetic import SYNTHETIC_CLASSES, SyntheticScenes  # noqa: E402
 from fcnfast.palette import voc_palette  # noqa: E402
 from fcnfast.training import TrainConfig, evaluate, train_staged  # noqa: E402
+from timing import cpu_model  # noqa: E402  (benchmarks/timing.py)
 
 STAGES = ("fcn32s", "fcn16s", "fcn8s")
 
@@ -39,17 +40,6 @@ def _git_rev() -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> int:
@@ -116,7 +106,7 @@ def main(argv=None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python benchmarks/train_default.py " + " ".join(argv or sys.argv[1:]),
         "git": _git_rev(),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {args.threads} threads",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} threads",
         "torch": torch.__version__,
         "seed": args.seed,
         "held_out_scene_size": args.size,

@@ -67,6 +67,15 @@ def check_split_name(split) -> str:
     return split
 
 
+def read_split(directory: str, split: str, dataset: str) -> list:
+    """The ids of ``directory/<split>.txt``; a missing file names the splits that do exist."""
+    path = os.path.join(directory, f"{split}.txt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{dataset} split file not found: {path!r} (splits present: "
+                                f"{available_splits(directory)})")
+    return read_split_ids(path, f"{dataset} split file")
+
+
 def read_split_ids(path: str, what: str = "split file") -> list:
     """Sample ids listed one per line (blank lines skipped, surrounding spaces stripped)."""
     require_file(path, what)

@@ -16,8 +16,8 @@ import os
 
 import numpy as np
 
-from .folder import (SegmentationFiles, available_splits, check_same_size, check_split_name,
-                     load_mat_field, read_rgb, read_split_ids, require_dir, shift_labels)
+from .folder import (SegmentationFiles, check_same_size, check_split_name,
+                     load_mat_field, read_rgb, read_split, require_dir, shift_labels)
 
 # data/nyud/classes.txt of the FCN release (which spells "refridgerator").
 NYUD_CLASSES = (
@@ -47,12 +47,7 @@ class NYUDv2(SegmentationFiles):
         self.root = require_dir(os.fspath(root), "NYUDv2 root")
         self.split = check_split_name(split)
         self.modality = modality
-        split_path = os.path.join(self.root, f"{split}.txt")
-        if not os.path.isfile(split_path):
-            raise FileNotFoundError(
-                f"NYUDv2 split file not found: {split_path!r} (splits present: "
-                f"{available_splits(self.root)})")
-        self.ids = read_split_ids(split_path, "NYUDv2 split file")
+        self.ids = read_split(self.root, split, "NYUDv2")
 
     def load(self, sample_id: str):
         label_path = os.path.join(self.root, "segmentation", f"img_{sample_id}.mat")

@@ -17,8 +17,8 @@ import os
 import numpy as np
 
 from ..palette import VOC_CLASSES
-from .folder import (SegmentationFiles, available_splits, check_label_range, check_same_size,
-                     check_split_name, load_mat_field, read_rgb, read_split_ids, require_dir)
+from .folder import (SegmentationFiles, check_label_range, check_same_size,
+                     check_split_name, load_mat_field, read_rgb, read_split, require_dir)
 
 SBD_SPLITS = ("train", "val")
 
@@ -38,8 +38,7 @@ def resolve_sbd_dir(root: str) -> str:
 
 def sbd_split_ids(root: str, split: str = "train") -> list:
     """The ids listed in SBD's ``<split>.txt`` (used to compute VOC's seg11valid)."""
-    dataset_dir = resolve_sbd_dir(root)
-    return read_split_ids(os.path.join(dataset_dir, f"{check_split_name(split)}.txt"), "SBD split file")
+    return read_split(resolve_sbd_dir(root), check_split_name(split), "SBD")
 
 
 def read_sbd_labels(path: str) -> np.ndarray:
@@ -74,12 +73,7 @@ class SBDSegmentation(SegmentationFiles):
             raise ValueError(f"SBD split must be one of {SBD_SPLITS}, got {split!r}")
         self.root = resolve_sbd_dir(root)
         self.split = split
-        split_path = os.path.join(self.root, f"{split}.txt")
-        if not os.path.isfile(split_path):
-            raise FileNotFoundError(
-                f"SBD split file not found: {split_path!r} (splits present: "
-                f"{available_splits(self.root)})")
-        self.ids = read_split_ids(split_path, "SBD split file")
+        self.ids = read_split(self.root, split, "SBD")
 
     def load(self, sample_id: str):
         image_path = os.path.join(self.root, "img", f"{sample_id}.jpg")

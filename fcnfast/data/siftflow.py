@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 
-from .folder import (SegmentationFiles, available_splits, check_same_size, check_split_name,
-                     load_mat_field, read_rgb, read_split_ids, require_dir, shift_labels)
+from .folder import (SegmentationFiles, check_same_size, check_split_name,
+                     load_mat_field, read_rgb, read_split, require_dir, shift_labels)
 
 SIFTFLOW_SEMANTIC_CLASSES = (
     "awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk",
@@ -55,12 +55,7 @@ class SIFTFlow(SegmentationFiles):
         self.target = target
         self.classes = (SIFTFLOW_GEOMETRIC_CLASSES if target == "geometric"
                         else SIFTFLOW_SEMANTIC_CLASSES)
-        split_path = os.path.join(self.root, f"{split}.txt")
-        if not os.path.isfile(split_path):
-            raise FileNotFoundError(
-                f"SIFT Flow split file not found: {split_path!r} (splits present: "
-                f"{available_splits(self.root)})")
-        self.ids = read_split_ids(split_path, "SIFT Flow split file")
+        self.ids = read_split(self.root, split, "SIFT Flow")
 
     def _path(self, folder: str, sample_id: str, ext: str) -> str:
         return os.path.join(self.root, folder, _CATEGORY_DIR, f"{sample_id}{ext}")
