@@ -387,3 +387,66 @@ def test_gpu_cuda_graphs_follow_shape_changes_and_stream_overlaps():
     streamed = list(seg.stream(frames, batch_size=2))
     for got, frame in zip(streamed, frames):
         np.testing.assert_array_equal(got, seg.segment(frame))
+
+
+def test_graph_cache_keys_by_shape_evicts_oldest_and_returns_copies(monkeypatch):
+    """The CUDA-graph cache's bookkeeping, with a CPU stand-in for capture and replay."""
+    from fcnfast.engine import graphs
+
+    class FakeGraph:  # "capture" records the function; "replay" reruns it on the static input
+        def replay(self):
+            out = self.fn(self.static_in)
+            for dst, src in zip(self.static_out, out):
+                dst.copy_(src)
+
+    captures = []
+
+    class FakeCapture:
+        def __init__(self, graph, pool=None):
+            self.graph = graph
+
+        def __enter__(self):
+            captures.append(self.graph)
+
+        def __exit__(self, *exc):
+            return False
+
+    class FakeStream:
+        def __init__(self, device=None):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", FakeCapture)
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: FakeStream())
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: object())
+
+    def fn(x):
+        return (x * 2, x.sum())
+
+    cache = graphs.GraphCache(fn, capacity=2)
+    real_capture = cache._capture
+
+    def capture(example):
+        graph, static_in, static_out = real_capture(example)
+        graph.fn, graph.static_in, graph.static_out = fn, static_in, static_out
+        return graph, static_in, static_out
+
+    cache._capture = capture
+    a, b, c = torch.ones(2, 3), torch.arange(4.0).view(1, 4), torch.ones(5)
+    out = cache.run(a)
+    assert torch.equal(out[0], a * 2) and len(captures) == 1
+    out2 = cache.run(a + 1)  # same shape: replay, new values, earlier result untouched
+    assert torch.equal(out2[0], (a + 1) * 2) and torch.equal(out[0], a * 2) and len(captures) == 1
+    cache.run(b)
+    cache.run(a)  # a is now the most recent
+    cache.run(c)  # evicts b
+    assert len(cache) == 2 and len(captures) == 3
+    cache.run(b)  # recaptured
+    assert len(captures) == 4
+    with pytest.raises(ValueError, match="graph_cache_size"):
+        graphs.GraphCache(fn, capacity=0)
