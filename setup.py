@@ -137,9 +137,9 @@ def extensions():
 
 setup(
     packages=["fcnfast", "fcnfast.models", "fcnfast.ops", "fcnfast.kernels", "fcnfast.engine",
-              "fcnfast.data", "fcnfast.training"],
-    # The shipped default model (fcnfast.load("default")).
-    package_data={"fcnfast": ["weights/*.safetensors"]},
+              "fcnfast.data", "fcnfast.training", "fcnfast.weights"],
+    # The shipped default model (fcnfast.load("default")): a data-only package.
+    package_data={"fcnfast.weights": ["*.safetensors"]},
     # Triton kernels live in the top-level kernels/ folder but install inside the package, so no
     # top-level `kernels` module lands in site-packages.
     package_dir={"fcnfast": "fcnfast", "fcnfast.kernels": "kernels"},
