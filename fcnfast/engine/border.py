@@ -6,8 +6,9 @@ field reaches it); everything around it — the padding seen through the layers 
 every frame of that size. So the first frame of a size runs whole and its maps are kept as
 per-layer buffers; later frames recompute just each layer's core (an input slice with its halo)
 into those buffers. On VGG16 at 451×300 the core is ~45% of conv1 and ~60% of conv3: about a
-fifth of the trunk's work is skipped, exactly (the border values are computed once by the very
-same layers, and a convolution of a slice gives the slice of the convolution).
+fifth of the trunk's work is skipped, without approximation: the border values are computed once
+by the very same layers, and a convolution of a slice is the slice of the convolution (up to the
+accumulation order oneDNN picks for the slice: one ulp in bf16 at most, as measured).
 
 Layers run this way: convolutions, max pools, and per-pixel layers (ReLU, LRN, dropout); the first
 other layer (an Inception block) ends the tracking and the rest of the trunk runs whole.
