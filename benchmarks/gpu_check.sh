@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Validate a GPU machine in one go: build, GPU tests, op benchmarks, end-to-end throughput
-# (about 8 minutes in all; each step has its own timeout and writes what it finished).
+# (under 8 minutes in all: each step has its own timeout and keeps what it finished).
 # Usage: bash benchmarks/gpu_check.sh OUT_DIR      (the device image: torch + CUDA, triton, nvcc)
 # Narrower runs when device time is short: GPU_CHECK_TESTS="tests/test_x.py ...",
-# GPU_CHECK_BENCH_ARGS="--size 1080x1920 --batch 1 8", GPU_CHECK_THROUGHPUT=0.
+# GPU_CHECK_BENCH_ARGS="--size 1080x1920 --batch 1 8", GPU_CHECK_THROUGHPUT=0, GPU_CHECK_OPTIONS=0.
 set -uo pipefail
 out="${1:?usage: gpu_check.sh OUT_DIR}"
 mkdir -p "$out"
@@ -22,18 +22,23 @@ tests="${GPU_CHECK_TESTS:-tests/test_upsample_crop_add.py tests/test_upsample_cr
   tests/test_interp_argmax.py tests/test_preprocess.py tests/test_overlay.py \
   tests/test_ops_frontdoor.py tests/test_engine.py tests/test_api.py}"
 # shellcheck disable=SC2086
-timeout 200 python -m pytest -q -x -p no:cacheprovider -k "not triton-cpu" $tests \
+timeout 140 python -m pytest -q -x -p no:cacheprovider -k "not triton-cpu" $tests \
   2>&1 | tee "$out/tests.txt" | tail -15
 log "tests rc=${PIPESTATUS[0]}"
 
 log "bench_ops"
 # shellcheck disable=SC2086
-timeout 100 python benchmarks/bench_ops.py ${GPU_CHECK_BENCH_ARGS:-} --json "$out/bench_ops.json" \
+timeout 60 python benchmarks/bench_ops.py ${GPU_CHECK_BENCH_ARGS:-} --json "$out/bench_ops.json" \
   2>&1 | tee "$out/bench_ops.txt"
 [ "${GPU_CHECK_THROUGHPUT:-1}" = 0 ] && { log "done"; exit 0; }
 
 log "throughput (eager fp32 / fp16 channels-last / torch.compile / fcnfast, FCN-8s)"
 # The JSON is rewritten after each configuration, so a timeout keeps the finished rows.
-timeout 240 python benchmarks/throughput.py --models fcn8s --sizes 500x500 1080x1920 \
+timeout 160 python benchmarks/throughput.py --models fcn8s --sizes 500x500 1080x1920 \
   --batches 1 8 --columns a b c e --json "$out/throughput.json" 2>&1 | tee "$out/throughput.txt"
+if [ "${GPU_CHECK_OPTIONS:-1}" != 0 ]; then
+  log "engine options (border skipping, CUDA graphs) at 1080p batch 8"
+  timeout 50 python benchmarks/engine_options.py --sizes 1080x1920 --batch 8 \
+    --json "$out/engine_options.json" 2>&1 | tee "$out/engine_options.txt"
+fi
 log "done"
