@@ -28,7 +28,7 @@ log "tests rc=${PIPESTATUS[0]}"
 
 log "bench_ops"
 # shellcheck disable=SC2086
-timeout 60 python benchmarks/bench_ops.py ${GPU_CHECK_BENCH_ARGS:-} --json "$out/bench_ops.json" \
+timeout 60 python benchmarks/bench_ops.py ${GPU_CHECK_BENCH_ARGS:---size 1080x1920 --batch 1 8} --json "$out/bench_ops.json" \
   2>&1 | tee "$out/bench_ops.txt"
 [ "${GPU_CHECK_THROUGHPUT:-1}" = 0 ] && { log "done"; exit 0; }
 
