@@ -212,6 +212,32 @@ def test_fine_tuning_from_a_trained_fcn_keeps_the_trunk(tmp_path):
     assert not model.score_fr.weight.any()
 
 
+def test_first_stage_starts_from_a_convolutionalised_classifier_file(tmp_path):
+    """FCN-32s-style training from an ImageNet classifier the user has (Caffe AlexNet layout, on
+    disk): the trunk and fc6/fc7 come from it (fc6 reshaped to 6×6), the score layer from zero."""
+    g = torch.Generator().manual_seed(3)
+    shapes = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
+              "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3),
+              "fc6": (4096, 9216), "fc7": (4096, 4096), "fc8": (1000, 4096)}
+    classifier = {}
+    for name, shape in shapes.items():
+        classifier[f"{name}.weight"] = torch.randn(shape, generator=g) * 0.01
+        classifier[f"{name}.bias"] = torch.randn(shape[0], generator=g) * 0.01
+    path = tmp_path / "alexnet_imagenet.pth"
+    torch.save({"state_dict": classifier}, path)
+    model = initial_model("fcn_alexnet", 3, init=str(path))
+    assert torch.equal(model.conv3.weight, classifier["conv3.weight"])
+    assert torch.equal(model.fc6.weight, classifier["fc6.weight"].view(4096, 256, 6, 6))
+    assert not model.score_fr.weight.any()
+    with pytest.raises(ValueError, match=r"outside the model's 3 classes"):
+        train(_scenes(1, size=16), "fcn_alexnet", init=str(path), num_classes=3, iterations=1,
+              **QUIET)  # the synthetic scenes have 6 classes
+    result = train(_scenes(1, size=16), "fcn_alexnet", init=str(path), num_classes=6,
+                   iterations=1, lr=1e-4, **QUIET)
+    assert result.model.num_classes == 6
+    assert not torch.equal(result.model.score_fr.weight, torch.zeros_like(result.model.score_fr.weight))
+
+
 def test_train_cli(tmp_path, capsys):
     from fcnfast.cli import main
 

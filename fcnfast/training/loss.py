@@ -36,6 +36,12 @@ def segmentation_loss(scores: torch.Tensor, labels: torch.Tensor, *, normalize: 
         raise ValueError(f"scores must be (N, C, H, W) and labels (N, H, W); got "
                          f"{tuple(scores.shape)} and {tuple(labels.shape)}")
     labels = labels.long()
+    # A label outside [0, C) would fail deep inside cross_entropy (or on GPU, assert): say which.
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= scores.shape[1]))
+    if bool(bad.any()):
+        found = labels[bad].unique()[:8].tolist()
+        raise ValueError(f"labels {found} are outside the model's {scores.shape[1]} classes (and not "
+                         f"the ignore label {ignore_index}): does the dataset match num_classes?")
     total = F.cross_entropy(scores.float(), labels, weight=class_weights,
                             ignore_index=ignore_index, reduction="sum")
     if not normalize:
