@@ -45,3 +45,14 @@ def test_python_m_fcnfast_demo(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert out.exists() and "frames/s" in proc.stdout
+
+
+def test_load_with_new_class_count_keeps_the_trunk():
+    """Fine-tuning start: the shipped FCN-8s with 3 fresh classes (zero scores, bilinear ups)."""
+    base = fcnfast.load(device="cpu", backend="torch")
+    seg = fcnfast.load("default", device="cpu", num_classes=3)
+    assert seg.num_classes == 3 and seg.classes == ["class_0", "class_1", "class_2"]
+    assert (seg.model.conv3_1.weight == base.model.conv3_1.weight).all()
+    assert not seg.model.score_fr.weight.any() and not seg.model.score_pool4.weight.any()
+    labels = seg.segment(np.zeros((20, 30, 3), np.uint8))
+    assert labels.shape == (20, 30) and labels.max() < 3
