@@ -215,14 +215,9 @@ def test_fine_tuning_from_a_trained_fcn_keeps_the_trunk(tmp_path):
 def test_first_stage_starts_from_a_convolutionalised_classifier_file(tmp_path):
     """FCN-32s-style training from an ImageNet classifier the user has (Caffe AlexNet layout, on
     disk): the trunk and fc6/fc7 come from it (fc6 reshaped to 6×6), the score layer from zero."""
-    g = torch.Generator().manual_seed(3)
-    shapes = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
-              "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3),
-              "fc6": (4096, 9216), "fc7": (4096, 4096), "fc8": (1000, 4096)}
-    classifier = {}
-    for name, shape in shapes.items():
-        classifier[f"{name}.weight"] = torch.randn(shape, generator=g) * 0.01
-        classifier[f"{name}.bias"] = torch.randn(shape[0], generator=g) * 0.01
+    from test_surgery import _caffe_alexnet  # a random Caffe-layout AlexNet classifier
+
+    classifier = _caffe_alexnet(torch.Generator().manual_seed(3))
     path = tmp_path / "alexnet_imagenet.pth"
     torch.save({"state_dict": classifier}, path)
     model = initial_model("fcn_alexnet", 3, init=str(path))
