@@ -387,6 +387,10 @@ def test_gpu_cuda_graphs_follow_shape_changes_and_stream_overlaps():
     streamed = list(seg.stream(frames, batch_size=2))
     for got, frame in zip(streamed, frames):
         np.testing.assert_array_equal(got, seg.segment(frame))
+    on_gpu = list(seg.stream([torch.from_numpy(f).cuda() for f in frames[:4]], batch_size=2))
+    for got, frame in zip(on_gpu, frames):
+        assert got.is_cuda
+        np.testing.assert_array_equal(got.cpu().numpy(), seg.segment(frame))
 
 
 def test_graph_cache_keys_by_shape_evicts_oldest_and_returns_copies(monkeypatch):

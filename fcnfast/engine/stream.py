@@ -29,18 +29,19 @@ class _Slot:
 
 
 def cuda_pipeline(batches: Iterable[Tuple[torch.Tensor, object]], engine) -> Iterator[Tuple[torch.Tensor, object]]:
-    """(host pixel batch, anything) → (host labels, the same anything), in order."""
+    """(pixel batch, anything) → (host labels, the same anything), in order. Batches on the host
+    go through pinned buffers; batches already on the GPU are used where they are."""
     device = engine.device
     upload, compute, download = (torch.cuda.Stream(device) for _ in range(3))
     slots = [None, None]
-    in_flight = deque()  # (slot, tag, done event), oldest first
+    in_flight = deque()  # (slot, device pixels, tag, done event), oldest first
 
     def finish():
-        slot, tag, done = in_flight.popleft()
+        slot, source, tag, done = in_flight.popleft()
         done.synchronize()
         labels = slot.host_labels
         if not bool(slot.host_finite):  # precision guard: rare, so simply synchronous
-            labels, _ = engine.settle(slot.dev_in, None, None, False)
+            labels, _ = engine.settle(source, None, None, False)
             labels = labels.cpu()
         return labels.clone(), tag
 
@@ -51,12 +52,18 @@ def cuda_pipeline(batches: Iterable[Tuple[torch.Tensor, object]], engine) -> Ite
         if slots[k] is None or not slots[k].fits(pixels):
             slots[k] = _Slot(pixels.shape, pixels.dtype, engine.reference.num_classes, device)
         slot = slots[k]
-        slot.host_in.copy_(pixels)
-        with torch.cuda.stream(upload):
-            slot.dev_in.copy_(slot.host_in, non_blocking=True)
-        compute.wait_stream(upload)
+        if pixels.is_cuda:  # frames already on the GPU: nothing to upload
+            source = pixels
+            compute.wait_stream(torch.cuda.current_stream(device))
+            source.record_stream(compute)
+        else:
+            source = slot.dev_in
+            slot.host_in.copy_(pixels)
+            with torch.cuda.stream(upload):
+                source.copy_(slot.host_in, non_blocking=True)
+            compute.wait_stream(upload)
         with torch.cuda.stream(compute):
-            labels, _, finite = engine.launch(slot.dev_in)
+            labels, _, finite = engine.launch(source)
         download.wait_stream(compute)
         with torch.cuda.stream(download):
             labels.record_stream(download)
@@ -65,6 +72,6 @@ def cuda_pipeline(batches: Iterable[Tuple[torch.Tensor, object]], engine) -> Ite
             slot.host_finite.copy_(finite, non_blocking=True)
             done = torch.cuda.Event()
             done.record(download)
-        in_flight.append((slot, tag, done))
+        in_flight.append((slot, source, tag, done))
     while in_flight:
         yield finish()
