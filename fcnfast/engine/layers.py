@@ -17,6 +17,7 @@ from torch import nn
 
 from ..models.common import ChainFCN
 from ..models.resnet import Bottleneck, ResNetBackbone
+from .precision import cpu_bf16_native
 
 _mkldnn = torch.ops.mkldnn
 
@@ -167,8 +168,6 @@ def mkldnn_usable() -> bool:
 def _packs(dtype: torch.dtype) -> bool:
     """oneDNN reorders weights for float32 always, for bfloat16 where the CPU computes it (the
     float16 path needs AVX512-FP16 / AVX-NE-CONVERT; eager convolutions handle it elsewhere)."""
-    from .precision import cpu_bf16_native
-
     return dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_bf16_native())
 
 
