@@ -227,6 +227,22 @@ def test_border_skipping_is_exact_on_later_frames(arch):
     assert sum(b is not None for b in buffers.values()) >= 3  # really skipping something
 
 
+def test_large_batches_run_frame_by_frame_with_the_same_result(monkeypatch):
+    from fcnfast.engine import plan
+
+    monkeypatch.setattr(plan, "_BATCHED_PIXELS", 1000)  # these 3×45×67 batches count as large
+    model = make_model("fcn8s", learned=True)
+    whole = Engine(model, torch.device("cpu"), torch.float32, skip_border=False)
+    skipping = Engine(model, torch.device("cpu"), torch.float32)
+    for seed in (1, 2):
+        pixels = scenes(3, 45, 67, seed=seed)
+        l1, s1 = whole.run(pixels, return_scores=True)
+        l2, s2 = skipping.run(pixels, return_scores=True)
+        assert torch.equal(l1, l2)
+        torch.testing.assert_close(s2, s1, rtol=1e-5, atol=1e-6)
+    assert [k[0][0] for k in skipping.border._shapes] == [1]  # buffers for one frame only
+
+
 def test_border_buffers_stay_within_their_memory_budget(monkeypatch):
     from fcnfast.engine import border
 
