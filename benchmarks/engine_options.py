@@ -20,21 +20,16 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import make_frames, random_model  # noqa: E402  (same models and frames)
+from throughput import _size, make_frames, random_model  # noqa: E402  (same models, frames, sizes)
 from timing import device_name, git_revision, load_average, measure, now  # noqa: E402
 
 from fcnfast.engine import Engine  # noqa: E402
 
 
-def parse_size(text: str):
-    h, w = (int(v) for v in text.lower().split("x"))
-    return h, w
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["fcn8s"])
-    p.add_argument("--sizes", nargs="+", type=parse_size, default=None, help="HxW")
+    p.add_argument("--sizes", nargs="+", type=_size, default=None, help="HxW")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"))
@@ -67,7 +62,7 @@ def main(argv=None) -> int:
             print(f"{arch} {h}x{w} b{args.batch} {row['dtype']} border={int(skip_border)} "
                   f"graphs={int(cuda_graphs)}: {t.ms:8.1f} ms  {row['fps']:7.1f} frames/s  "
                   f"labels = first variant on {100 * same:.3f}%")
-            del engine
+            engine = None  # free its buffers before the next variant is built
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     if args.json:

@@ -12,6 +12,7 @@ from . import checkpoint as ckpt
 from .convention import InputConvention
 from .images import Image, ImageError, read_image, to_network_input
 from .models import FCNBase
+from .ops import label_dtype
 from .palette import VOC_CLASSES, voc_palette
 
 BACKENDS = ("auto", "torch", "triton", "cuda", "cpp")
@@ -44,11 +45,6 @@ def _has_head_plan(model: FCNBase) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _label_dtype(num_classes: int) -> torch.dtype:
-    # The head-ops contract: uint8 labels when they fit, int32 otherwise.
-    return torch.uint8 if num_classes <= 256 else torch.int32
 
 
 class Segmenter:
@@ -140,7 +136,7 @@ class Segmenter:
     def _labels(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.engine is not None:
             return self.engine.run(pixels.to(self.device, non_blocking=True))
-        return self._scores(pixels).argmax(1).to(_label_dtype(self.num_classes))
+        return self._scores(pixels).argmax(1).to(label_dtype(self.num_classes))
 
     @staticmethod
     def _hand_back(t: torch.Tensor, image: Image):

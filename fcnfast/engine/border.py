@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.common import CaffeLRN
-from .layers import PackedConv2d
+from .layers import PackedConv2d, window_geometry
 
 Span = Tuple[int, int]  # [lo, hi) along one axis
 Rect = Tuple[Span, Span]
@@ -37,24 +37,6 @@ MAX_CORE_FRACTION = 0.85
 MAX_BUFFER_BYTES = 768 << 20
 
 _POINTWISE = (nn.ReLU, nn.Identity, nn.Dropout, nn.Dropout2d, CaffeLRN, nn.LocalResponseNorm)
-
-
-def _first(v):
-    return v[0] if isinstance(v, (tuple, list)) else v
-
-
-def _geometry(layer) -> Optional[Tuple[int, int, int, int]]:
-    """(kernel, stride, padding, dilation) of a square conv or pool; None for other layers."""
-    if isinstance(layer, (PackedConv2d, nn.Conv2d)) and not isinstance(layer.padding, str):
-        k, s, p, d = layer.kernel_size, layer.stride, layer.padding, layer.dilation
-    elif isinstance(layer, nn.MaxPool2d):
-        k, s, p, d = layer.kernel_size, layer.stride, layer.padding, layer.dilation
-    else:
-        return None
-    pairs = [(v, v) if isinstance(v, int) else tuple(v) for v in (k, s, p, d)]
-    if any(a != b for a, b in pairs):
-        return None
-    return tuple(int(a) for a, _ in pairs)
 
 
 def _touching(core: Span, k: int, s: int, p: int, d: int, n_out: int) -> Span:
@@ -130,7 +112,7 @@ class BorderCache:
         kept = {}
         h = x
         for top, name, layer in _leaves(net, names):
-            geometry = _geometry(layer)
+            geometry = window_geometry(layer)
             if core is not None and geometry is None and not isinstance(layer, _POINTWISE):
                 core = None  # an unknown layer: no tracking from here on
             if core is None:

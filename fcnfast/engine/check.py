@@ -7,7 +7,6 @@ from typing import Dict
 
 import torch
 
-from ..images import to_network_input
 
 # Firm pixels: the reference's top-2 margin exceeds this fraction of the image's score range. The
 # low-precision figures allow for rounding accumulated over a deep trunk (bfloat16 keeps 8 bits).
@@ -44,8 +43,7 @@ class CheckReport:
 def compare(engine, pixels: torch.Tensor) -> CheckReport:
     """Engine vs reference on one batch of pixels (on the engine's device)."""
     labels, scores = engine.run(pixels, return_scores=True)
-    x = to_network_input(pixels, engine.convention, engine.device, torch.float32)
-    ref = engine.reference(x).float()
+    ref = engine.reference_scores(pixels).float()
     top2 = ref.topk(min(2, ref.shape[1]), dim=1).values
     margin = (top2[:, 0] - top2[:, -1]) if ref.shape[1] > 1 else torch.full_like(top2[:, 0], float("inf"))
     ref_labels = ref.argmax(1)

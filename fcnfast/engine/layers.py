@@ -103,6 +103,18 @@ class PackedConv2d(nn.Module):
                 f"stride={self.stride}, padding={self.padding}, fused={self.attr}")
 
 
+def window_geometry(layer: nn.Module):
+    """(kernel, stride, padding, dilation) of a square-windowed conv or max pool; None otherwise."""
+    conv = isinstance(layer, (PackedConv2d, nn.Conv2d)) and not isinstance(layer.padding, str)
+    if not (conv or isinstance(layer, nn.MaxPool2d)):
+        return None
+    pairs = [(v, v) if isinstance(v, int) else tuple(v)
+             for v in (layer.kernel_size, layer.stride, layer.padding, layer.dilation)]
+    if any(a != b for a, b in pairs):
+        return None
+    return tuple(int(a) for a, _ in pairs)
+
+
 def _packable(conv: nn.Module) -> bool:
     return type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 

@@ -204,6 +204,13 @@ class Engine:
             return tuple(int(v) for v in pixels.shape[:3])
         return int(pixels.shape[0]), int(pixels.shape[2]), int(pixels.shape[3])
 
+    @torch.inference_mode()
+    def reference_scores(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) full-resolution scores of the float32 reference model (the ground truth:
+        the precision guard's rerun and ``check``)."""
+        x = to_network_input(pixels, self.convention, self.device, torch.float32)
+        return self.reference(x)
+
     def _rerun_float32(self, pixels):
         """Non-finite scores in a low-precision run (fp16 overflow in fc6/fc7): redo the batch on the
         float32 reference, once with a warning."""
@@ -211,8 +218,7 @@ class Engine:
             self._warned_precision = True
             warnings.warn(f"fcnfast: non-finite class scores in {self.dtype}; rerunning in float32 "
                           "(further reruns are silent)", RuntimeWarning, stacklevel=3)
-        x = to_network_input(pixels, self.convention, self.device, torch.float32)
-        scores = self.reference(x)
+        scores = self.reference_scores(pixels)
         labels = scores.argmax(1, keepdim=True)  # torch.argmax's tie and NaN rules, as the ops
         best = scores.gather(1, labels)[:, 0]
         return labels[:, 0].to(checks.label_dtype(scores.shape[1])), best.to(self.dtype)

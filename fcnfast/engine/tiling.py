@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .layers import window_geometry
+
 
 def fc_block_names(trunk_names, start: str = "fc6"):
     """The trunk layers from ``start`` to the end (score_fr), or () when there is no such block."""
@@ -15,25 +17,15 @@ def fc_block_names(trunk_names, start: str = "fc6"):
     return tuple(names[names.index(start):]) if start in names else ()
 
 
-def _first_conv_geometry(layer):
-    k = layer.kernel_size
-    k = k[0] if isinstance(k, (tuple, list)) else k
-    stride = layer.stride[0]
-    pad = layer.padding
-    pad = (pad[0], pad[1]) if isinstance(pad, (tuple, list)) else (pad, pad)
-    dil = layer.dilation[0]
-    return int(k), int(stride), pad, int(dil)
-
-
 def run_tiled(net, names, x: torch.Tensor, tile_rows: int) -> torch.Tensor:
     """Apply ``net``'s layers ``names`` (a conv first, then anything row-local) to ``x``, by tiles of
     ``tile_rows`` output rows of the first conv."""
     if tile_rows < 1:
         raise ValueError(f"tile_rows must be >= 1, got {tile_rows}")
-    first = getattr(net, names[0])
-    k, s, pad, d = _first_conv_geometry(first)
-    if pad != (0, 0):  # fc6 is unpadded in every FCN; a padded first conv would need edge tiles
-        raise ValueError(f"{names[0]} is padded {pad}; row tiling needs an unpadded convolution")
+    geometry = window_geometry(getattr(net, names[0]))
+    if geometry is None or geometry[2] != 0:  # fc6 is unpadded in every FCN
+        raise ValueError(f"{names[0]}: row tiling needs an unpadded square convolution")
+    k, s, _, d = geometry
     span = d * (k - 1) + 1
     out_rows = (x.shape[-2] - span) // s + 1
     if out_rows < 1:
