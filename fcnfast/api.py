@@ -23,6 +23,13 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _not_a_path(images, what: str) -> None:
+    """A string is one path, not a sequence of frames: iterating it would read each character."""
+    if isinstance(images, (str, bytes, os.PathLike)):
+        raise TypeError(f"{what} takes a sequence (or iterable) of images, got the single path "
+                        f"{os.fsdecode(images)!r}; use segment() for one image, or pass [path]")
+
+
 def _frame_batches(frames, batch_size: int):
     """Decoded frames grouped into runs of equal size and pixel type, at most batch_size long."""
     batch = []
@@ -167,6 +174,7 @@ class Segmenter:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _not_a_path(images, "segment_batch")
         stacked = isinstance(images, (np.ndarray, torch.Tensor))
         if stacked:
             if images.ndim != 4:
@@ -195,16 +203,33 @@ class Segmenter:
             return torch.stack(labels) if isinstance(images, torch.Tensor) else np.stack(labels)
         return labels
 
-    def stream(self, frames, batch_size: int = 4):
+    def stream(self, frames, batch_size: int = 4, *, smooth: Optional[float] = None,
+               smooth_reset: Optional[float] = 0.3):
         """Label maps of an iterable of frames (numpy / torch / PIL / paths), yielded in order.
 
         Consecutive frames of one size run together in batches of up to ``batch_size``. On GPU the
         upload, compute and download of successive batches overlap on separate CUDA streams; memory
         stays flat however long the stream.
+
+        ``smooth=a`` (in [0, 1)) averages the class scores over time against flicker:
+        ``s_t = a·s_{t-1} + (1-a)·x_t``, on the coarse score map before the final upsampling (equal,
+        the upsampling being linear, to averaging the full-resolution logits). It restarts when the
+        frame size changes or at a scene cut: consecutive frames whose mean absolute difference (0-1
+        intensity scale) exceeds ``smooth_reset`` (None: only size changes restart it).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        _not_a_path(frames, "stream")
         batches = _frame_batches(frames, batch_size)
+        if smooth is not None:
+            from .engine.smoothing import ScoreSmoother
+
+            smoother = ScoreSmoother(smooth, smooth_reset)
+            for images in batches:
+                pixels = torch.stack([im.pixels for im in images]).to(self.device)
+                for lab, image in zip(self._smoothed_labels(pixels, smoother), images):
+                    yield self._hand_back(lab, image)
+            return
         if self.engine is not None and self.device.type == "cuda":
             from .engine.stream import cuda_pipeline
 
@@ -215,6 +240,12 @@ class Segmenter:
         for labels, images in results:
             for lab, image in zip(labels, images):
                 yield self._hand_back(lab, image)
+
+    def _smoothed_labels(self, pixels: torch.Tensor, smoother) -> torch.Tensor:
+        if self.engine is not None:
+            return self.engine.run_smoothed(pixels, smoother)
+        # The reference path averages the full-resolution logits: the definition itself.
+        return smoother.update(self._scores(pixels), pixels).argmax(1).to(label_dtype(self.num_classes))
 
     def check(self, img=None):
         """Run the engine and the float32 reference on ``img`` (default: a generated test scene) and

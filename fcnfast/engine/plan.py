@@ -153,6 +153,24 @@ class Engine:
 
     # -- public ----------------------------------------------------------------------------------
     @torch.inference_mode()
+    def run_smoothed(self, pixels: torch.Tensor, smoother) -> torch.Tensor:
+        """Labels (N, H, W) of consecutive frames with their coarse scores averaged over time by
+        ``smoother`` (``smoothing.ScoreSmoother``) before the final upsampling."""
+        if pixels.device != self.device:
+            raise ValueError(f"pixels are on {pixels.device}, the engine on {self.device}")
+        n, h, w = self._batch_size(pixels)
+        # As ``_run_device``: border-skipping CPU batches of large frames go frame by frame.
+        step = n if self.border is None or n * h * w <= _BATCHED_PIXELS else 1
+        out = []
+        with self._lock:
+            for i in range(0, n, step):
+                part = pixels[i:i + step]
+                x = self.network_input(part)
+                coarse = smoother.update(self.coarse_scores(x), part)
+                out.append(self._final(coarse, tuple(x.shape[-2:]))[0])
+        return torch.cat(out)
+
+    @torch.inference_mode()
     def run(self, pixels: torch.Tensor, return_scores: bool = False):
         """Labels (N, H, W) of a batch of pixels on the device (and the winning scores)."""
         labels, scores, finite = self.launch(pixels)
