@@ -1,7 +1,8 @@
-"""The one place that imports optional kernel modules (Triton now; the native modules later).
+"""The one place that imports optional modules: the kernel backends (Triton, the native modules
+built from csrc/) and the video libraries (PyAV, torchcodec).
 
 Each backend answers two questions: can it run here at all (``*_status``), and the module itself
-(``triton_kernels``), which raises one actionable RuntimeError when it cannot.
+(``triton_kernels``, ``native_module``), which raises one actionable RuntimeError when it cannot.
 """
 from __future__ import annotations
 
@@ -106,3 +107,25 @@ def native_module(backend: str):
     if mod is None:
         raise RuntimeError(f"backend {backend!r} cannot run here: {why}")
     return mod
+
+
+# --- video libraries ------------------------------------------------------------------------------
+
+def av_module():
+    """PyAV (FFmpeg's decoders, encoders and muxers); RuntimeError saying how to get it."""
+    try:
+        import av
+    except ImportError as e:
+        raise RuntimeError(f"video needs PyAV, which is not installed ({e}): "
+                           "pip install 'fcnfast[video]' (or pip install av)") from None
+    return av
+
+
+def torchcodec_decoder_class():
+    """torchcodec's ``VideoDecoder`` (NVDEC decoding into GPU memory), or None where torchcodec is
+    missing or does not load beside this torch."""
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except Exception:  # noqa: BLE001 - missing, or built for another torch/FFmpeg
+        return None
+    return VideoDecoder
