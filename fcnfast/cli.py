@@ -1,19 +1,82 @@
-"""``fcnfast`` command line: segment images, check the engine, describe a checkpoint, train, run the
-demo."""
+"""``fcnfast`` command line: segment images and videos, check the engine, describe and convert
+checkpoints, benchmark, train, run the demo. Every command names its model with ``--model``."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from typing import Optional
+
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+_CHECKPOINT_EXTS = (".pt", ".pth", ".safetensors", ".caffemodel")
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+               ".pbm", ".pnm", ".tga")
+
+
+def _model_args(parser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="checkpoint (.pt/.pth/.safetensors) or 'default', the built-in model "
+                             "(default: default)")
+    parser.add_argument("--arch", help="architecture, overriding detection (e.g. fcn8s_atonce)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def _engine_args(parser) -> None:
+    from .api import BACKENDS
+
+    _model_args(parser)
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="head-op backend; torch = the reference model (default: auto)")
+    parser.add_argument("--dtype", default="auto", choices=_DTYPES,
+                        help="compute dtype (default: float16 on GPU, bfloat16/float32 on CPU)")
+
+
+def _model_name(args, positionals: Optional[list] = None) -> str:
+    """--model, or (the old form) a first positional that is a checkpoint file."""
+    if args.model is None and positionals:
+        first = positionals[0]
+        if first.lower().endswith(_CHECKPOINT_EXTS) and os.path.isfile(first):
+            print(f"fcnfast: note: naming the model as the first argument is deprecated; use "
+                  f"--model {first}", file=sys.stderr)
+            positionals.pop(0)
+            return first
+    return args.model or "default"
+
+
+def _load_for(args, positionals: Optional[list] = None):
+    import torch
+
+    from .api import load
+
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    return load(_model_name(args, positionals), device=args.device, arch=args.arch,
+                backend=args.backend, dtype=dtype)
+
+
+def _alpha(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--alpha must be a number, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"--alpha must lie in [0, 1], got {text}")
+    return v
 
 
 def _cmd_info(args):
+    from .api import DEFAULT_MODEL
     from .checkpoint import read_checkpoint
     from .models import ARCHS
 
-    info = read_checkpoint(args.model, arch=args.arch)
+    if args.model is not None and args.model_pos is not None:
+        raise ValueError("name the model once: as the argument or with --model")
+    name = args.model or args.model_pos or "default"
+    info = read_checkpoint(DEFAULT_MODEL if name == "default" else name, arch=args.arch)
     # Files without fcnfast metadata use the architecture's convention.
     conv = info.input_convention or ARCHS[info.arch].input_convention
+    print(f"model        {name}")
     print(f"arch         {info.arch}")
     print(f"classes      {info.num_classes}")
     print(f"format       {info.format}")
@@ -23,57 +86,144 @@ def _cmd_info(args):
     return 0
 
 
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
-
-
-def _engine_args(parser) -> None:
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "triton", "cuda", "cpp"),
-                        help="head-op backend; torch = the reference model (default: auto)")
-    parser.add_argument("--dtype", default="auto", choices=_DTYPES,
-                        help="compute dtype (default: float16 on GPU, bfloat16/float32 on CPU)")
-
-
-def _load_for(args):
-    import torch
-
-    from .api import load
-
-    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
-    return load(args.model, device=args.device, arch=args.arch, backend=args.backend, dtype=dtype)
-
-
 def _cmd_check(args):
-    seg = _load_for(args)
-    report = seg.check(args.image)
+    positionals = list(args.inputs)
+    seg = _load_for(args, positionals)
+    if len(positionals) > 1:
+        raise ValueError(f"check takes one image, got {len(positionals)}")
+    report = seg.check(positionals[0] if positionals else None)
     print(report)
     return 0 if report.ok else 1
 
 
+def _expand_inputs(items):
+    """(path, path relative to the inputs' common folder) of every image named by files,
+    directories (recursively) and globs; outputs mirror the relative paths, so names never clash."""
+    import glob
+
+    found = []
+    for item in items:
+        if os.path.isdir(item):
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                found += [os.path.join(root, f) for f in sorted(files)
+                          if f.lower().endswith(_IMAGE_EXTS)]
+        elif os.path.exists(item):
+            found.append(item)
+        elif glob.has_magic(item):
+            matches = sorted(m for m in glob.glob(item, recursive=True) if os.path.isfile(m))
+            if not matches:
+                raise FileNotFoundError(f"no files match {item}")
+            found += matches
+        else:
+            raise FileNotFoundError(f"image file not found: {item}")
+    found = list(dict.fromkeys(os.path.abspath(p) for p in found))
+    if not found:
+        raise FileNotFoundError(f"no images found in {', '.join(items)}")
+    base = os.path.commonpath([os.path.dirname(p) for p in found])
+    return [(p, os.path.relpath(p, base)) for p in found]
+
+
 def _cmd_segment(args):
     import numpy as np
-    from PIL import Image
+    from PIL import Image as PILImage
 
-    seg = _load_for(args)
-    os.makedirs(args.output, exist_ok=True)
-    for path in args.images:
-        labels = seg.segment(path)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        out = os.path.join(args.output, f"{stem}_labels.png")
-        if labels.dtype == np.uint8:
-            im = Image.fromarray(labels, mode="P")
-            im.putpalette(seg.palette[:256].reshape(-1).tolist())
-        else:  # more than 256 classes: 32-bit label image
-            im = Image.fromarray(labels.astype(np.int32), mode="I")
-        im.save(out)
+    from .images import ImageError, read_image
+    from .render import add_legend, label_png, overlay_labels
+
+    positionals = list(args.images)
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise FileExistsError(f"-o {args.output} is an existing file; give a folder for the outputs")
+    seg = _load_for(args, positionals)
+    if not positionals:
+        raise ValueError("no images given")
+    inputs = _expand_inputs(positionals)
+    failed = 0
+    for path, rel in inputs:
+        try:
+            labels = seg.segment(path)
+        except ImageError as e:
+            print(f"fcnfast: skipped {path}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        stem = os.path.join(args.output, os.path.splitext(rel)[0])
+        os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+        out = f"{stem}_labels.png"
+        label_png(labels, seg.palette).save(out)
         if args.overlay:
-            rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
-            mixed = (1 - args.alpha) * rgb + args.alpha * seg.colorize(labels).astype(np.float32)
-            Image.fromarray(mixed.round().astype(np.uint8)).save(
-                os.path.join(args.output, f"{stem}_overlay.png"))
+            rgb = read_image(path).pixels.numpy()
+            picture = overlay_labels(rgb, labels, seg.palette[:max(seg.num_classes, 1)], args.alpha,
+                                     draw_background=args.draw_background)
+            if args.legend:
+                picture = add_legend(picture, seg.classes, seg.palette, np.unique(labels))
+            PILImage.fromarray(picture).save(f"{stem}_overlay.png")
         present = np.unique(labels)
         print(f"{path}: {labels.shape[1]}x{labels.shape[0]} -> {out} "
               f"({', '.join(seg.classes[i] for i in present[:8])}{' ...' if len(present) > 8 else ''})")
+    return 1 if failed else 0
+
+
+def _cmd_video(args):
+    from .video import VideoInterrupted, segment_video
+
+    if os.path.exists(args.output) and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; pass -y/--overwrite to replace it")
+    seg = _load_for(args)
+    mode = "labels" if args.labels else "side-by-side" if args.side_by_side else "overlay"
+    try:
+        summary = segment_video(args.input, args.output, seg, mode=mode, alpha=args.alpha,
+                                smooth=args.smooth, smooth_reset=args.smooth_reset,
+                                batch_size=args.batch, save_labels=args.save_labels,
+                                stats=args.stats, progress=not args.quiet, codec=args.codec,
+                                crf=args.crf, preset=args.preset,
+                                draw_background=args.draw_background,
+                                live=True if args.live else None)
+    except VideoInterrupted as e:
+        print(f"fcnfast: interrupted: {e.summary}", file=sys.stderr)
+        return 130
+    print(f"fcnfast video: {summary} [{seg.arch}, {seg.backend} on {seg.device}, "
+          f"{str(seg.dtype).replace('torch.', '')}]")
     return 0
+
+
+def _cmd_convert(args):
+    from .api import load, save
+
+    out = args.output
+    if not out.lower().endswith((".safetensors", ".pt")):
+        raise ValueError(f"{out}: the output must end in .safetensors (fcnfast's native format) or "
+                         ".pt (a state dict)")
+    if os.path.exists(out) and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    seg = load("default" if args.input == "default" else args.input, device="cpu",
+               backend="torch", arch=args.arch)
+    if out.lower().endswith(".pt"):
+        import torch
+
+        torch.save(seg.model.state_dict(), out)
+    else:
+        save(seg, out)
+    print(f"{args.input} -> {out}: {seg.arch}, {seg.num_classes} classes")
+    return 0
+
+
+def _cmd_bench(args):
+    from .bench import quick_table
+
+    h, w = _hw(args.size)
+    print(quick_table(_model_name(args), size=(h, w), batch=args.batch, device=args.device,
+                      repeats=args.repeats, arch=args.arch))
+    return 0
+
+
+def _hw(text: str):
+    try:
+        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise ValueError(f"--size must be HxW (e.g. 480x640), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"--size must be positive, got {text!r}")
+    return h, w
 
 
 def _cmd_train(args):
@@ -109,20 +259,19 @@ def _cmd_train(args):
     return 0
 
 
-def _demo_mosaic(images, truth, labels, palette, alpha=0.5):
-    """Scenes side by side: the prediction over the image on top, the truth over it below."""
+def _demo_mosaic(images, truth, labels, palette, class_names, arch, alpha=0.5):
+    """Scenes side by side: the prediction over the image on top, the truth over it below, each
+    row captioned, and a class legend under them."""
     import numpy as np
-    import torch
 
-    from .ops import overlay
+    from .render import add_caption, add_legend, overlay_labels
 
-    frames = torch.from_numpy(images)
-    pal = torch.from_numpy(np.ascontiguousarray(palette, dtype=np.uint8))
-    n = len(pal)
+    n = len(class_names)
     truth = np.where(truth < n, truth, 0).astype(np.uint8)  # ignore pixels shown as class 0
-    rows = [overlay(frames, torch.from_numpy(lab), pal, alpha=alpha).numpy()
-            for lab in (labels, truth)]
-    return np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+    rows = [add_caption(np.concatenate(list(overlay_labels(images, lab, palette[:n], alpha,
+                                                           draw_background=True)), axis=1), text)
+            for lab, text in ((labels, f"prediction ({arch})"), (truth, "truth"))]
+    return add_legend(np.concatenate(rows, axis=0), class_names, palette)
 
 
 def _cmd_demo(args):
@@ -137,7 +286,7 @@ def _cmd_demo(args):
 
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
-    seg = load(args.model or "default", device=args.device)
+    seg = load(_model_name(args), device=args.device, arch=args.arch)
     rng = np.random.default_rng(args.seed)
     h, w = args.size
     scenes = [synthetic_scene(rng, h, w) for _ in range(args.count)]
@@ -152,7 +301,7 @@ def _cmd_demo(args):
     mean_iu = meter.scores()["mean_iu"]
     out = os.path.abspath(args.output)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    Image.fromarray(_demo_mosaic(images, truth, labels, seg.palette)).save(out)
+    Image.fromarray(_demo_mosaic(images, truth, labels, seg.palette, seg.classes, seg.arch)).save(out)
     ops = sorted(set(getattr(seg, "op_backends", {}).values()))
     backend = seg.backend + (f" (head ops: {', '.join(ops)})" if ops else "")
     print(f"fcnfast demo: {seg.arch} on {args.count} scenes {h}x{w}: mean IU {100 * mean_iu:.1f}% "
@@ -218,32 +367,80 @@ def _add_train_parser(sub):
 
 
 def main(argv=None) -> int:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="fcnfast", description="Fast FCN semantic segmentation")
+    p.add_argument("--version", action="version", version=f"fcnfast {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("segment", help="segment image files, writing palette label PNGs")
-    s.add_argument("model", help="checkpoint (.pt/.pth/.safetensors)")
-    s.add_argument("images", nargs="+")
+    s = sub.add_parser("segment", help="segment images (files, folders, globs) into label PNGs",
+                       epilog="Outputs mirror the inputs' paths under -o. An unreadable image is "
+                              "reported and skipped; the exit status is then 1.")
+    s.add_argument("images", nargs="+", help="image files, folders (recursive) or globs")
     s.add_argument("-o", "--output", default="fcnfast_out", help="output folder")
-    s.add_argument("--arch", help="architecture, overriding detection (e.g. fcn8s_atonce)")
-    s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     s.add_argument("--overlay", action="store_true", help="also write the labels blended over the image")
-    s.add_argument("--alpha", type=float, default=0.5)
+    s.add_argument("--alpha", type=_alpha, default=0.5, help="overlay opacity in [0, 1]")
+    s.add_argument("--draw-background", action="store_true",
+                   help="blend the background class too (default: left undrawn)")
+    s.add_argument("--legend", action="store_true", help="add a class legend to the overlay")
     _engine_args(s)
     s.set_defaults(fn=_cmd_segment)
 
+    v = sub.add_parser("video", help="segment a video file, stream or camera into a video",
+                       description="Decode, segment, overlay and encode in one pipeline. The "
+                       "output keeps the input's frames, size, rate, timestamps and audio. Ctrl-C "
+                       "finishes the file with the frames done so far (exit status 130).")
+    v.add_argument("input", help="video file, URL (rtsp://, http(s)://...) or camera (/dev/video0)")
+    v.add_argument("output", help="output video (.mp4, .mkv, .mov, .avi, .webm, .ts)")
+    m = v.add_mutually_exclusive_group()
+    m.add_argument("--overlay", action="store_true", help="labels blended over the frame (default)")
+    m.add_argument("--labels", action="store_true", help="the label map in palette colours")
+    m.add_argument("--side-by-side", action="store_true", help="frame | overlay")
+    v.add_argument("--alpha", type=_alpha, default=0.5, help="overlay opacity in [0, 1]")
+    v.add_argument("--draw-background", action="store_true",
+                   help="blend the background class too (default: left undrawn)")
+    v.add_argument("--smooth", type=float, help="temporal smoothing of the class scores: the "
+                   "weight of the past in [0, 1) (e.g. 0.5)")
+    v.add_argument("--smooth-reset", type=float, default=0.3,
+                   help="scene-cut threshold restarting the smoothing (mean absolute frame "
+                        "difference, 0-1; default 0.3)")
+    v.add_argument("--save-labels", metavar="DIR", help="also write a label PNG per frame")
+    v.add_argument("--stats", metavar="CSV", help="per-frame class pixel fractions")
+    v.add_argument("--batch", type=int, help="frames per engine batch (default 2 CPU, 8 GPU, 1 live)")
+    v.add_argument("--codec", help="FFmpeg encoder (default libx264; h264_nvenc on a GPU where it opens)")
+    v.add_argument("--crf", type=int, help="encoder quality (libx264: 0 lossless .. 51; default 23)")
+    v.add_argument("--preset", help="encoder speed preset (libx264 default: veryfast)")
+    v.add_argument("--live", action="store_true",
+                   help="newest-frame policy: drop stale frames (default for rtsp/udp/... and cameras)")
+    v.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _engine_args(v)
+    v.set_defaults(fn=_cmd_video)
+
     c = sub.add_parser("check", help="compare the engine with the float32 reference on an image")
-    c.add_argument("model", help="checkpoint, or 'default' for the built-in model")
-    c.add_argument("image", nargs="?", help="image file (default: a generated scene)")
-    c.add_argument("--arch")
-    c.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    c.add_argument("inputs", nargs="*", metavar="image", help="image file (default: a generated scene)")
     _engine_args(c)
     c.set_defaults(fn=_cmd_check)
 
     i = sub.add_parser("info", help="describe a checkpoint")
-    i.add_argument("model")
-    i.add_argument("--arch")
+    i.add_argument("model_pos", nargs="?", metavar="model", help="checkpoint or 'default'")
+    _model_args(i)
     i.set_defaults(fn=_cmd_info)
+
+    cv = sub.add_parser("convert", help="write any readable checkpoint in fcnfast's native format")
+    cv.add_argument("input", help="checkpoint (or 'default')")
+    cv.add_argument("output", help="OUT.safetensors (native: weights + arch, classes, input "
+                    "convention) or OUT.pt (a state dict)")
+    cv.add_argument("--arch", help="architecture, overriding detection")
+    cv.add_argument("--overwrite", action="store_true")
+    cv.set_defaults(fn=_cmd_convert)
+
+    b = sub.add_parser("bench", help="frames/s of the engine against the float32 reference")
+    _model_args(b)
+    b.add_argument("--size", default="480x640", help="frame size HxW (default 480x640)")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--repeats", type=int, default=5)
+    b.set_defaults(fn=_cmd_bench)
 
     _add_train_parser(sub)
 
@@ -252,14 +449,16 @@ def main(argv=None) -> int:
     d.add_argument("--count", type=int, default=4, help="number of scenes")
     d.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
     d.add_argument("--seed", type=int, default=2026)
-    d.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    d.add_argument("--model", help="another checkpoint instead of the built-in one (\"default\")")
+    _model_args(d)
     d.set_defaults(fn=_cmd_demo)
 
     args = p.parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as e:
+    except KeyboardInterrupt:
+        print("fcnfast: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, TypeError) as e:  # CheckpointError, ImageError...
         print(f"fcnfast: error: {e}", file=sys.stderr)
         return 2
 

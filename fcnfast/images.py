@@ -1,8 +1,9 @@
 """Turn what users pass as an image into a tensor, and a tensor back into what they passed.
 
 Accepted: numpy H×W×3 uint8 RGB (also H×W gray, H×W×1, H×W×4 with alpha dropped, uint16, float in
-[0, 1]); PIL images of any mode; torch tensors (H×W×C uint8, or C×H×W float in [0, 1], on any
-device); paths to image files. Everything becomes either an (H, W, 3) uint8 tensor or a (3, H, W)
+[0, 1]); PIL images of any mode; torch tensors (H×W×C uint8, C×H×W uint8 as
+``torchvision.io.read_image`` returns it, or C×H×W float in [0, 1], on any device); paths to image
+files, read as they are displayed (EXIF orientation applied). Everything becomes either an (H, W, 3) uint8 tensor or a (3, H, W)
 float32 tensor in [0, 1]; ``to_network_input`` applies the model's input convention.
 """
 from __future__ import annotations
@@ -92,7 +93,14 @@ def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
 def _from_torch(t: torch.Tensor, what: str) -> torch.Tensor:
     _check_nonempty(t.shape, what)
     if t.dtype == torch.uint8:
-        return _channels_last_to_rgb(t, what)  # torch uint8 images are H×W×C, like numpy
+        # H×W×C like numpy, or C×H×W as torchvision.io.read_image returns: the channel axis is
+        # the one of size 1, 3 or 4 (the last one when both could be).
+        if t.dim() == 3 and t.shape[-1] not in (1, 3, 4):
+            if t.shape[0] not in (1, 3, 4):
+                raise ImageError(f"{what} has shape {tuple(t.shape)}: uint8 tensors are H×W×C or "
+                                 "C×H×W with C = 1 (gray), 3 (RGB) or 4 (RGBA)")
+            t = t.permute(1, 2, 0)
+        return _channels_last_to_rgb(t, what)
     if not t.is_floating_point():
         raise ImageError(f"{what} has dtype {t.dtype}; torch images are H×W×C uint8 or "
                          "C×H×W float in [0, 1]")
@@ -129,7 +137,7 @@ def _from_pil(im, what: str) -> torch.Tensor:
 
 
 def _open_path(path, what: str):
-    from PIL import Image as PILImage, UnidentifiedImageError
+    from PIL import Image as PILImage, ImageOps, UnidentifiedImageError
 
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -139,9 +147,31 @@ def _open_path(path, what: str):
     try:
         with PILImage.open(path) as im:
             im.load()
-            return _from_pil(im, f"image file {path}")
+            # As displayed: a phone photo's EXIF orientation (OpenCV's imread and torchvision's
+            # read_image(apply_exif_orientation=True) do the same), so labels line up.
+            upright = ImageOps.exif_transpose(im)
+            return _from_pil(upright, f"image file {path}")
+    except PILImage.DecompressionBombError as e:
+        size = _declared_size(path)
+        raise ImageError(f"image file {path} declares {size} pixels, beyond Pillow's "
+                         f"decompression-bomb limit ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageError(f"cannot read image file {path}: {e}") from e
+
+
+def _declared_size(path) -> str:
+    """W×H from the file's header, read without decoding (or "too many" when even that fails)."""
+    from PIL import Image as PILImage
+
+    limit = PILImage.MAX_IMAGE_PIXELS
+    try:
+        PILImage.MAX_IMAGE_PIXELS = None  # the header only: no pixel is decoded here
+        with PILImage.open(path) as im:
+            return f"{im.width}x{im.height}"
+    except Exception:  # noqa: BLE001
+        return "too many"
+    finally:
+        PILImage.MAX_IMAGE_PIXELS = limit
 
 
 def read_image(img, what: str = "image") -> Image:

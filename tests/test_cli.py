@@ -1,9 +1,13 @@
 """The fcnfast command line."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import fcnfast
 from fcnfast.cli import main
 from fcnfast.models import build_model
 
@@ -59,3 +63,99 @@ def test_segment_backends_agree_and_check_reports(checkpoint, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "firm pixels" in out and "OK" in out and "upsample_crop_argmax=" in out
     assert main(["check", str(checkpoint), "--device", "cpu", "--backend", "torch"]) == 2
+
+
+def cli(*args, timeout=120):
+    """The command as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "fcnfast", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _png(path, seed, shape=(30, 40, 3)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)).save(path)
+    return path
+
+
+def test_version_and_info_default():
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"fcnfast {fcnfast.__version__}"
+    r = cli("info", "default")
+    assert r.returncode == 0, r.stderr
+    assert "arch         fcn8s" in r.stdout and "classes      6" in r.stdout
+
+
+def test_info_forms(checkpoint, capsys):
+    assert main(["info"]) == 0 and "fcn8s" in capsys.readouterr().out
+    assert main(["info", "--model", str(checkpoint)]) == 0
+    assert "fcn_alexnet" in capsys.readouterr().out
+
+
+def test_segment_folders_and_globs_mirror_paths(tmp_path):
+    _png(tmp_path / "in" / "a" / "x.png", 0)
+    _png(tmp_path / "in" / "b" / "x.png", 1)
+    _png(tmp_path / "in" / "b" / "deep" / "y.png", 2)
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    r = cli("segment", tmp_path / "in", "-o", out, "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert got == ["a/x_labels.png", "b/deep/y_labels.png", "b/x_labels.png"]
+    out2 = tmp_path / "out2"
+    assert main(["segment", str(tmp_path / "in" / "**" / "x.png"), "-o", str(out2),
+                 "--device", "cpu"]) == 0
+    assert sorted(str(p.relative_to(out2)) for p in out2.rglob("*.png")) == ["a/x_labels.png",
+                                                                             "b/x_labels.png"]
+
+
+def test_segment_errors_are_clear(tmp_path, capsys):
+    img = _png(tmp_path / "i.png", 3)
+    (tmp_path / "file").write_text("x")
+    r = cli("segment", img, "-o", tmp_path / "file")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "existing file" in r.stderr
+    r = cli("segment", img, "--alpha", "3")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--alpha" in r.stderr
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    assert main(["segment", str(img), str(bad), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and (tmp_path / "o" / "i_labels.png").exists()
+
+
+def test_overlay_leaves_background_undrawn_and_legend(tmp_path):
+    img = _png(tmp_path / "scene.png", 4, (64, 80, 3))
+    rgb = np.asarray(Image.open(img))
+    out = tmp_path / "o"
+    assert main(["segment", str(img), "-o", str(out), "--overlay", "--device", "cpu"]) == 0
+    labels = np.asarray(Image.open(out / "scene_labels.png"))
+    over = np.asarray(Image.open(out / "scene_overlay.png"))
+    assert (labels == 0).any() and (labels != 0).any()
+    np.testing.assert_array_equal(over[labels == 0], rgb[labels == 0])
+    assert (over[labels != 0] != rgb[labels != 0]).any()
+    out2 = tmp_path / "o2"
+    assert main(["segment", str(img), "-o", str(out2), "--overlay", "--draw-background",
+                 "--legend", "--device", "cpu"]) == 0
+    over2 = np.asarray(Image.open(out2 / "scene_overlay.png"))
+    assert over2.shape[0] > 64 and over2.shape[1] == 80  # the legend strip below
+    assert (over2[:64][labels == 0] != rgb[labels == 0]).any()
+
+
+def test_convert_round_trip(checkpoint, tmp_path):
+    out = tmp_path / "alex.safetensors"
+    r = cli("convert", checkpoint, out)
+    assert r.returncode == 0, r.stderr
+    img = np.random.default_rng(5).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    a = fcnfast.load(str(checkpoint), device="cpu", backend="torch").segment(img)
+    b = fcnfast.load(str(out), device="cpu", backend="torch").segment(img)
+    np.testing.assert_array_equal(a, b)
+    assert main(["convert", str(checkpoint), str(out)]) == 2  # exists
+    assert main(["convert", str(checkpoint), str(tmp_path / "x.onnx")]) == 2
+    assert main(["convert", str(checkpoint), str(tmp_path / "x.pt")]) == 0
+    c = fcnfast.load(str(tmp_path / "x.pt"), device="cpu", backend="torch").segment(img)
+    np.testing.assert_array_equal(a, c)
+
+
+def test_bench_prints_both_rows(capsys):
+    assert main(["bench", "--size", "48x64", "--repeats", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "float32 reference" in out and "fcnfast engine" in out and "engine / reference" in out

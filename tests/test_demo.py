@@ -35,7 +35,11 @@ def test_demo_writes_overlay_and_scores_well_above_chance(tmp_path, capsys):
     assert _mean_iu(line) > 50, line
     assert re.search(r"[0-9.]+ frames/s", line) and "backend" in line
     picture = np.asarray(Image.open(out))
-    assert picture.shape == (2 * 128, 3 * 128, 3)
+    # Two captioned rows of three scenes (prediction over truth), a legend strip below.
+    assert picture.shape[1] == 3 * 128 and picture.shape[0] > 2 * 128 + 2 * 14
+    white = (picture == 255).all(-1)
+    assert white[:14].mean() > 0.8 and white[128 + 14:128 + 28].mean() > 0.8  # the captions
+    assert white[2 * 128 + 28:].mean() > 0.5  # the legend
 
 
 def test_python_m_fcnfast_demo(tmp_path):

@@ -2,6 +2,9 @@
 import numpy as np
 import pytest
 import torch
+
+import fcnfast
+from fcnfast.models import build_model
 from PIL import Image as PILImage
 
 from fcnfast.convention import CAFFE_BGR, TORCHVISION_RGB, InputConvention
@@ -161,3 +164,60 @@ def test_convention_validation_and_round_trip():
         InputConvention("RGB", 1.0, (0, 0, 0), (1, 0, 1))
     with pytest.raises(ValueError, match="invalid input convention"):
         InputConvention.from_dict({"scale": 1})
+
+
+# --- torchvision's C×H×W uint8, EXIF orientation, decompression bombs ---------------------------
+
+def test_chw_uint8_tensor_is_read_like_hwc():
+    from fcnfast.images import read_image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (11, 17, 3), dtype=np.uint8)
+    chw = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()  # torchvision.io.read_image's layout
+    assert torch.equal(read_image(chw).pixels, torch.from_numpy(rgb))
+    gray = torch.from_numpy(rgb[..., 0]).unsqueeze(0)
+    assert torch.equal(read_image(gray).pixels, torch.from_numpy(rgb[..., :1]).expand(11, 17, 3))
+    rgba = torch.cat([chw, torch.full((1, 11, 17), 255, dtype=torch.uint8)])
+    assert torch.equal(read_image(rgba).pixels, torch.from_numpy(rgb))
+    with pytest.raises(ImageError, match="H×W×C or C×H×W"):
+        read_image(torch.zeros(5, 9, 7, dtype=torch.uint8))
+    seg = fcnfast.Segmenter(build_model("fcn_alexnet", 5), device="cpu")
+    assert torch.equal(seg.segment(chw), torch.from_numpy(seg.segment(rgb)))
+
+
+def test_exif_orientation_is_applied_to_files(tmp_path):
+    from PIL import ImageOps
+
+    from fcnfast.images import read_image
+
+    rgb = np.random.default_rng(1).integers(0, 256, (10, 16, 3), dtype=np.uint8)
+    im = PILImage.fromarray(rgb)
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    path = tmp_path / "phone.png"
+    im.save(path, exif=exif)
+    got = read_image(str(path)).pixels.numpy()
+    assert got.shape == (16, 10, 3)
+    np.testing.assert_array_equal(got, np.asarray(ImageOps.exif_transpose(PILImage.open(path))))
+    np.testing.assert_array_equal(got, np.rot90(rgb, -1))
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+            + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_an_image_error_naming_file_and_size(tmp_path):
+    from fcnfast.images import read_image
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_declaring(100000, 100000))
+    with pytest.raises(ImageError, match=r"bomb\.png declares 100000x100000 pixels") as e:
+        read_image(str(path))
+    assert not isinstance(e.value, PILImage.DecompressionBombError)

@@ -63,10 +63,10 @@ def decode_all(path):
 def describe(path) -> dict:
     with av.open(str(path)) as c:
         v = c.streams.video[0]
+        rate = Fraction(v.average_rate)
         audio = c.streams.audio
+        audio_codec = audio[0].codec_context.name if audio else None
         n_audio = sum(1 for p in c.demux(audio[0]) if p.dts is not None) if audio else 0
     frames, times = decode_all(path)
     return dict(frames=len(frames), width=frames[0].shape[1], height=frames[0].shape[0],
-                rate=Fraction(v.average_rate), times=times,
-                audio_codec=audio[0].codec_context.name if audio else None,
-                audio_packets=n_audio)
+                rate=rate, times=times, audio_codec=audio_codec, audio_packets=n_audio)

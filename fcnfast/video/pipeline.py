@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..engine.smoothing import check_smoothing
 from ..render import class_fractions, label_png, overlay_labels
 from .sink import VideoSink
 from .source import FrameSource, VideoError, open_source
@@ -111,13 +112,14 @@ class _Worker(threading.Thread):
             self.error = e
 
 
-def _check_args(mode, alpha, batch_size, smooth):
+def _check_args(mode, alpha, batch_size, smooth, smooth_reset):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_smoothing(smooth, smooth_reset)
 
 
 class _Renderer:
@@ -159,6 +161,7 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
                   smooth: Optional[float] = None, smooth_reset: Optional[float] = 0.3,
                   batch_size: Optional[int] = None, save_labels=None, stats=None,
                   progress: bool = True, codec: Optional[str] = None, crf: Optional[int] = None,
+                  preset: Optional[str] = None,
                   draw_background: bool = False, live: Optional[bool] = None, fps=30,
                   decoder: str = "auto", copy_audio: bool = True) -> VideoSummary:
     """Segment every frame of ``source`` and write the result to ``output``.
@@ -168,7 +171,9 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
     container; None writes no video). ``mode``: "overlay" (labels blended over the frame, the
     background class undrawn unless ``draw_background``), "labels" (palette colours) or
     "side-by-side" (frame | overlay). The output keeps the source's frame count, size, rate and
-    timestamps, and its audio (copied, not re-encoded). ``smooth``: see ``Segmenter.stream``.
+    timestamps, and its audio (copied, not re-encoded). ``codec``: an FFmpeg encoder name (default
+    libx264, or h264_nvenc on a CUDA device where it opens); ``crf``/``preset``: its quality and
+    speed (libx264: 23, "veryfast"). ``smooth``: see ``Segmenter.stream``.
     ``save_labels=DIR``: a label PNG per frame (``DIR/000000.png``...; pixel value = class id,
     palette attached); ``stats=PATH``: per-frame class pixel fractions as CSV. Live sources (URLs of
     streaming protocols, cameras; ``live=True`` for an iterator) follow the newest-frame policy:
@@ -179,7 +184,7 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
 
     if batch_size is None:
         batch_size = 1 if live else (8 if segmenter.device.type == "cuda" else 2)
-    _check_args(mode, alpha, batch_size, smooth)
+    _check_args(mode, alpha, batch_size, smooth, smooth_reset)
     if output is not None and not isinstance(output, (str, os.PathLike)):
         raise TypeError(f"output must be a file path or None, got {type(output).__name__}")
     if isinstance(source, (str, os.PathLike)) and output is not None and \
@@ -219,7 +224,8 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
                 if state["sink"] is None:  # opened at the first picture: its size is the output's
                     h, w = picture.shape[:2]
                     state["sink"] = VideoSink(output, w, h, rate=src.rate, time_base=src.time_base,
-                                              codec=codec, crf=crf, device=segmenter.device,
+                                              codec=codec, crf=crf, preset=preset,
+                                              device=segmenter.device,
                                               audio_from=src.audio_path if copy_audio else None)
                     state["codec"] = state["sink"].codec
                 state["sink"].write(picture, frame.pts, frame.time_base)
@@ -278,7 +284,6 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
         interrupted = True
     finally:
         stop.set()
-        src.close()
         out_q.put(_END, writer_gone)  # the writer drains what is queued, then finishes the file
         try:
             writer.join()
@@ -293,7 +298,12 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
         if stats_file is not None:
             stats_file.close()
         bar.close()
+        # The decoder stops at the next frame; its container is closed only once no thread is
+        # inside it (closing under a running decode crashes FFmpeg). A live read blocked on the
+        # network is left to its daemon thread.
         reader.join(timeout=5)
+        if not reader.is_alive():
+            src.close()
     seconds = time.perf_counter() - start
     for worker in (writer, reader):
         if worker.error is not None:
