@@ -11,6 +11,11 @@ from fcnfast.engine.smoothing import ScoreSmoother, check_smoothing
 from test_engine import assert_firm_agreement, make_model, reference_scores, scenes
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)  # make_model's trunk init draws from the global generator
+
+
 def ema_reference(model, frames, a, reset=None):
     """The definition: EMA of the float32 reference's full-resolution logits, frame after frame."""
     out, state, prev = [], None, None
