@@ -260,3 +260,51 @@ def test_odd_sizes_encode(tmp_path, seg):
     s = segment_video(frames, tmp_path / "odd.mp4", seg, progress=False)
     d = describe(tmp_path / "odd.mp4")
     assert s.frames == 3 and (d["width"], d["height"]) == (45, 33)
+
+
+_SERVER = """
+import sys, time, av
+sys.path.insert(0, sys.argv[2])
+from video_clips import frame_pixels
+with av.open(f"tcp://127.0.0.1:{sys.argv[1]}?listen=1", "w", format="mpegts") as out:
+    vs = out.add_stream("mpeg4", rate=24)
+    vs.width, vs.height, vs.pix_fmt = 98, 62, "yuv420p"
+    for i in range(int(sys.argv[3])):
+        f = av.VideoFrame.from_ndarray(frame_pixels(i, 62, 98), format="rgb24")
+        f.pts = i
+        for p in vs.encode(f):
+            out.mux(p)
+        time.sleep(1 / 96)  # 4x real time
+    for p in vs.encode():
+        out.mux(p)
+"""
+
+
+def test_live_stream_over_loopback(tmp_path, seg):
+    """A real network source: an MPEG-TS stream FFmpeg serves on 127.0.0.1 (another process: PyAV
+    holds the GIL while it waits for the connection), read as a live source."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sent = 48
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, str(port),
+                               os.path.dirname(os.path.abspath(__file__)), str(sent)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        while True:  # the server listens once it has started
+            try:
+                s = segment_video(f"tcp://127.0.0.1:{port}", tmp_path / "live.mp4", seg,
+                                  progress=False)
+                break
+            except VideoError as e:
+                if "refused" not in str(e) or time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert server.wait(timeout=20) == 0, server.stderr.read()
+    finally:
+        server.kill()
+    assert 0 < s.frames and s.frames + s.dropped <= sent
+    assert describe(tmp_path / "live.mp4")["frames"] == s.frames

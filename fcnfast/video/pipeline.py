@@ -1,6 +1,6 @@
 """decode → segment → render → encode as one pipeline: a decode thread, the engine on the calling
 thread (``Segmenter.stream``: on GPU its upload, compute and download overlap), and a writer thread
-that encodes and saves label maps. Bounded queues between them keep memory flat over any length; a
+that renders, encodes and saves label maps. Bounded queues between them keep memory flat over any length; a
 slow encoder holds the others back (files), a live source drops its stale frames instead."""
 from __future__ import annotations
 
@@ -219,8 +219,10 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
             item = out_q.get()
             if item is _END:
                 return
-            frame, picture, labels = item
+            frame, labels = item
             if output is not None:
+                # Rendered here, beside the encoder, off the engine's thread.
+                picture = renderer(frame.pixels, labels)
                 if state["sink"] is None:  # opened at the first picture: its size is the output's
                     h, w = picture.shape[:2]
                     state["sink"] = VideoSink(output, w, h, rate=src.rate, time_base=src.time_base,
@@ -273,7 +275,7 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
         for labels in segmenter.stream(frames_for_engine(), batch_size=batch_size, smooth=smooth,
                                        smooth_reset=smooth_reset):
             frame = pending.popleft()
-            out_q.put((frame, renderer(frame.pixels, labels), labels), writer_gone)
+            out_q.put((frame, labels), writer_gone)
             if not writer.is_alive():
                 break
             done += 1
