@@ -41,4 +41,12 @@ if [ "${GPU_CHECK_OPTIONS:-1}" != 0 ]; then
   timeout 50 python benchmarks/engine_options.py --sizes 1080x1920 --batch 8 \
     --json "$out/engine_options.json" 2>&1 | tee "$out/engine_options.txt"
 fi
+if python -c "import av" 2>/dev/null; then
+  log "video: GPU pipeline tests and fcnfast video at 1080p (FCN-8s fp16; NVENC where it opens)"
+  timeout 60 python -m pytest -q -x -p no:cacheprovider tests/test_video.py 2>&1 | tail -5
+  timeout 90 python benchmarks/video.py --arch fcn8s --frames 120 --repeats 2 --columns bc \
+    --json "$out/video.json" 2>&1 | tee "$out/video.txt"
+else
+  log "video: skipped (PyAV is not installed in this image)"
+fi
 log "done"
