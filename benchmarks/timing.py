@@ -16,6 +16,8 @@ from typing import Callable, List, Optional
 
 import torch
 
+from fcnfast.bench import cpu_model  # noqa: F401  (one definition, shared with `fcnfast bench`)
+
 
 # --- timing ------------------------------------------------------------------------------------
 
@@ -96,16 +98,6 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine() or 'cpu'}, torch threads: {torch.get_num_threads()}"
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def triton_version() -> str:

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 
-def _cpu_name() -> str:
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux /proc/cpuinfo), else what platform knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -19,7 +20,7 @@ def _cpu_name() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def _median_fps(fn, device, frames: int, repeats: int) -> float:
@@ -56,7 +57,7 @@ def quick_table(model: str = "default", *, size=(480, 640), batch: int = 1, devi
         rows.append((name, seg, fps))
     (na, _, fa), (ne, se, fe) = rows
     agree = float((labels[na] == labels[ne]).mean())
-    where = torch.cuda.get_device_name(se.device) if se.device.type == "cuda" else _cpu_name()
+    where = torch.cuda.get_device_name(se.device) if se.device.type == "cuda" else cpu_model()
     lines = [f"fcnfast bench: {se.arch} ({model}), {h}x{w}, batch {batch}, on {se.device} ({where}, "
              f"{torch.get_num_threads()} threads), median of {repeats}",
              f"  {'column':<40} {'dtype':>9} {'frames/s':>9}"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from video_clips import av, decode_all, describe, frame_pixels, make_clip
+from video_clips import av, decode_all, describe, frame_pixels, make_clip, write_noise
 
 import fcnfast
 from fcnfast.render import class_fractions, overlay_labels
@@ -123,15 +123,7 @@ def test_bad_inputs_name_the_file_and_the_problem(tmp_path, seg):
         segment_video(junk, tmp_path / "o.mp4", seg, progress=False)
     sound = tmp_path / "sound.m4a"
     with av.open(str(sound), "w") as c:  # audio only
-        a = c.add_stream("aac", rate=44100)
-        for t in range(0, 44100, 1024):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-            f.sample_rate, f.pts = 44100, t
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+        write_noise(c, c.add_stream("aac", rate=44100), 44100, np.random.default_rng(0))
     with pytest.raises(VideoError, match="sound.m4a has no video stream"):
         segment_video(sound, tmp_path / "o.mp4", seg, progress=False)
     src = make_clip(tmp_path / "in.mp4", frames=3)

@@ -16,6 +16,19 @@ def frame_pixels(i: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(blocks.repeat(8, 0).repeat(8, 1)[:h, :w])
 
 
+def write_noise(container, stream, samples: int, rng, level: float = 0.1) -> None:
+    """``samples`` of mono noise at 44.1 kHz through ``stream``'s (AAC) encoder."""
+    for t in range(0, samples, 1024):
+        af = av.AudioFrame.from_ndarray(
+            (rng.standard_normal((1, 1024)) * level).astype(np.float32), format="fltp",
+            layout="mono")
+        af.sample_rate, af.pts = 44100, t
+        for p in stream.encode(af):
+            container.mux(p)
+    for p in stream.encode():
+        container.mux(p)
+
+
 def make_clip(path, *, frames: int = 12, width: int = 98, height: int = 62, fps: int = 24,
               codec: str = "libx264", audio: bool = False, seed: int = 0, options=None) -> str:
     out = av.open(str(path), "w", options=options or {})
@@ -33,16 +46,7 @@ def make_clip(path, *, frames: int = 12, width: int = 98, height: int = 62, fps:
         for p in vs.encode(f):
             out.mux(p)
     if a is not None:
-        samples = int(44100 * frames / fps)
-        for t in range(0, samples, 1024):
-            af = av.AudioFrame.from_ndarray(
-                (rng.standard_normal((1, 1024)) * 0.1).astype(np.float32), format="fltp",
-                layout="mono")
-            af.sample_rate, af.pts = 44100, t
-            for p in a.encode(af):
-                out.mux(p)
-        for p in a.encode():
-            out.mux(p)
+        write_noise(out, a, int(44100 * frames / fps), rng)
     for p in vs.encode():
         out.mux(p)
     out.close()
