@@ -235,3 +235,11 @@ def test_cuda_input_returns_cuda_output(alexnet_seg):
     out = seg.segment(torch.from_numpy(img).cuda())
     assert out.is_cuda
     assert (out.cpu().numpy() == alexnet_seg.segment(img)).mean() > 0.999
+
+
+def test_a_path_string_is_not_a_sequence_of_frames(tmp_path):
+    seg = fcnfast.Segmenter(build_model("fcn_alexnet", 3), device="cpu")
+    for call in (lambda: seg.segment_batch("frames.png"), lambda: list(seg.stream("clip.mp4")),
+                 lambda: seg.segment_batch(tmp_path / "x.png")):
+        with pytest.raises(TypeError, match="single path"):
+            call()

@@ -300,3 +300,18 @@ def test_live_stream_over_loopback(tmp_path, seg):
         server.kill()
     assert 0 < s.frames and s.frames + s.dropped <= sent
     assert describe(tmp_path / "live.mp4")["frames"] == s.frames
+
+
+def test_open_source_yields_rgb_frames_with_timestamps(tmp_path):
+    from fcnfast.video import open_source
+
+    src = make_clip(tmp_path / "in.mp4", frames=5, fps=25)
+    frames, times = decode_all(src)
+    with open_source(src) as s:
+        assert (s.width, s.height, s.rate, s.frame_count, s.live) == (98, 62, 25, 5, False)
+        got = list(s)
+    assert [f.index for f in got] == list(range(5))
+    np.testing.assert_allclose([f.time for f in got], times)
+    for f, want in zip(got, frames):
+        assert f.pixels.dtype == np.uint8 and f.pixels.shape == (62, 98, 3)
+        np.testing.assert_array_equal(f.pixels, want)
