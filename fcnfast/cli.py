@@ -11,8 +11,18 @@ _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 _CHECKPOINT_EXTS = (".pt", ".pth", ".safetensors", ".caffemodel")
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-               ".pbm", ".pnm", ".tga")
+# Extensions Pillow registers an opener for but cannot read by itself (stub plugins needing a
+# handler, Ghostscript, Windows-only metafiles) or that are mostly not pictures (.mpg: video).
+_NOT_IMAGE_EXTS = frozenset((".bufr", ".grib", ".h5", ".hdf", ".mpeg", ".mpg", ".eps", ".ps",
+                             ".emf", ".wmf"))
+
+
+def _image_exts() -> tuple:
+    """The file extensions a folder walk picks up: those Pillow can open."""
+    from PIL import Image
+
+    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items()
+                        if fmt in Image.OPEN and ext not in _NOT_IMAGE_EXTS))
 
 
 def _model_args(parser) -> None:
@@ -96,18 +106,22 @@ def _cmd_check(args):
     return 0 if report.ok else 1
 
 
-def _expand_inputs(items):
+def _expand_inputs(items, skip: Optional[str] = None):
     """(path, path relative to the inputs' common folder) of every image named by files,
-    directories (recursively) and globs; outputs mirror the relative paths, so names never clash."""
+    directories (recursively) and globs; outputs mirror the relative paths, so names never clash.
+    A folder walk does not enter ``skip`` (the output folder, so a rerun does not segment its own
+    outputs)."""
     import glob
 
+    exts = _image_exts()
+    skip = os.path.realpath(skip) if skip else None
     found = []
     for item in items:
         if os.path.isdir(item):
             for root, dirs, files in os.walk(item):
-                dirs.sort()
+                dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != skip)
                 found += [os.path.join(root, f) for f in sorted(files)
-                          if f.lower().endswith(_IMAGE_EXTS)]
+                          if f.lower().endswith(exts)]
         elif os.path.exists(item):
             found.append(item)
         elif glob.has_magic(item):
@@ -134,16 +148,19 @@ def _cmd_segment(args):
     positionals = list(args.images)
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise FileExistsError(f"-o {args.output} is an existing file; give a folder for the outputs")
-    seg = _load_for(args, positionals)
+    args.model = _model_name(args, positionals)  # the deprecated `segment MODEL IMG...` too
     if not positionals:
         raise ValueError("no images given")
-    inputs = _expand_inputs(positionals)
+    inputs = _expand_inputs(positionals, skip=args.output)  # before loading: a typo fails fast
+    seg = _load_for(args)
     failed = 0
     for path, rel in inputs:
         try:
             labels = seg.segment(path)
         except ImageError as e:
-            print(f"fcnfast: skipped {path}: {e}", file=sys.stderr)
+            msg = " ".join(str(e).split())
+            print(f"fcnfast: skipped: {msg}" if path in msg else f"fcnfast: skipped {path}: {msg}",
+                  file=sys.stderr)
             failed += 1
             continue
         stem = os.path.join(args.output, os.path.splitext(rel)[0])
@@ -197,13 +214,17 @@ def _cmd_convert(args):
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     seg = load("default" if args.input == "default" else args.input, device="cpu",
                backend="torch", arch=args.arch)
+    note = ""
     if out.lower().endswith(".pt"):
         import torch
 
         torch.save(seg.model.state_dict(), out)
+        note = " (a state dict: weights only, no class names, palette or input convention"
+        note += f"; load it with arch={seg.arch!r})" if seg.arch == "fcn8s_atonce" else ")"
     else:
         save(seg, out)
-    print(f"{args.input} -> {out}: {seg.arch}, {seg.num_classes} classes")
+    names = f" ({', '.join(seg.classes[:8])}{', ...' if seg.num_classes > 8 else ''})"
+    print(f"{args.input} -> {out}: {seg.arch}, {seg.num_classes} classes{names}{note}")
     return 0
 
 
@@ -374,8 +395,12 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("segment", help="segment images (files, folders, globs) into label PNGs",
-                       epilog="Outputs mirror the inputs' paths under -o. An unreadable image is "
-                              "reported and skipped; the exit status is then 1.")
+                       epilog="Folders are read recursively (every file Pillow can open); "
+                              "outputs mirror the inputs' paths relative to their common folder "
+                              "under -o (IMG_labels.png, IMG_overlay.png). Exit status: 0 all "
+                              "done; 1 some image could not be read (each reported on stderr "
+                              "and skipped, the others written); 2 an error (bad option, model, "
+                              "-o an existing file, no images found).")
     s.add_argument("images", nargs="+", help="image files, folders (recursive) or globs")
     s.add_argument("-o", "--output", default="fcnfast_out", help="output folder")
     s.add_argument("--overlay", action="store_true", help="also write the labels blended over the image")
@@ -453,13 +478,30 @@ def main(argv=None) -> int:
     d.set_defaults(fn=_cmd_demo)
 
     args = p.parse_args(argv)
+    return _run(args.fn, args)
+
+
+# What a command raises for a bad input or environment: a one-line error, never a traceback.
+# ValueError covers CheckpointError and ImageError; OSError covers FileNotFoundError,
+# FileExistsError, IsADirectoryError and PermissionError.
+_EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, TypeError)
+
+
+def _error_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _run(fn, args) -> int:
+    """Run a command: its exit status; expected errors as ``fcnfast: error: ...`` (exit 2),
+    Ctrl-C as ``fcnfast: interrupted`` (exit 130)."""
     try:
-        return args.fn(args)
+        return fn(args)
     except KeyboardInterrupt:
         print("fcnfast: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, TypeError) as e:  # CheckpointError, ImageError...
-        print(f"fcnfast: error: {e}", file=sys.stderr)
+    except _EXPECTED_ERRORS as e:
+        print(f"fcnfast: error: {_error_line(e)}", file=sys.stderr)
         return 2
 
 

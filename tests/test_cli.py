@@ -140,22 +140,83 @@ def test_overlay_leaves_background_undrawn_and_legend(tmp_path):
     assert (over2[:64][labels == 0] != rgb[labels == 0]).any()
 
 
-def test_convert_round_trip(checkpoint, tmp_path):
+def test_convert_round_trip(checkpoint, tmp_path, capsys):
     out = tmp_path / "alex.safetensors"
     r = cli("convert", checkpoint, out)
     assert r.returncode == 0, r.stderr
+    assert "fcn_alexnet" in r.stdout and "4 classes" in r.stdout and str(out) in r.stdout
     img = np.random.default_rng(5).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     a = fcnfast.load(str(checkpoint), device="cpu", backend="torch").segment(img)
     b = fcnfast.load(str(out), device="cpu", backend="torch").segment(img)
     np.testing.assert_array_equal(a, b)
+    capsys.readouterr()
     assert main(["convert", str(checkpoint), str(out)]) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["convert", str(checkpoint), str(out), "--overwrite"]) == 0
     assert main(["convert", str(checkpoint), str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fcnfast: error:") and ".safetensors" in err
+    assert not (tmp_path / "x.onnx").exists()
     assert main(["convert", str(checkpoint), str(tmp_path / "x.pt")]) == 0
     c = fcnfast.load(str(tmp_path / "x.pt"), device="cpu", backend="torch").segment(img)
     np.testing.assert_array_equal(a, c)
+    # The built-in model keeps its class names and palette in the native format.
+    assert main(["convert", "default", str(tmp_path / "d.safetensors")]) == 0
+    default, back = fcnfast.load("default"), fcnfast.load(str(tmp_path / "d.safetensors"))
+    assert back.classes == default.classes and back.arch == default.arch
+    np.testing.assert_array_equal(back.palette[:back.num_classes],
+                                  default.palette[:default.num_classes])
 
 
 def test_bench_prints_both_rows(capsys):
-    assert main(["bench", "--size", "48x64", "--repeats", "1", "--device", "cpu"]) == 0
+    assert main(["bench", "--model", "default", "--size", "64x80", "--repeats", "2",
+                 "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "float32 reference" in out and "fcnfast engine" in out and "engine / reference" in out
+    assert "64x80" in out and "float32" in out and "% of pixels" in out
+    assert main(["bench", "--size", "64by80"]) == 2 and "--size" in capsys.readouterr().err
+
+
+def test_deprecated_positional_model_still_works(checkpoint, tmp_path, capsys):
+    img = _png(tmp_path / "p.png", 6)
+    assert main(["segment", str(checkpoint), str(img), "-o", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err
+    assert len(err.strip().splitlines()) == 1 and "deprecated" in err and "--model" in err
+    assert "class_" in captured.out  # the checkpoint's unnamed classes, not the default model's
+    assert main(["check", str(checkpoint), str(img), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "deprecated" in captured.err and "OK" in captured.out
+
+
+def test_no_inputs_and_rerun_into_own_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["segment", str(tmp_path / "empty"), "--device", "cpu"]) == 2
+    assert "no images found" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "nothing*.png")]) == 2
+    assert "no files match" in capsys.readouterr().err
+    _png(tmp_path / "in" / "z.png", 7)
+    out = tmp_path / "in" / "out"  # inside the input folder: a rerun must not read its outputs
+    for _ in range(2):
+        assert main(["segment", str(tmp_path / "in"), "-o", str(out), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.rglob("*.png")) == ["z_labels.png"]
+
+
+def test_expected_errors_and_interrupt_exit_codes(monkeypatch, capsys):
+    import fcnfast.cli as cli_mod
+
+    def boom(exc):
+        def fn(args):
+            raise exc
+        return fn
+
+    for exc in (fcnfast.CheckpointError("bad file"), PermissionError("denied"),
+                IsADirectoryError("a dir"), RuntimeError("line one\nline two"), TypeError("t")):
+        monkeypatch.setattr(cli_mod, "_cmd_info", boom(exc))
+        assert main(["info"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("fcnfast: error: ") and len(err.strip().splitlines()) == 1, err
+    monkeypatch.setattr(cli_mod, "_cmd_info", boom(KeyboardInterrupt()))
+    assert main(["info"]) == 130
+    assert capsys.readouterr().err.strip() == "fcnfast: interrupted"
