@@ -315,3 +315,29 @@ def test_open_source_yields_rgb_frames_with_timestamps(tmp_path):
     for f, want in zip(got, frames):
         assert f.pixels.dtype == np.uint8 and f.pixels.shape == (62, 98, 3)
         np.testing.assert_array_equal(f.pixels, want)
+
+
+def test_slow_encoder_holds_decoding_back(tmp_path, seg, monkeypatch):
+    """Back-pressure: with an encoder slower than everything else, the frames taken from the
+    source stay a bounded number ahead of the frames written (no queue grows)."""
+    from fcnfast.video import sink
+
+    pulled, lead = [0], []
+    write = sink.VideoSink.write
+
+    def slow_write(self, *args):
+        time.sleep(0.01)
+        write(self, *args)
+        lead.append(pulled[0] - self.frames)
+
+    monkeypatch.setattr(sink.VideoSink, "write", slow_write)
+
+    def frames():
+        for i in range(80):
+            pulled[0] += 1
+            yield frame_pixels(i, 30, 40)
+
+    s = segment_video(frames(), tmp_path / "o.mp4", seg, batch_size=2, progress=False)
+    assert s.frames == 80 and s.dropped == 0
+    # Queues of 4 + 4, a batch in the engine and one frame in hand: never more than ~12 ahead.
+    assert max(lead) <= 12, max(lead)
