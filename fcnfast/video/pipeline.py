@@ -261,8 +261,9 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
             pending.append(frame)
             pix = frame.pixels
             if to_device and isinstance(pix, np.ndarray):
-                # On the GPU the labels (and the overlay) then stay there until encoding.
+                # On the GPU the frame, its labels and the overlay then stay there until encoding.
                 pix = torch.from_numpy(pix).pin_memory().to(segmenter.device, non_blocking=True)
+                frame.pixels = pix
             yield pix
 
     bar = tqdm(total=src.frame_count, unit="frame", disable=not progress, dynamic_ncols=True,
