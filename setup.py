@@ -137,7 +137,7 @@ def extensions():
 
 setup(
     packages=["fcnfast", "fcnfast.models", "fcnfast.ops", "fcnfast.kernels", "fcnfast.engine",
-              "fcnfast.data", "fcnfast.training", "fcnfast.weights"],
+              "fcnfast.data", "fcnfast.training", "fcnfast.video", "fcnfast.weights"],
     # The shipped default model (fcnfast.load("default")): a data-only package.
     package_data={"fcnfast.weights": ["*.safetensors"]},
     # Triton kernels live in the top-level kernels/ folder but install inside the package, so no

@@ -483,8 +483,8 @@ def main(argv=None) -> int:
 
 # What a command raises for a bad input or environment: a one-line error, never a traceback.
 # ValueError covers CheckpointError and ImageError; OSError covers FileNotFoundError,
-# FileExistsError, IsADirectoryError and PermissionError.
-_EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, TypeError)
+# FileExistsError, IsADirectoryError and PermissionError; ImportError is a broken install.
+_EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, TypeError, ImportError)
 
 
 def _error_line(e: BaseException) -> str:
