@@ -117,7 +117,8 @@ def av_module():
         import av
     except ImportError as e:
         raise RuntimeError(f"video needs PyAV, which is not installed ({e}): "
-                           "pip install 'fcnfast[video]' (from a checkout: pip install '.[video]'; or pip install av)") from None
+                           "pip install 'fcnfast[video]' (from a checkout: pip install '.[video]'; "
+                           "or pip install av)") from None
     return av
 
 
