@@ -105,3 +105,31 @@ def test_smoother_state_is_float32_and_checks_arguments():
     seg = fcnfast.Segmenter(make_model("fcn_alexnet"), device="cpu")
     with pytest.raises(ValueError, match="smooth"):
         list(seg.stream([np.zeros((8, 8, 3), np.uint8)], smooth=2))
+
+
+def test_non_finite_low_precision_scores_rerun_and_restart(monkeypatch):
+    from test_engine import reference_scores as ref_scores
+
+    model = make_model("fcn8s")
+    frames = moving_frames(4, 37, 45)
+    seg = fcnfast.Segmenter(model, device="cpu", dtype=torch.bfloat16)
+    engine = seg.engine
+    real, calls = engine.coarse_scores, []
+
+    def overflow_second(x):  # frame 1 overflows, as fp16 fc6/fc7 can
+        h = real(x)
+        calls.append(1)
+        if len(calls) == 2:
+            h = h.clone()
+            h[0, 0, 0, 0] = float("inf")
+        return h
+
+    monkeypatch.setattr(engine, "coarse_scores", overflow_second)
+    sm = ScoreSmoother(0.8, None)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        got = [engine.run_smoothed(f[None], sm)[0] for f in frames]
+    assert torch.equal(got[1].long(), ref_scores(model, frames[1][None]).argmax(1)[0])
+    assert torch.isfinite(sm.state).all()
+    # After the restart frame 2 is alone again (its own scores), not averaged with frame 1.
+    monkeypatch.setattr(engine, "coarse_scores", real)
+    assert torch.equal(got[2], engine.run(frames[2][None])[0])

@@ -166,8 +166,14 @@ class Engine:
             for i in range(0, n, step):
                 part = pixels[i:i + step]
                 x = self.network_input(part)
-                coarse = smoother.update(self.coarse_scores(x), part)
-                out.append(self._final(coarse, tuple(x.shape[-2:]))[0])
+                coarse = self.coarse_scores(x)
+                if self.dtype != torch.float32 and not bool(torch.isfinite(coarse).all()):
+                    # The precision guard: these frames from the float32 reference, unsmoothed,
+                    # and a fresh start (non-finite scores would poison the average for good).
+                    smoother.reset()
+                    out.append(self._rerun_float32(part)[0])
+                    continue
+                out.append(self._final(smoother.update(coarse, part), tuple(x.shape[-2:]))[0])
         return torch.cat(out)
 
     @torch.inference_mode()
