@@ -3,8 +3,10 @@
 Accepted: numpy H×W×3 uint8 RGB (also H×W gray, H×W×1, H×W×4 with alpha dropped, uint16, float in
 [0, 1]); PIL images of any mode; torch tensors (H×W×C uint8, C×H×W uint8 as
 ``torchvision.io.read_image`` returns it, or C×H×W float in [0, 1], on any device); paths to image
-files, read as they are displayed (EXIF orientation applied). Everything becomes either an (H, W, 3) uint8 tensor or a (3, H, W)
-float32 tensor in [0, 1]; ``to_network_input`` applies the model's input convention.
+files, read as they are displayed (EXIF orientation applied; a PIL image is taken as it is), with
+Pillow's decompression-bomb refusal an ``ImageError``. Everything becomes either an (H, W, 3)
+uint8 tensor or a (3, H, W) float32 tensor in [0, 1]; ``to_network_input`` applies the model's
+input convention.
 """
 from __future__ import annotations
 
@@ -152,26 +154,26 @@ def _open_path(path, what: str):
             upright = ImageOps.exif_transpose(im)
             return _from_pil(upright, f"image file {path}")
     except PILImage.DecompressionBombError as e:
-        size = _declared_size(path)
+        size = _declared_size(e)
         raise ImageError(f"image file {path} declares {size} pixels, beyond Pillow's "
                          f"decompression-bomb limit ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageError(f"cannot read image file {path}: {e}") from e
 
 
-def _declared_size(path) -> str:
-    """W×H from the file's header, read without decoding (or "too many" when even that fails)."""
-    from PIL import Image as PILImage
-
-    limit = PILImage.MAX_IMAGE_PIXELS
-    try:
-        PILImage.MAX_IMAGE_PIXELS = None  # the header only: no pixel is decoded here
-        with PILImage.open(path) as im:
-            return f"{im.width}x{im.height}"
-    except Exception:  # noqa: BLE001
-        return "too many"
-    finally:
-        PILImage.MAX_IMAGE_PIXELS = limit
+def _declared_size(e: Exception) -> str:
+    """W×H that Pillow's size check refused, taken from the check's frame ("too many" if absent)."""
+    # Reading the header again would need MAX_IMAGE_PIXELS lifted, a process-wide setting that
+    # other threads' opens rely on meanwhile; the check was handed the size (header, GIF frame,
+    # TIFF tile or WebP canvas alike).
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None and tb.tb_frame.f_code.co_name == "_decompression_bomb_check":
+        size = tb.tb_frame.f_locals.get("size")
+        if isinstance(size, tuple) and len(size) == 2:
+            return f"{size[0]}x{size[1]}"
+    return "too many"
 
 
 def read_image(img, what: str = "image") -> Image:

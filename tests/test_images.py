@@ -221,3 +221,61 @@ def test_decompression_bomb_is_an_image_error_naming_file_and_size(tmp_path):
     with pytest.raises(ImageError, match=r"bomb\.png declares 100000x100000 pixels") as e:
         read_image(str(path))
     assert not isinstance(e.value, PILImage.DecompressionBombError)
+
+
+def test_uint8_tensor_layout_rule_prefers_the_last_axis():
+    # (3, 6, 4) could be either layout: a last axis of 1, 3 or 4 is H×W×C, as before C×H×W existed.
+    t = torch.arange(72, dtype=torch.uint8).reshape(3, 6, 4)
+    assert torch.equal(read_image(t).pixels, t[..., :3])
+    with pytest.raises(ImageError, match=r"shape \(2, 9, 7\).*H×W×C or C×H×W"):
+        read_image(torch.zeros(2, 9, 7, dtype=torch.uint8))
+
+
+def test_exif_orientation_not_applied_to_pil_images(tmp_path):
+    # A PIL image is taken as the user has it: only files are read as displayed.
+    rgb = np.random.default_rng(2).integers(0, 256, (10, 16, 3), dtype=np.uint8)
+    exif = PILImage.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.png"
+    PILImage.fromarray(rgb).save(path, exif=exif)
+    with PILImage.open(path) as im:
+        assert im.getexif()[0x0112] == 6
+        np.testing.assert_array_equal(read_image(im).pixels.numpy(), rgb)
+    assert read_image(path).pixels.shape == (16, 10, 3)
+
+
+def test_decompression_bomb_limit_warning_and_error_on_real_images(tmp_path, monkeypatch):
+    # Pillow warns between 1× and 2× MAX_IMAGE_PIXELS and refuses beyond: the warning stays a
+    # warning (the image is decoded), the refusal is an ImageError with the declared W×H.
+    from PIL import features
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)
+    small = tmp_path / "small.png"
+    a = rgb(12, 13)  # 156 pixels
+    PILImage.fromarray(a).save(small)
+    with pytest.warns(PILImage.DecompressionBombWarning):
+        np.testing.assert_array_equal(read_image(small).pixels.numpy(), a)
+    # WebP checks the size inside its own header parser, GIF per frame: the W×H is named alike.
+    for ext in ["png", "jpg", "gif", "tif"] + (["webp"] if features.check("webp") else []):
+        big = tmp_path / f"big.{ext}"
+        PILImage.fromarray(rgb(15, 14)).save(big)  # 210 pixels
+        with pytest.raises(ImageError, match=rf"big\.{ext} declares 14x15 pixels"):
+            read_image(big)
+
+
+def test_bomb_size_is_read_without_lifting_the_global_limit(tmp_path, monkeypatch):
+    # MAX_IMAGE_PIXELS is process-wide: switching it off to read the header would leave other
+    # threads' opens unchecked meanwhile.
+    limits = []
+    real_open = PILImage.open
+
+    def spy(*args, **kwargs):
+        limits.append(PILImage.MAX_IMAGE_PIXELS)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(PILImage, "open", spy)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_declaring(100000, 100000))
+    with pytest.raises(ImageError, match="100000x100000"):
+        read_image(path)
+    assert limits and None not in limits
