@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -32,7 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from throughput import make_frames, numpy_chw, random_model  # noqa: E402
-from timing import cpu_model, device_name, git_revision, load_average, now, sync  # noqa: E402
+from timing import cpu_model, device_name, git_revision, load_average, measure, now  # noqa: E402
 
 import fcnfast  # noqa: E402
 from fcnfast.video import segment_video  # noqa: E402
@@ -87,15 +85,10 @@ def plain_loop(clip: str, out_path: str, model, conv, palette, device, alpha=0.5
     return n
 
 
-def timed(fn, device, repeats: int):
-    samples = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+def timed(fn, device, repeats: int) -> float:
+    """Median seconds of whole-clip runs (perf_counter between synchronisations: the work spans
+    threads and CUDA streams)."""
+    return measure(fn, device, warmup=0, min_repeats=repeats, cuda_events=False).median_s
 
 
 def main(argv=None) -> int:

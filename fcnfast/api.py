@@ -143,7 +143,10 @@ class Segmenter:
     def _labels(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.engine is not None:
             return self.engine.run(pixels.to(self.device, non_blocking=True))
-        return self._scores(pixels).argmax(1).to(label_dtype(self.num_classes))
+        return self._argmax(self._scores(pixels))
+
+    def _argmax(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.argmax(1).to(label_dtype(self.num_classes))
 
     @staticmethod
     def _hand_back(t: torch.Tensor, image: Image):
@@ -221,16 +224,13 @@ class Segmenter:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         _not_a_path(frames, "stream")
         batches = _frame_batches(frames, batch_size)
-        if smooth is not None:
+        if smooth is not None:  # frame after frame in order: no overlap of batches
             from .engine.smoothing import ScoreSmoother
 
             smoother = ScoreSmoother(smooth, smooth_reset)
-            for images in batches:
-                pixels = torch.stack([im.pixels for im in images]).to(self.device)
-                for lab, image in zip(self._smoothed_labels(pixels, smoother), images):
-                    yield self._hand_back(lab, image)
-            return
-        if self.engine is not None and self.device.type == "cuda":
+            results = ((self._smoothed_labels(torch.stack([im.pixels for im in ims]).to(self.device),
+                                              smoother), ims) for ims in batches)
+        elif self.engine is not None and self.device.type == "cuda":
             from .engine.stream import cuda_pipeline
 
             results = cuda_pipeline(((torch.stack([im.pixels for im in ims]), ims)
@@ -245,7 +245,7 @@ class Segmenter:
         if self.engine is not None:
             return self.engine.run_smoothed(pixels, smoother)
         # The reference path averages the full-resolution logits: the definition itself.
-        return smoother.update(self._scores(pixels), pixels).argmax(1).to(label_dtype(self.num_classes))
+        return self._argmax(smoother.update(self._scores(pixels), pixels))
 
     def check(self, img=None):
         """Run the engine and the float32 reference on ``img`` (default: a generated test scene) and
@@ -279,6 +279,15 @@ class Segmenter:
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "default.safetensors")
 
 
+def model_path(name):
+    """The file a model name means: ``"default"`` is the model shipped with fcnfast."""
+    if name != "default":
+        return name
+    if not os.path.exists(DEFAULT_MODEL):
+        raise FileNotFoundError(f"the default model is not installed ({DEFAULT_MODEL} is missing)")
+    return DEFAULT_MODEL
+
+
 def load(path="default", device=None, backend: str = "auto", dtype: Optional[torch.dtype] = None,
          arch: Optional[str] = None, num_classes: Optional[int] = None,
          cuda_graphs: Optional[bool] = None) -> Segmenter:
@@ -290,10 +299,7 @@ def load(path="default", device=None, backend: str = "auto", dtype: Optional[tor
     ``num_classes=N`` keeps the trunk and starts fresh score layers for N classes (fine-tuning).
     ``backend``/``dtype``/``cuda_graphs``: see ``Segmenter``.
     """
-    if path == "default":
-        if not os.path.exists(DEFAULT_MODEL):
-            raise FileNotFoundError(f"the default model is not installed ({DEFAULT_MODEL} is missing)")
-        path = DEFAULT_MODEL
+    path = model_path(path)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path, got {type(path).__name__}")
     model, info = ckpt.load_model(path, arch=arch)

@@ -39,13 +39,16 @@ def _median_fps(fn, device, frames: int, repeats: int) -> float:
 
 def quick_table(model: str = "default", *, size=(480, 640), batch: int = 1, device=None,
                 repeats: int = 5, arch=None) -> str:
-    from .api import load
+    from .api import Segmenter, load
     from .data.synthetic import synthetic_scene
 
     if batch < 1 or repeats < 1:
         raise ValueError(f"--batch and --repeats must be >= 1, got {batch} and {repeats}")
     engine = load(model, device=device, arch=arch)
-    reference = load(model, device=engine.device, arch=arch, backend="torch", dtype=torch.float32)
+    # The engine keeps its float32 reference model: the same weights, not loaded twice.
+    reference = Segmenter(engine.model, class_names=engine.classes,
+                          input_convention=engine.input_convention, palette=engine.palette,
+                          device=engine.device, backend="torch", dtype=torch.float32)
     h, w = size
     frames = np.stack([synthetic_scene(i, h, w)[0] for i in range(batch)])
     rows = []

@@ -76,14 +76,14 @@ def _alpha(text: str) -> float:
 
 
 def _cmd_info(args):
-    from .api import DEFAULT_MODEL
+    from .api import model_path
     from .checkpoint import read_checkpoint
     from .models import ARCHS
 
     if args.model is not None and args.model_pos is not None:
         raise ValueError("name the model once: as the argument or with --model")
     name = args.model or args.model_pos or "default"
-    info = read_checkpoint(DEFAULT_MODEL if name == "default" else name, arch=args.arch)
+    info = read_checkpoint(model_path(name), arch=args.arch)
     # Files without fcnfast metadata use the architecture's convention.
     conv = info.input_convention or ARCHS[info.arch].input_convention
     print(f"model        {name}")
@@ -142,6 +142,8 @@ def _cmd_segment(args):
     import numpy as np
     from PIL import Image as PILImage
 
+    import torch
+
     from .images import ImageError, read_image
     from .render import add_legend, label_png, overlay_labels
 
@@ -156,7 +158,8 @@ def _cmd_segment(args):
     failed = 0
     for path, rel in inputs:
         try:
-            labels = seg.segment(path)
+            image = read_image(path)  # decoded once, for the labels and the overlay
+            labels = seg.segment(image.pixels).numpy()
         except ImageError as e:
             msg = " ".join(str(e).split())
             print(f"fcnfast: skipped: {msg}" if path in msg else f"fcnfast: skipped {path}: {msg}",
@@ -168,8 +171,10 @@ def _cmd_segment(args):
         out = f"{stem}_labels.png"
         label_png(labels, seg.palette).save(out)
         if args.overlay:
-            rgb = read_image(path).pixels.numpy()
-            picture = overlay_labels(rgb, labels, seg.palette[:max(seg.num_classes, 1)], args.alpha,
+            rgb = image.pixels
+            if rgb.dtype != torch.uint8:  # a 16-bit or float image: (3, H, W) in [0, 1]
+                rgb = (rgb.permute(1, 2, 0) * 255).round().to(torch.uint8)
+            picture = overlay_labels(rgb.numpy(), labels, seg.palette[:max(seg.num_classes, 1)], args.alpha,
                                      draw_background=args.draw_background)
             if args.legend:
                 picture = add_legend(picture, seg.classes, seg.palette, np.unique(labels))
@@ -212,8 +217,7 @@ def _cmd_convert(args):
                          ".pt (a state dict)")
     if os.path.exists(out) and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    seg = load("default" if args.input == "default" else args.input, device="cpu",
-               backend="torch", arch=args.arch)
+    seg = load(args.input, device="cpu", backend="torch", arch=args.arch)
     note = ""
     if out.lower().endswith(".pt"):
         import torch

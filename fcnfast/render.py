@@ -8,13 +8,11 @@ import numpy as np
 import torch
 
 from . import ops
+from .images import _as_tensor as _numpy_tensor
 
 
 def _as_tensor(a) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):
-        return a
-    a = np.ascontiguousarray(a)
-    return torch.from_numpy(a if a.flags.writeable else a.copy())
+    return a if isinstance(a, torch.Tensor) else _numpy_tensor(np.asarray(a))
 
 
 def _restore(out: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> None:
@@ -91,8 +89,8 @@ def add_legend(rgb: np.ndarray, class_names: Sequence[str], palette,
     font = ImageFont.load_default()
     pad, box, row_h = 4, 10, 14
     entries = [(c, str(class_names[c]) if c < len(class_names) else f"class_{c}") for c in classes]
-    widths = [box + 3 + int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(name, font=font)) + 2 * pad
-              for _, name in entries]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widths = [box + 3 + int(measure.textlength(name, font=font)) + 2 * pad for _, name in entries]
     width = rgb.shape[1]
     rows, x = 1, 0
     for w in widths:  # wrap entries into rows of the picture's width

@@ -220,3 +220,15 @@ def test_expected_errors_and_interrupt_exit_codes(monkeypatch, capsys):
     monkeypatch.setattr(cli_mod, "_cmd_info", boom(KeyboardInterrupt()))
     assert main(["info"]) == 130
     assert capsys.readouterr().err.strip() == "fcnfast: interrupted"
+
+
+def test_overlay_of_a_16_bit_image(tmp_path):
+    """A 16-bit image is decoded once, to floats; its overlay is drawn from the same decode."""
+    path = tmp_path / "depthlike.png"
+    Image.fromarray(np.random.default_rng(6).integers(0, 65535, (40, 50), dtype=np.uint16)).save(path)
+    out = tmp_path / "o"
+    assert main(["segment", str(path), "-o", str(out), "--overlay", "--device", "cpu"]) == 0
+    over = np.asarray(Image.open(out / "depthlike_overlay.png"))
+    labels = np.asarray(Image.open(out / "depthlike_labels.png"))
+    gray = np.round(np.asarray(Image.open(path), dtype=np.float64) / 65535 * 255)
+    np.testing.assert_array_equal(over[labels == 0], np.repeat(gray[labels == 0][:, None], 3, 1))

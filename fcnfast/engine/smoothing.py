@@ -65,10 +65,8 @@ class ScoreSmoother:
             self._key = key
         thumbs = (frame_thumbnails(pixels) if pixels is not None and self.reset_threshold is not None
                   else None)
-        if thumbs is not None and self._thumb is not None and self._thumb.shape != thumbs.shape[1:]:
-            self._thumb = None
         out = torch.empty_like(scores)
-        a = torch.tensor(self.smooth, device=scores.device)
+        a = self.smooth
         for i in range(scores.shape[0]):
             x = scores[i]
             if self.state is None:

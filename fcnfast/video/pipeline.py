@@ -93,9 +93,6 @@ class _BlockingQueue(queue.Queue):
                 if give_up is not None and give_up():
                     return
 
-    def get(self):  # type: ignore[override]
-        return super().get()
-
 
 class _Worker(threading.Thread):
     """A daemon thread that keeps its exception for the caller."""
@@ -151,10 +148,6 @@ def _concat_width(a, b):
 
 def _host(a) -> np.ndarray:
     return a if isinstance(a, np.ndarray) else a.cpu().numpy()
-
-
-def output_size(mode: str, width: int, height: int):
-    return (2 * width if mode == "side-by-side" else width), height
 
 
 def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: float = 0.5,
