@@ -347,7 +347,7 @@ def main(argv=None):
 
     providers, skipped = [], {}
     for b in ops.backends():
-        ok, why = ops._status(b, device.type)
+        ok, why = ops.availability("preprocess", b, device.type)
         if b == "triton" and device.type == "cpu" and ok and not args.quick:
             ok, why = False, "the Triton interpreter is for --quick only"
         if ok:

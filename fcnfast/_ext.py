@@ -21,7 +21,12 @@ def _triton_import_error() -> str:
     try:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
-    except Exception as e:  # missing, or broken beside this torch
+    except ModuleNotFoundError as e:
+        if e.name != "triton":
+            return f"triton cannot be imported ({type(e).__name__}: {e})"
+        return ("triton is not installed: pip install 'fcnfast[triton]' (CUDA builds of torch "
+                "bring it)")
+    except Exception as e:  # broken beside this torch
         return f"triton cannot be imported ({type(e).__name__}: {e})"
     return ""
 

@@ -9,13 +9,14 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import contract, ops
 from .convention import InputConvention
-from .images import Image, ImageError, read_image, to_network_input
+from .images import Image, ImageError, model_scores, read_image
 from .models import FCNBase
-from .ops import label_dtype
 from .palette import VOC_CLASSES, voc_palette
 
-BACKENDS = ("auto", "torch", "triton", "cuda", "cpp")
+# What ``backend=`` takes: "auto" or one of the ops' backends ("torch" is the reference model).
+BACKENDS = ("auto",) + ops.BACKENDS
 _DTYPES = {torch.float32, torch.float64, torch.float16, torch.bfloat16}
 
 
@@ -42,16 +43,6 @@ def _frame_batches(frames, batch_size: int):
         batch.append(image)
     if batch:
         yield batch
-
-
-def _has_head_plan(model: FCNBase) -> bool:
-    from .engine.head import head_plan
-
-    try:
-        head_plan(model)
-    except TypeError:
-        return False
-    return True
 
 
 class Segmenter:
@@ -81,7 +72,7 @@ class Segmenter:
         self.engine = None
         # float64 exists on the reference path only; auto goes there for it.
         wants_engine = backend != "torch" and not (backend == "auto" and dtype == torch.float64)
-        if wants_engine and _has_head_plan(model):
+        if wants_engine and model.head_plan() is not None:
             ref_dtype = torch.float32
         else:
             self.backend = "torch"
@@ -93,9 +84,11 @@ class Segmenter:
                               "the reference model", RuntimeWarning, stacklevel=2)
             ref_dtype = torch.float32 if dtype is None else dtype
         self.model = model.eval().to(device=self.device, dtype=ref_dtype)
+        self.input_convention = input_convention or model.input_convention
         if self.backend != "torch":
             from .engine import Engine
-            self.engine = Engine(self.model, self.device, dtype, backend, cuda_graphs=cuda_graphs)
+            self.engine = Engine(self.model, self.device, dtype, backend, cuda_graphs=cuda_graphs,
+                                 convention=self.input_convention)
         self.dtype = self.engine.dtype if self.engine is not None else ref_dtype
         n = model.num_classes
         if class_names is None:
@@ -103,9 +96,6 @@ class Segmenter:
         if len(class_names) != n:
             raise ValueError(f"{len(class_names)} class names for a model with {n} classes")
         self.classes = list(class_names)
-        self.input_convention = input_convention or model.input_convention
-        if self.engine is not None:
-            self.engine.convention = self.input_convention
         self.palette = np.asarray(palette if palette is not None else voc_palette(max(n, 256)),
                                   dtype=np.uint8)
         if self.palette.ndim != 2 or self.palette.shape[1] != 3 or len(self.palette) < n:
@@ -133,8 +123,7 @@ class Segmenter:
     @torch.inference_mode()
     def _scores(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) class scores of a batch of decoded pixels of one size (the reference)."""
-        x = to_network_input(pixels, self.input_convention, self.device, self.model_dtype)
-        return self.model(x)
+        return model_scores(self.model, pixels, self.input_convention)
 
     @property
     def model_dtype(self) -> torch.dtype:
@@ -146,7 +135,7 @@ class Segmenter:
         return self._argmax(self._scores(pixels))
 
     def _argmax(self, scores: torch.Tensor) -> torch.Tensor:
-        return scores.argmax(1).to(label_dtype(self.num_classes))
+        return contract.argmax_labels(scores)
 
     @staticmethod
     def _hand_back(t: torch.Tensor, image: Image):
@@ -253,7 +242,7 @@ class Segmenter:
         if self.engine is None:
             raise RuntimeError("check() compares the engine with the reference; this Segmenter runs "
                                "the reference itself (backend='torch')")
-        from .engine.check import compare
+        from .engine.compare import compare
 
         if img is None:
             from .data.synthetic import synthetic_scene

@@ -93,7 +93,31 @@ def _cmd_info(args):
     if info.class_names:
         print(f"class names  {', '.join(info.class_names)}")
     print(f"input        {conv.channel_order}, scale {conv.scale:g}, mean {conv.mean}, std {conv.std}")
+    _print_runtime()
     return 0
+
+
+def _print_runtime() -> None:
+    """What runs here: the head-op backends (and why the others do not), the CPU kernels' ISA
+    level and the engine's default compute dtype per device."""
+    import torch
+
+    from . import _ext, ops
+    from .engine import compute_dtype
+
+    usable, missing = [], []
+    for b in ops.BACKENDS:
+        ok, why = ops.availability("preprocess", b)
+        (usable if ok else missing).append(b if ok else f"{b}: {why}")
+    print(f"backends     {', '.join(usable)}")
+    for line in missing:
+        print(f"  not here   {line}")
+    level = _ext.native_cpu_capability() if hasattr(_ext, "native_cpu_capability") else None
+    print(f"cpu kernels  {level or 'not built'}")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    dtypes = ", ".join(f"{d} {str(compute_dtype(torch.device(d), None)).replace('torch.', '')}"
+                       for d in devices)
+    print(f"engine dtype {dtypes}")
 
 
 def _cmd_check(args):
@@ -144,6 +168,7 @@ def _cmd_segment(args):
 
     import torch
 
+    from .contract import round_to_uint8
     from .images import ImageError, read_image
     from .render import add_legend, label_png, overlay_labels
 
@@ -173,7 +198,7 @@ def _cmd_segment(args):
         if args.overlay:
             rgb = image.pixels
             if rgb.dtype != torch.uint8:  # a 16-bit or float image: (3, H, W) in [0, 1]
-                rgb = (rgb.permute(1, 2, 0) * 255).round().to(torch.uint8)
+                rgb = round_to_uint8(rgb.permute(1, 2, 0) * 255)
             picture = overlay_labels(rgb.numpy(), labels, seg.palette[:max(seg.num_classes, 1)], args.alpha,
                                      draw_background=args.draw_background)
             if args.legend:
@@ -252,8 +277,8 @@ def _hw(text: str):
 
 
 def _cmd_train(args):
-    from .training import TrainConfig, train
-    from .training.datasets import open_dataset
+    from .training import FINAL_WEIGHTS, TrainConfig, train
+    from .training.dataset_names import open_dataset
 
     common = dict(synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size,
                   seed=args.seed)
@@ -279,7 +304,7 @@ def _cmd_train(args):
         return 0
     for r in result.stages:
         miu = "n/a" if r.mean_iu is None else f"{100 * r.mean_iu:.1f}"
-        where = f" -> {os.path.join(r.out_dir, 'model.safetensors')}" if r.out_dir else ""
+        where = f" -> {os.path.join(r.out_dir, FINAL_WEIGHTS)}" if r.out_dir else ""
         print(f"{r.arch}: {r.iterations} iterations, mean IU {miu}{where}")
     return 0
 
@@ -336,7 +361,7 @@ def _cmd_demo(args):
 
 def _add_train_parser(sub):
     from .models import ARCHS
-    from .training.datasets import DATASETS
+    from .training.dataset_names import DATASETS
 
     t = sub.add_parser("train", help="train an FCN (staged 32s -> 16s -> 8s, or at-once)",
                        description="Train an FCN with the paper's recipe (SGD momentum 0.99, "

@@ -69,7 +69,7 @@ def _check_float_range(t: torch.Tensor, what: str):
                          "pass uint8 for 0-255 data")
 
 
-def _as_tensor(a: np.ndarray) -> torch.Tensor:
+def numpy_to_tensor(a: np.ndarray) -> torch.Tensor:
     # torch wants contiguous, writable memory (PIL hands out read-only arrays).
     a = np.ascontiguousarray(a)
     return torch.from_numpy(a if a.flags.writeable else a.copy())
@@ -78,7 +78,7 @@ def _as_tensor(a: np.ndarray) -> torch.Tensor:
 def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
     _check_nonempty(a.shape, what)
     if a.dtype == np.uint8:
-        return _channels_last_to_rgb(_as_tensor(a), what)
+        return _channels_last_to_rgb(numpy_to_tensor(a), what)
     if a.dtype == np.uint16:
         a = a.astype(np.float32) / 65535.0
     elif a.dtype.kind == "f":
@@ -87,7 +87,7 @@ def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
         raise ImageError(f"{what} is a boolean array; expected uint8 or float in [0, 1]")
     else:
         raise ImageError(f"{what} has dtype {a.dtype}; expected uint8, uint16 or float in [0, 1]")
-    t = _channels_last_to_rgb(_as_tensor(a), what)
+    t = _channels_last_to_rgb(numpy_to_tensor(a), what)
     _check_float_range(t, what)
     return t.permute(2, 0, 1)
 
@@ -197,17 +197,20 @@ def read_image(img, what: str = "image") -> Image:
 def to_network_input(pixels: torch.Tensor, convention: InputConvention, device, dtype) -> torch.Tensor:
     """Normalise (N, H, W, 3) uint8 or (N, 3, H, W) float [0, 1] pixels to the net's (N, 3, H, W).
 
-    uint8 frames go through the ``preprocess`` head op (reference backend) with scale/255 per
-    step, exact for the Caffe 0-255 scale; float pixels follow the same formula in float32.
+    Both go through the reference ``preprocess`` formula: uint8 frames as the head op (scale/255
+    per step, exact for the Caffe 0-255 scale), float pixels as its ``normalize`` in float32.
     """
     x = pixels.to(device, non_blocking=True)
     if x.dtype == torch.uint8:
         return ops.preprocess(x, mean=convention.mean, std=convention.std,
                               scale=convention.scale / 255.0, bgr=convention.bgr, dtype=dtype,
                               backend="torch")
-    x = x.float() * convention.scale
-    if convention.bgr:
-        x = x.flip(1)
-    mean = torch.tensor(convention.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(convention.std, device=x.device).view(1, 3, 1, 1)
-    return ((x - mean) / std).to(dtype).contiguous()
+    return ops.normalize(x, mean=convention.mean, std=convention.std, scale=convention.scale,
+                         bgr=convention.bgr, dtype=dtype).contiguous()
+
+
+def model_scores(model: torch.nn.Module, pixels: torch.Tensor, convention: InputConvention) -> torch.Tensor:
+    """(N, C, H, W) class scores of a reference ``model`` for decoded pixels, in ``convention``,
+    on the model's device and in its dtype: the one way the reference path scores an image."""
+    p = next(model.parameters())
+    return model(to_network_input(pixels, convention, p.device, p.dtype))

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from . import ops
-from .images import _as_tensor as _numpy_tensor
+from .images import numpy_to_tensor
 
 
 def _as_tensor(a) -> torch.Tensor:
-    return a if isinstance(a, torch.Tensor) else _numpy_tensor(np.asarray(a))
+    return a if isinstance(a, torch.Tensor) else numpy_to_tensor(np.asarray(a))
 
 
 def _restore(out: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> None:

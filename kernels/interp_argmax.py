@@ -19,7 +19,7 @@ A zero weight still multiplies its input, as in PyTorch, so a non-finite neighbo
 import triton
 import triton.language as tl
 
-from fcnfast.ops import checks
+from fcnfast import contract
 
 from .common import argmax_update, block_size, gather4, num_warps_for
 
@@ -76,9 +76,9 @@ def _interp_argmax_kernel(
 
 def interp_argmax(x, size, *, return_scores=False):
     """argmax over classes of F.interpolate(x, size, bilinear); see fcnfast.ops."""
-    out_h, out_w = checks.check_interp_argmax(x, size, kernel=True)
+    out_h, out_w = contract.check_interp_argmax(x, size, kernel=True)
     n, c, h, w = x.shape
-    labels, scores = checks.new_argmax_outputs(x, out_h, out_w, return_scores)
+    labels, scores = contract.new_argmax_outputs(x, out_h, out_w, return_scores)
     if n == 0:
         return (labels, scores) if return_scores else labels
     x = x.contiguous()
@@ -86,7 +86,7 @@ def interp_argmax(x, size, *, return_scores=False):
     grid = (triton.cdiv(out_h * out_w, block), n)
     _interp_argmax_kernel[grid](
         x, labels, scores if return_scores else labels, c, h, w, out_h, out_w,
-        checks.interp_scale(h, out_h), checks.interp_scale(w, out_w),
+        contract.interp_scale(h, out_h), contract.interp_scale(w, out_w),
         RETURN_SCORES=return_scores, BLOCK=block, num_warps=num_warps_for(block))
     return (labels, scores) if return_scores else labels
 

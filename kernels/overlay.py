@@ -9,7 +9,7 @@ cache (three neighbouring lanes share one label; the palette is a few hundred by
 import triton
 import triton.language as tl
 
-from fcnfast.ops import checks
+from fcnfast import contract
 
 from .common import INT32_LIMIT, block_size, flat_index, num_warps_for
 
@@ -34,8 +34,8 @@ def _overlay_kernel(frames, labels, palette, out, total, keep, alpha,
 def overlay(frames, labels, palette, alpha=0.5):
     """uint8 (N, H, W, 3) frames blended with the (C, 3) uint8 ``palette`` colour of each label
     (labels (N, H, W) uint8/int32/int64 in [0, C)): floor((1−alpha)·frame + alpha·colour + 0.5)."""
-    alpha = checks.check_overlay(frames, labels, palette, alpha)
-    out = checks.new_output(tuple(frames.shape), frames.dtype, frames.device)
+    alpha = contract.check_overlay(frames, labels, palette, alpha)
+    out = contract.new_output(tuple(frames.shape), frames.dtype, frames.device)
     total = frames.numel()
     if total == 0:
         return out

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fcnfast.ops import checks
+from fcnfast import contract
 
 from .common import INT32_LIMIT, block_size, flat_index, num_warps_for
 
@@ -82,9 +82,9 @@ def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.floa
     ``mean``/``std`` are in the output channel order (BGR when ``bgr``). With ``channels_last`` the
     result is (N, 3, H, W) in the channels-last memory format.
     """
-    mean, std, scale = checks.check_preprocess(frames, mean, std, scale, dtype, kernel=True)
+    mean, std, scale = contract.check_preprocess(frames, mean, std, scale, dtype, kernel=True)
     n, h, w, _ = frames.shape
-    out = checks.new_network_input(frames, dtype, channels_last)
+    out = contract.new_network_input(frames, dtype, channels_last)
     if n == 0:
         return out
     frames = frames.contiguous()

@@ -2,7 +2,7 @@
 
 Each program computes one [BLOCK_C classes, BLOCK_P output pixels] tile of the cropped output and
 never materialises the full transposed-conv map. With k <= 2s every output pixel has at most 2×2
-input taps (``common.deconv_taps``). Two paths, picked once per call by ``checks.bilinear_filter``:
+input taps (``common.deconv_taps``). Two paths, picked once per call by ``contract.bilinear_filter``:
 
 * depthwise (diagonal bilinear weight): pixels in natural row-major order (coalesced loads and
   stores); each value is Σ of <= 4 taps x[n, c, iy, ix] · filt[ky, kx].
@@ -21,7 +21,7 @@ class blocks, batch).
 import triton
 import triton.language as tl
 
-from fcnfast.ops import checks
+from fcnfast import contract
 
 from .common import block_size, deconv_taps, num_warps_for
 
@@ -192,13 +192,13 @@ def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offse
                       skip_weight=None, skip_bias=None, skip_scale=1.0):
     """crop(convT(x, weight, stride), offset, size) + crop(skip score, skip_offset, size); the
     semantics of ``fcnfast.ops.reference.upsample_crop_add``, in one launch."""
-    g, (soy, sox) = checks.check_upsample_crop_add(x, weight, stride, skip, offset, skip_offset,
+    g, (soy, sox) = contract.check_upsample_crop_add(x, weight, stride, skip, offset, skip_offset,
                                                    size, skip_weight, skip_bias, skip_scale,
                                                    kernel=True)
-    out = checks.new_output((g.n, g.c, g.out_h, g.out_w), x.dtype, x.device)
+    out = contract.new_output((g.n, g.c, g.out_h, g.out_w), x.dtype, x.device)
     if g.n == 0:
         return out
-    filt = checks.bilinear_filter(weight)
+    filt = contract.bilinear_filter(weight)
     bilinear = filt is not None
     x = x.contiguous()
     w_arg = filt.contiguous() if bilinear else weight.contiguous()

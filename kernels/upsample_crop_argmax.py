@@ -4,7 +4,7 @@ The full-resolution logits are never written: each program computes the class sc
 pixels in registers and keeps a running argmax (torch.argmax's rule: ties → lowest class, the first
 NaN wins), accumulating in float32. Two kernels:
 
-* ``_upsample_bilinear_argmax_kernel`` — W is diagonal bilinear (``checks.bilinear_filter``): the op
+* ``_upsample_bilinear_argmax_kernel`` — W is diagonal bilinear (``contract.bilinear_filter``): the op
   is depthwise, each output class is 4 taps of its own input class. One program = a strip of
   output pixels; the tap positions and the 4 filter weights are computed once per pixel, then a
   runtime loop over the classes in increasing order (any C).
@@ -24,7 +24,7 @@ reproduces their effect at the end (see ``_upsample_bilinear_argmax_kernel``).
 import triton
 import triton.language as tl
 
-from fcnfast.ops import checks
+from fcnfast import contract
 
 from .common import argmax_update, block_size, deconv_taps, gather4, num_warps_for
 
@@ -172,11 +172,11 @@ def _upsample_general_argmax_kernel(
 
 def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False):
     """argmax over classes of crop(convT(x, weight, stride), offset, size); see fcnfast.ops."""
-    g = checks.check_upsample_crop_argmax(x, weight, stride, offset, size, kernel=True)
-    labels, scores = checks.new_argmax_outputs(x, g.out_h, g.out_w, return_scores)
+    g = contract.check_upsample_crop_argmax(x, weight, stride, offset, size, kernel=True)
+    labels, scores = contract.new_argmax_outputs(x, g.out_h, g.out_w, return_scores)
     if g.n == 0:
         return (labels, scores) if return_scores else labels
-    filt = checks.bilinear_filter(weight)  # on the caller's tensor: the check is cached per layer
+    filt = contract.bilinear_filter(weight)  # on the caller's tensor: the check is cached per layer
     x = x.contiguous()
     scores_arg = scores if return_scores else labels  # never written without RETURN_SCORES
     if filt is not None:

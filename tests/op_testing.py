@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fcnfast.ops as ops
-from fcnfast.ops import checks
+from fcnfast import contract
 
 # Relative error ‖y − ref‖ / ‖ref‖ allowed against the float64 reference (head-ops.md).
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
@@ -26,7 +26,7 @@ def kernel_backend_params():
 
 
 def require(backend: str, device: str):
-    ok, why = ops._status(backend, device)
+    ok, why = ops.availability("preprocess", backend, device)
     if not ok:
         pytest.skip(f"{backend} on {device}: {why}")
 
@@ -34,7 +34,7 @@ def require(backend: str, device: str):
 @pytest.fixture
 def poisoned(monkeypatch):
     """Make every op output start as garbage (NaN / 0xAB), so unwritten elements show."""
-    real = checks.new_output
+    real = contract.new_output
 
     def poison(shape, dtype, device):
         t = real(shape, dtype, device)
@@ -44,7 +44,7 @@ def poisoned(monkeypatch):
             t.fill_(0xAB if dtype == torch.uint8 else -12345)
         return t
 
-    monkeypatch.setattr(checks, "new_output", poison)
+    monkeypatch.setattr(contract, "new_output", poison)
     return poison
 
 

@@ -181,9 +181,20 @@ def test_backend_and_device_errors():
         fcnfast.Segmenter(nn.Conv2d(3, 3, 1), device="cpu")
     with pytest.raises(ValueError, match="class names"):
         fcnfast.Segmenter(m, class_names=["a"], device="cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
-            fcnfast.Segmenter(m, device="cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asserts the refusal on a machine without CUDA")
+def test_cuda_device_refused_without_cuda():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        fcnfast.Segmenter(Tiny(3), device="cuda")
+
+
+@pytest.mark.needs_cuda
+def test_cuda_device_used_with_cuda():
+    seg = fcnfast.Segmenter(Tiny(3), device="cuda")
+    assert seg.device.type == "cuda"
+    labels = seg.segment(frame(17, 19))
+    assert labels.shape == (17, 19) and labels.dtype == np.uint8
 
 
 def test_torchvision_convention_used_for_resnet():

@@ -13,7 +13,7 @@ import fcnfast
 from fcnfast import ops
 from fcnfast.data.synthetic import synthetic_scene
 from fcnfast.engine import Engine, compute_dtype
-from fcnfast.engine.check import FIRM_MARGIN
+from fcnfast.engine.compare import FIRM_MARGIN
 from fcnfast.engine.layers import PackedConv2d, inference_copy
 from fcnfast.images import to_network_input
 from fcnfast.models import build_model
@@ -68,7 +68,7 @@ def assert_firm_agreement(labels, ref, dtype, at_least=0.999):
 
 def kernel_backends():
     """Kernel backends that run on CPU tensors here (Triton only through its interpreter)."""
-    return [b for b in ops.BACKENDS if b != "torch" and ops._status(b, "cpu")[0]]
+    return [b for b in ops.BACKENDS if b != "torch" and ops.availability("preprocess", b, "cpu")[0]]
 
 
 @pytest.mark.parametrize("learned", [False, True], ids=["bilinear", "learned"])
@@ -228,9 +228,9 @@ def test_border_skipping_is_exact_on_later_frames(arch):
 
 
 def test_large_batches_run_frame_by_frame_with_the_same_result(monkeypatch):
-    from fcnfast.engine import plan
+    import fcnfast.engine.engine as engine_module
 
-    monkeypatch.setattr(plan, "_BATCHED_PIXELS", 1000)  # these 3×45×67 batches count as large
+    monkeypatch.setattr(engine_module, "_BATCHED_PIXELS", 1000)  # these 3×45×67 batches count as large
     model = make_model("fcn8s", learned=True)
     whole = Engine(model, torch.device("cpu"), torch.float32, skip_border=False)
     skipping = Engine(model, torch.device("cpu"), torch.float32)
@@ -319,14 +319,13 @@ def test_auto_falls_back_once_when_a_backend_fails(monkeypatch):
     first = engine.op_backends["upsample_crop_argmax"]
     if first == "torch":
         pytest.skip("no kernel backend to fail here")
-    real = ops.upsample_crop_argmax
 
-    def broken(*args, backend="auto", **kwargs):
-        if backend == first:
-            raise RuntimeError("kernel failed to launch")
-        return real(*args, backend=backend, **kwargs)
+    def broken(*args, **kwargs):
+        raise RuntimeError("kernel failed to launch")
 
-    monkeypatch.setattr(ops, "upsample_crop_argmax", broken)
+    # The engine binds each op's function at load: break the table's entry, then load.
+    monkeypatch.setitem(ops.DISPATCH[first], "upsample_crop_argmax", broken)
+    engine = Engine(model, torch.device("cpu"), torch.float32)
     with pytest.warns(RuntimeWarning, match=f"failed on backend '{first}'"):
         labels = engine.run(pixels)
     assert engine.op_backends["upsample_crop_argmax"] != first
@@ -338,9 +337,9 @@ def test_auto_falls_back_once_when_a_backend_fails(monkeypatch):
 
 def test_named_backend_that_cannot_run_is_refused():
     model = make_model("fcn32s")
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="'cuda' cannot run"):
-            fcnfast.Segmenter(model, device="cpu", backend="cuda")
+    # CPU tensors: refused with or without a GPU.
+    with pytest.raises(RuntimeError, match="'cuda' cannot run"):
+        fcnfast.Segmenter(model, device="cpu", backend="cuda")
     with pytest.raises(TypeError, match="float64 runs on backend='torch'"):
         Engine(model, torch.device("cpu"), torch.float64)
     with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device"):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import fcnfast.ops as ops
-from fcnfast.ops import checks
+from fcnfast import contract
 
 from op_testing import (TOLERANCE, assert_labels_firm, assert_rel_close, firm_mask,
                         kernel_backend_params, poisoned, require)  # noqa: F401 (fixture)
@@ -65,7 +65,7 @@ def test_matches_reference(backend, device, dtype, c, shape, size, poisoned):
     x = randn(n, c, h, w, dtype=dtype)
     labels, scores = run(x, size, backend, device)
     assert labels.device.type == scores.device.type == device
-    assert labels.dtype == checks.label_dtype(c) and scores.dtype == dtype
+    assert labels.dtype == contract.label_dtype(c) and scores.dtype == dtype
     ref_labels, ref_scores = ops.interp_argmax(x.double().cpu(), size, return_scores=True,
                                                backend="torch")
     firm = firm_mask(scores64(x, size), torch.float32, taps=4)

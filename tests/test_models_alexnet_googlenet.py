@@ -169,7 +169,7 @@ def _lrn_ok(m):
 
 
 def test_lrn_placement(alexnet, googlenet):
-    names = alexnet._trunk_names
+    names = list(alexnet.trunk_chain)
     assert names[names.index("pool1") + 1] == "norm1" and names[names.index("pool2") + 1] == "norm2"
     assert _lrn_ok(alexnet.norm1) and _lrn_ok(alexnet.norm2)
     assert sum(isinstance(m, nn.LocalResponseNorm) for m in alexnet.modules()) == 2

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import fcnfast.ops as ops
+from fcnfast import contract
 from fcnfast import _ext
 from fcnfast.models import build_model
 from fcnfast.models.init import bilinear_weight
@@ -11,11 +12,24 @@ from op_testing import assert_rel_close
 
 
 def test_backends_listing():
+    """Every backend listed runs an op and equals the reference on some device here; every one
+    not listed is refused on every device, saying why."""
     got = ops.backends()
-    assert got[0] == "torch"
-    assert ("triton" in got) == _ext.triton_status()[0]
-    assert ("cpp" in got) == _ext.has_cpp_ops()
-    assert ("cuda" in got) == (_ext.has_cuda_ops() and torch.cuda.is_available())
+    assert got[0] == "torch" and set(got) <= set(ops.BACKENDS)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    frames = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8)
+    want = ops.preprocess(frames, mean=(1.0, 2.0, 3.0), backend="torch")
+    for backend in ops.BACKENDS:
+        ran = False
+        for device in devices:
+            try:
+                y = ops.preprocess(frames.to(device), mean=(1.0, 2.0, 3.0), backend=backend)
+            except RuntimeError as e:
+                assert f"backend {backend!r} cannot run here" in str(e)
+                continue
+            torch.testing.assert_close(y.cpu(), want)
+            ran = True
+        assert ran == (backend in got), f"{backend}: listed {backend in got}, ran {ran}"
 
 
 def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
@@ -31,9 +45,9 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
 def test_named_backend_never_falls_back():
     x = torch.randn(1, 3, 4, 4)
     w = bilinear_weight(3, 3, 4)
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="backend 'cuda' cannot run here"):
-            ops.upsample_crop_add(x, w, 2, backend="cuda")
+    # CPU tensors: refused with or without a GPU.
+    with pytest.raises(RuntimeError, match="backend 'cuda' cannot run here"):
+        ops.upsample_crop_add(x, w, 2, backend="cuda")
     with pytest.raises(ValueError, match="unknown backend 'fast'"):
         ops.upsample_crop_add(x, w, 2, backend="fast")
     with pytest.raises(TypeError, match="expected a torch.Tensor"):
@@ -44,7 +58,7 @@ def test_auto_picks_a_compiled_backend_on_cpu():
     """auto on CPU: the C++ kernels when built, else the reference (Triton on CPU tensors is its
     slow interpreter, never chosen by auto)."""
     want = "cpp" if _ext.has_cpp_ops() else "torch"
-    assert ops._auto(torch.device("cpu")) == want
+    assert ops.candidates("upsample_crop_argmax", "auto", torch.device("cpu"))[0] == want
     x = torch.randn(1, 3, 4, 4)
     w = bilinear_weight(3, 3, 4)
     torch.testing.assert_close(ops.upsample_crop_add(x, w, 2),
@@ -111,8 +125,7 @@ def test_reference_float64_and_geometry_beyond_kernels():
     y = ops.upsample_crop_add(x, w, 2, backend="torch")
     assert y.dtype == torch.float64 and y.shape == (1, 2, 11, 11)
     with pytest.raises(ValueError, match="k <= 2\\*stride"):
-        from fcnfast.ops import checks
-        checks.check_upsample_crop_argmax(x.float(), w.float(), 2, 0, (3, 3), kernel=True)
+        contract.check_upsample_crop_argmax(x.float(), w.float(), 2, 0, (3, 3), kernel=True)
 
 
 def test_ops_trace_under_torch_compile():

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import fcnfast.ops as ops
+from fcnfast import contract
 from fcnfast.palette import voc_palette
 
 from op_testing import kernel_backend_params, poisoned, require  # noqa: F401 (poisoned: a fixture)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import fcnfast.ops as ops
+from fcnfast import contract
 
 from op_testing import DTYPES, TOLERANCE, assert_rel_close, kernel_backend_params, poisoned, require  # noqa: F401 (poisoned: a fixture)
 

@@ -260,7 +260,7 @@ def test_mixed_precision_option():
 def test_open_dataset_by_name(tmp_path):
     from PIL import Image
 
-    from fcnfast.training.datasets import open_dataset
+    from fcnfast.training.dataset_names import open_dataset
 
     assert len(open_dataset("synthetic", synthetic_count=3, synthetic_size=(20, 20))) == 3
     train_first = open_dataset("synthetic", synthetic_count=1)[0][1]

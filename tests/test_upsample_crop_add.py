@@ -17,8 +17,8 @@ import torch
 
 import fcnfast
 import fcnfast.ops as ops
+from fcnfast import contract
 from fcnfast.models.init import bilinear_weight
-from fcnfast.ops import checks
 
 from op_testing import (DTYPES, TOLERANCE, assert_rel_close, kernel_backend_params,  # noqa: F401
                         poisoned, require)
@@ -105,13 +105,13 @@ def make_case(case, dtype):
     _, n, c, (h, w), k, s, wkind, skind, offset, size, skip_offset = case
     x = randn(n, c, h, w, dtype=dtype, seed=2)
     weight = make_weight(wkind, c, k, dtype)
-    oy, ox = checks.pair(offset, "offset")
+    oy, ox = contract.pair(offset, "offset")
     fh, fw = full_size(h, w, k, s)
     if size == "edge":
         size = (fh - oy, fw - ox)
     out_h, out_w = (fh - oy, fw - ox) if size is None else size
     kw = dict(offset=offset, size=size, skip_offset=skip_offset)
-    soy, sox = checks.pair(skip_offset, "skip_offset")
+    soy, sox = contract.pair(skip_offset, "skip_offset")
     skip_hw = (soy + out_h, sox + out_w)  # ends exactly at the skip map's edge
     skip = None
     if skind == "scores":
@@ -135,7 +135,7 @@ def test_matches_reference(backend, device, case, dtype, poisoned):
     x, weight, s, skip, kw = make_case(case, dtype)
     y = check(x, weight, s, skip, backend, device, **kw)
     fh, fw = full_size(x.shape[2], x.shape[3], weight.shape[2], s)
-    oy, ox = checks.pair(kw["offset"], "offset")
+    oy, ox = contract.pair(kw["offset"], "offset")
     expect = (fh - oy, fw - ox) if kw["size"] is None else tuple(kw["size"])
     assert tuple(y.shape) == (x.shape[0], x.shape[1]) + expect
 
@@ -194,7 +194,7 @@ def test_path_choice(backend, device, kind, poisoned, monkeypatch):
     weight = near_bilinear(kind, c, k)
     x = randn(2, c, 6, 7, seed=7)
     skip = randn(2, c, 14, 16, seed=8)
-    assert (checks.bilinear_filter(weight) is not None) == (kind == "exact")
+    assert (contract.bilinear_filter(weight) is not None) == (kind == "exact")
     seen = _launches(monkeypatch, backend)
     check(x, weight, s, skip, backend, device, offset=1, size=(13, 15), skip_offset=(1, 1))
     assert seen == [kind == "exact"]

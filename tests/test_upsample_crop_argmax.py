@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 import fcnfast.ops as ops
-from fcnfast.bilinear import upsample_filt
-from fcnfast.ops import checks
+from fcnfast import contract
+from fcnfast.contract import upsample_filt
 
 from op_testing import (TOLERANCE, assert_labels_firm, assert_rel_close, firm_mask,
                         kernel_backend_params, poisoned, require)  # noqa: F401 (fixture)
@@ -41,8 +41,8 @@ def learned_weight(c, k, dtype=torch.float32, seed=0):
 
 def scores64(x, weight, s, offset, size):
     """The reference's full per-class scores in float64 (N, C, H, W), on the CPU."""
-    oy, ox = checks.pair(offset, "offset")
-    h, w = checks.pair(size, "size")
+    oy, ox = contract.pair(offset, "offset")
+    h, w = contract.pair(size, "size")
     full = F.conv_transpose2d(x.double().cpu(), weight.double().cpu(), stride=s)
     return full[..., oy:oy + h, ox:ox + w]
 
@@ -62,7 +62,7 @@ def check_matches_reference(x, weight, s, offset, size, backend, device, terms):
     c = x.shape[1]
     labels, scores = run(x, weight, s, offset, size, backend, device)
     ref_labels, ref_scores = reference(x, weight, s, offset, size)
-    assert labels.dtype == checks.label_dtype(c) and scores.dtype == x.dtype
+    assert labels.dtype == contract.label_dtype(c) and scores.dtype == x.dtype
     assert labels.device.type == scores.device.type == device
     # 4 taps per input class, `terms` input classes per output value, in float32.
     firm = firm_mask(scores64(x, weight, s, offset, size), torch.float32, taps=4 * terms)
@@ -101,7 +101,7 @@ def test_bilinear_matches_reference(backend, device, dtype, k, s, c, shape, offs
     n, h, w = shape
     x = randn(n, c, h, w, dtype=dtype)
     weight = bilinear_weight(c, k, dtype)
-    assert checks.bilinear_filter(weight) is not None
+    assert contract.bilinear_filter(weight) is not None
     check_matches_reference(x, weight, s, offset, size, backend, device, terms=1)
 
 
@@ -203,7 +203,7 @@ def test_near_bilinear_takes_general_path(backend, device, variant, monkeypatch,
     x = randn(1, c, 5, 6)
     base = bilinear_weight(c, k)
     weight = variant(base)
-    assert checks.bilinear_filter(weight) is None
+    assert contract.bilinear_filter(weight) is None
     bilinear, general = _spies(monkeypatch, backend)
     labels, _ = check_matches_reference(x, weight, s, (1, 1), (9, 11), backend, device, terms=c)
     assert general.launches == 2 and bilinear.launches == 0
@@ -216,7 +216,7 @@ def test_near_bilinear_takes_general_path(backend, device, variant, monkeypatch,
 def test_diagonal_bilinear_takes_fast_path(backend, device, monkeypatch):
     require(backend, device)
     weight = bilinear_weight(4, 16, torch.float16).transpose(2, 3)  # non-contiguous, still bilinear
-    assert not weight.is_contiguous() and checks.bilinear_filter(weight) is not None
+    assert not weight.is_contiguous() and contract.bilinear_filter(weight) is not None
     bilinear, general = _spies(monkeypatch, backend)
     run(randn(1, 4, 3, 3, dtype=torch.float16), weight, 8, (4, 4), (20, 21), backend, device)
     assert bilinear.launches == 1 and general.launches == 0

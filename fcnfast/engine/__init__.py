@@ -2,7 +2,7 @@
 through the fast path (cuDNN/oneDNN trunk in the best layout, fcnfast.ops head)."""
 from __future__ import annotations
 
-from .plan import Engine
+from .engine import Engine
 from .precision import compute_dtype, cpu_bf16_native
 
 __all__ = ["Engine", "compute_dtype", "cpu_bf16_native"]

@@ -22,21 +22,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.common import CaffeLRN
 from .layers import PackedConv2d, window_geometry
 
 Span = Tuple[int, int]  # [lo, hi) along one axis
 Rect = Tuple[Span, Span]
 
 # A layer computes its core alone only when the core is at most this fraction of its output; past
-# it the slice copies cost what they save (FCN-8s bf16, 500×500: 0.7 → 644 ms, 0.85 → 619 ms,
-# 1.0 → 619 ms; 451×300: 363 / 362 / 365 ms).
+# it the slice copies cost what they save (figures: benchmarks/RESULTS.md, "Figures moved out of
+# code comments").
 MAX_CORE_FRACTION = 0.85
 # Buffers kept per input shape; layers past this budget run whole (the early, largest maps give
 # most of the gain). Two shapes are kept, so at most twice this is held.
 MAX_BUFFER_BYTES = 768 << 20
 
-_POINTWISE = (nn.ReLU, nn.Identity, nn.Dropout, nn.Dropout2d, CaffeLRN, nn.LocalResponseNorm)
+# Caffe's LRN in the models is a LocalResponseNorm.
+_POINTWISE = (nn.ReLU, nn.Identity, nn.Dropout, nn.Dropout2d, nn.LocalResponseNorm)
 
 
 def _touching(core: Span, k: int, s: int, p: int, d: int, n_out: int) -> Span:

@@ -1,7 +1,7 @@
 """The engine's copy of a reference model, rewritten for inference speed.
 
-The copy keeps the reference's module names, so the trunk still runs through its own ``forward`` /
-``run_trunk``; only the layers change:
+The copy keeps the reference's module names and classes, so it still describes itself to the
+engine (``run_trunk``, ``head_plan``, ``trunk_chain``); only its layers change:
 - BatchNorm is folded into the convolution before it (ResNet, FCNHead);
 - weights and activations are in the compute dtype and channels-last;
 - on CPU every convolution is a oneDNN convolution with its weight reordered once into oneDNN's
@@ -15,8 +15,7 @@ import copy
 import torch
 from torch import nn
 
-from ..models.common import ChainFCN
-from ..models.resnet import Bottleneck, ResNetBackbone
+from ..models.resnet import Bottleneck
 from .precision import cpu_bf16_native
 
 _mkldnn = torch.ops.mkldnn
@@ -120,13 +119,13 @@ def _packable(conv: nn.Module) -> bool:
 
 
 def _runs_in_order(parent: nn.Module):
-    """Groups of child names that ``parent.forward`` applies one after another."""
+    """Groups of child names that ``parent.forward`` applies one after another: a Sequential's
+    children, or what the module says of itself (``layer_chains``, see ``models.FCNBase``)."""
     if isinstance(parent, nn.Sequential):
         yield list(parent._modules)
-    elif isinstance(parent, ChainFCN):
-        yield list(parent._trunk_names)
-    elif hasattr(parent, "BRANCHES"):  # GoogLeNet's Inception: each branch is a chain
-        yield from (list(b) for b in parent.BRANCHES)
+    chains = getattr(parent, "layer_chains", None)
+    if callable(chains):
+        yield from chains()
 
 
 def _pack_convolutions(model: nn.Module) -> None:
@@ -152,9 +151,6 @@ def _pack_convolutions(model: nn.Module) -> None:
         for name, child in list(parent._modules.items()):
             if isinstance(child, Bottleneck):
                 parent._modules[name] = PackedBottleneck(child)
-        if isinstance(parent, ResNetBackbone):  # the stem: conv1 → (folded bn1) → relu
-            parent.conv1.attr = "relu"
-            parent.relu = nn.Identity()
 
 
 class PackedBottleneck(nn.Module):

@@ -9,7 +9,7 @@ from typing import Iterable, Iterator, Tuple
 
 import torch
 
-from ..ops.checks import label_dtype
+from ..contract import label_dtype
 
 
 class _Slot:

@@ -1,10 +1,13 @@
 """Pieces shared by the reference FCN models."""
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import torch
 from torch import nn
 
 from ..convention import InputConvention
+from .head_plan import HeadPlan, final_step
 from .geometry import IDENTITY, CoordMap, chain_map, crop_offset, layer_map
 from .init import bilinear_init_, zero_init_
 
@@ -24,6 +27,18 @@ class FCNBase(nn.Module):
 
     ``forward(x)`` takes a preprocessed (N, 3, H, W) batch in the net's input convention and returns
     (N, C, H, W) class scores aligned with the input.
+
+    What the engine asks of a model (it never asks for its class):
+    - ``run_trunk(x, keep)``: the coarse class scores the head starts from, and the outputs of the
+      layers named in ``keep`` (the skip features);
+    - ``head_plan()``: the head as data (``head_plan.HeadPlan``), or None when the model has none
+      the engine can run;
+    - ``trunk_chain``: the trunk's top-level layers in the order ``run_trunk`` applies them, each
+      feeding the next (() when it is not such a chain): the engine's border skipping walks it;
+    - ``fc_block``: the chain's last layers, from a convolution on, that work row by row (fc6 →
+      score_fr), which the engine may run in row tiles when memory is short (() for none).
+    Any module may also offer ``layer_chains()``: groups of child names its forward applies one
+    after another, so the engine can fuse a convolution with the ReLU after it.
     """
 
     arch: str = ""
@@ -32,6 +47,20 @@ class FCNBase(nn.Module):
     @property
     def num_classes(self) -> int:
         raise NotImplementedError
+
+    def run_trunk(self, x: torch.Tensor, keep=(), until: Optional[str] = None):
+        raise NotImplementedError
+
+    def head_plan(self) -> Optional[HeadPlan]:
+        return None
+
+    @property
+    def trunk_chain(self) -> Tuple[str, ...]:
+        return ()
+
+    @property
+    def fc_block(self) -> Tuple[str, ...]:
+        return ()
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, num_classes={self.num_classes}"
@@ -107,12 +136,31 @@ class ChainFCN(FCNBase):
     def _upscore_forward(self, x: torch.Tensor) -> torch.Tensor:
         return crop(self.upscore(self.run_trunk(x)[0]), self.crop_offsets["upscore"], x.shape[-2:])
 
-    def run_trunk(self, x: torch.Tensor, keep=()):
-        """The score_fr output, and the outputs of the layers named in ``keep`` (a dict)."""
+    def run_trunk(self, x: torch.Tensor, keep=(), until: Optional[str] = None):
+        """The score_fr output, and the outputs of the layers named in ``keep`` (a dict). With
+        ``until``, the chain stops before that layer and its input comes back instead."""
         kept = {}
         h = x
         for name in self._trunk_names:
+            if name == until:
+                break
             h = getattr(self, name)(h)
             if name in keep:
                 kept[name] = h
         return h, kept
+
+    def head_plan(self) -> HeadPlan:
+        """A 32s net: one deconvolution to the image (FCN-16s/8s add their skips)."""
+        return HeadPlan((), final_step(self.upscore, self.crop_offsets["upscore"]))
+
+    @property
+    def trunk_chain(self) -> Tuple[str, ...]:
+        return tuple(self._trunk_names)
+
+    @property
+    def fc_block(self) -> Tuple[str, ...]:
+        names = self._trunk_names
+        return tuple(names[names.index("fc6"):]) if "fc6" in names else ()
+
+    def layer_chains(self):
+        return [list(self._trunk_names)]

@@ -65,6 +65,10 @@ class Inception(nn.Module):
                 self.add_module(f"relu_{name}", nn.ReLU(inplace=True))
         self.out_channels = n1x1 + n3 + n5 + npool
 
+    def layer_chains(self):
+        """Each branch is a chain (the engine fuses its ReLUs)."""
+        return [list(b) for b in self.BRANCHES]
+
     def _branch(self, names):
         return [self._modules[n] for n in names]
 

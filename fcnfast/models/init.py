@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bilinear import upsample_filt
+from ..contract import upsample_filt
 
 
 def bilinear_weight(in_channels: int, out_channels: int, size: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..convention import TORCHVISION_RGB
 from .common import FCNBase
+from .head_plan import INTERPOLATE, HeadPlan
 
 # Bottleneck blocks per stage.
 _DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -87,6 +88,10 @@ class ResNetBackbone(nn.Module):
         layers += [Bottleneck(out, planes, dilation=self.dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
+    def layer_chains(self):
+        """The stem: conv1 → bn1 → relu (the engine fuses the ReLU into the folded conv)."""
+        return [["conv1", "bn1", "relu", "maxpool"]]
+
     def forward(self, x) -> Tuple[torch.Tensor, torch.Tensor]:
         """layer3 and layer4 features."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -108,7 +113,7 @@ class FCNHead(nn.Sequential):
         )
 
 
-class _FCNResNet(FCNBase):
+class FCNResNet(FCNBase):
     input_convention = TORCHVISION_RGB
     depth: int = 0
 
@@ -125,6 +130,15 @@ class _FCNResNet(FCNBase):
     def num_classes(self) -> int:
         return self.classifier[4].out_channels
 
+    def run_trunk(self, x: torch.Tensor, keep=(), until: Optional[str] = None):
+        """The classifier's stride-8 scores; no skip features (the head interpolates them)."""
+        if keep or until is not None:
+            raise ValueError("FCN-ResNet's trunk keeps no skip features and has no fc block")
+        return self.classifier(self.backbone(x)[1]), {}
+
+    def head_plan(self) -> HeadPlan:
+        return HeadPlan((), INTERPOLATE)
+
     def _up(self, t, size):
         return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
 
@@ -137,16 +151,14 @@ class _FCNResNet(FCNBase):
         return out, aux
 
     def forward(self, x):
-        size = x.shape[-2:]
-        _, c4 = self.backbone(x)
-        return self._up(self.classifier(c4), size)
+        return self._up(self.run_trunk(x)[0], x.shape[-2:])
 
 
-class FCNResNet50(_FCNResNet):
+class FCNResNet50(FCNResNet):
     arch = "fcn_resnet50"
     depth = 50
 
 
-class FCNResNet101(_FCNResNet):
+class FCNResNet101(FCNResNet):
     arch = "fcn_resnet101"
     depth = 101

@@ -11,6 +11,7 @@ from torch import nn
 from ..convention import CAFFE_BGR
 from .common import ChainFCN, crop
 from .geometry import IDENTITY, crop_offset, layer_map
+from .head_plan import HeadPlan, final_step, skip_step
 from .init import bilinear_init_, zero_init_
 
 # (block, convs, out channels) of VGG16's 13 convolutions.
@@ -97,6 +98,11 @@ class FCN16s(_VGG16FCN):
         self._init_head()
         zero_init_(self.score_pool4)
 
+    def head_plan(self) -> HeadPlan:
+        skips = (skip_step(self.upscore2, "pool4", self.score_pool4,
+                           self.crop_offsets["score_pool4"]),)
+        return HeadPlan(skips, final_step(self.upscore16, self.crop_offsets["upscore16"]))
+
     def forward(self, x):
         _, pool4, h = self.trunk(x)
         up2 = self.upscore2(h)
@@ -130,6 +136,14 @@ class FCN8s(_VGG16FCN):
         self._init_head()
         zero_init_(self.score_pool3)
         zero_init_(self.score_pool4)
+
+    def head_plan(self) -> HeadPlan:
+        """Also at-once: its pool scales are the class attributes."""
+        skips = (skip_step(self.upscore2, "pool4", self.score_pool4,
+                           self.crop_offsets["score_pool4"], self.pool4_scale),
+                 skip_step(self.upscore_pool4, "pool3", self.score_pool3,
+                           self.crop_offsets["score_pool3"], self.pool3_scale))
+        return HeadPlan(skips, final_step(self.upscore8, self.crop_offsets["upscore8"]))
 
     def forward(self, x):
         pool3, pool4, h = self.trunk(x)

@@ -1,6 +1,6 @@
 """The head ops as ``torch.library`` custom ops (``torch.ops.fcnfast.*``), so ``torch.compile``
 graphs that call ``fcnfast.ops`` trace them as single opaque nodes instead of breaking on the
-kernels' Python launchers. Fake implementations give the output shapes from the contract checks.
+kernels' Python launchers. Fake implementations give the output shapes from the contract contract.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import checks
+from .. import contract
 
 
 def _front():
@@ -32,7 +32,7 @@ def upsample_crop_add(x: Tensor, weight: Tensor, stride: int, skip: Optional[Ten
 
 @upsample_crop_add.register_fake
 def _(x, weight, stride, skip, offset, skip_offset, size, skip_weight, skip_bias, skip_scale, backend):
-    g, _ = checks.check_upsample_crop_add(x, weight, stride, skip, tuple(offset), tuple(skip_offset),
+    g, _ = contract.check_upsample_crop_add(x, weight, stride, skip, tuple(offset), tuple(skip_offset),
                                           None if size is None else tuple(size), skip_weight,
                                           skip_bias, skip_scale, kernel=False)
     return x.new_empty((g.n, g.c, g.out_h, g.out_w))
@@ -48,8 +48,8 @@ def upsample_crop_argmax(x: Tensor, weight: Tensor, stride: int, offset: List[in
 
 @upsample_crop_argmax.register_fake
 def _(x, weight, stride, offset, size, return_scores, backend):
-    g = checks.check_upsample_crop_argmax(x, weight, stride, tuple(offset), tuple(size), kernel=False)
-    labels = x.new_empty((g.n, g.out_h, g.out_w), dtype=checks.label_dtype(g.c))
+    g = contract.check_upsample_crop_argmax(x, weight, stride, tuple(offset), tuple(size), kernel=False)
+    labels = x.new_empty((g.n, g.out_h, g.out_w), dtype=contract.label_dtype(g.c))
     return labels, x.new_empty((g.n, g.out_h, g.out_w) if return_scores else 0)
 
 
@@ -61,8 +61,8 @@ def interp_argmax(x: Tensor, size: List[int], return_scores: bool, backend: str)
 
 @interp_argmax.register_fake
 def _(x, size, return_scores, backend):
-    h, w = checks.check_interp_argmax(x, tuple(size), kernel=False)
-    labels = x.new_empty((x.shape[0], h, w), dtype=checks.label_dtype(x.shape[1]))
+    h, w = contract.check_interp_argmax(x, tuple(size), kernel=False)
+    labels = x.new_empty((x.shape[0], h, w), dtype=contract.label_dtype(x.shape[1]))
     return labels, x.new_empty((x.shape[0], h, w) if return_scores else 0)
 
 

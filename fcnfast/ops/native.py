@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from .. import _ext
-from ..bilinear import upsample_filt
-from . import checks
+
+from .. import contract
 
 # Must match csrc/fcn_math.h's DType.
 DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.uint8: 3,
@@ -40,9 +40,9 @@ def _on_device(t: torch.Tensor):
 
 def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.float32,
                channels_last=False):
-    mean, std, scale = checks.check_preprocess(frames, mean, std, scale, dtype, kernel=True)
+    mean, std, scale = contract.check_preprocess(frames, mean, std, scale, dtype, kernel=True)
     n, h, w, _ = frames.shape
-    out = checks.new_network_input(frames, dtype, channels_last)
+    out = contract.new_network_input(frames, dtype, channels_last)
     if n == 0:
         return out
     frames = frames.contiguous()
@@ -55,9 +55,9 @@ def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.floa
 
 
 def overlay(frames, labels, palette, alpha=0.5):
-    alpha = checks.check_overlay(frames, labels, palette, alpha)
+    alpha = contract.check_overlay(frames, labels, palette, alpha)
     n, h, w, _ = frames.shape
-    out = checks.new_output((n, h, w, 3), torch.uint8, frames.device)
+    out = contract.new_output((n, h, w, 3), torch.uint8, frames.device)
     if n == 0:
         return out
     frames, labels, palette = frames.contiguous(), labels.contiguous(), palette.contiguous()
@@ -70,14 +70,14 @@ def overlay(frames, labels, palette, alpha=0.5):
 
 def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offset=(0, 0), size=None,
                       skip_weight=None, skip_bias=None, skip_scale=1.0):
-    g, (soy, sox) = checks.check_upsample_crop_add(x, weight, stride, skip, offset, skip_offset,
+    g, (soy, sox) = contract.check_upsample_crop_add(x, weight, stride, skip, offset, skip_offset,
                                                    size, skip_weight, skip_bias, skip_scale,
                                                    kernel=True)
-    out = checks.new_output((g.n, g.c, g.out_h, g.out_w), x.dtype, x.device)
+    out = contract.new_output((g.n, g.c, g.out_h, g.out_w), x.dtype, x.device)
     if g.n == 0:
         return out
     # Depthwise when the weight is exactly diagonal bilinear: then only its (k, k) filter is passed.
-    filt = checks.bilinear_filter(weight)
+    filt = contract.bilinear_filter(weight)
     bilinear = filt is not None
     w_arg = (filt if bilinear else weight).to(torch.float32).contiguous()
     x = x.contiguous()
@@ -108,10 +108,10 @@ WEIGHT_LEARNED, WEIGHT_BILINEAR_2D, WEIGHT_BILINEAR_SEPARABLE = 0, 1, 2
 @lru_cache(maxsize=64)
 def _separable_factor(k: int, dtype: torch.dtype, device: torch.device):
     """The bilinear filter's 1-D factor g (k,) float32 on ``device`` when the (k, k) filter in
-    ``dtype`` (what ``checks.bilinear_filter`` returns, as float32) is exactly g[i]·g[j] in
+    ``dtype`` (what ``contract.bilinear_filter`` returns, as float32) is exactly g[i]·g[j] in
     float32 — for float32 weights at FCN's kernel sizes; not for float16 k = 64 or bfloat16
     k >= 32, whose rounded filters are no product. None then: the kernels use the 2-D filter."""
-    filt64 = upsample_filt(k)
+    filt64 = contract.upsample_filt(k)
     # filt64[i, i] = a_i² rounded; sqrt of a correctly rounded square is exactly |a_i| (a_i > 0).
     g = torch.from_numpy(np.sqrt(np.diag(filt64)).copy()).to(torch.float32)
     filt = torch.from_numpy(filt64).to(dtype).to(torch.float32)
@@ -121,12 +121,12 @@ def _separable_factor(k: int, dtype: torch.dtype, device: torch.device):
 
 
 def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False):
-    g = checks.check_upsample_crop_argmax(x, weight, stride, offset, size, kernel=True)
-    labels, scores = checks.new_argmax_outputs(x, g.out_h, g.out_w, return_scores)
+    g = contract.check_upsample_crop_argmax(x, weight, stride, offset, size, kernel=True)
+    labels, scores = contract.new_argmax_outputs(x, g.out_h, g.out_w, return_scores)
     if g.n == 0:
         return (labels, scores) if return_scores else labels
     # Depthwise when the weight is exactly diagonal bilinear (checked once per layer, cached).
-    filt = checks.bilinear_filter(weight)
+    filt = contract.bilinear_filter(weight)
     if filt is None:  # learned C×C: W as (k, k, C_in, C_out), the kernels' contiguous rows
         kind, w_arg = WEIGHT_LEARNED, weight.permute(2, 3, 0, 1).to(torch.float32).contiguous()
     else:
@@ -144,15 +144,15 @@ def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False
 
 
 def interp_argmax(x, size, *, return_scores=False):
-    out_h, out_w = checks.check_interp_argmax(x, size, kernel=True)
+    out_h, out_w = contract.check_interp_argmax(x, size, kernel=True)
     n, c, h, w = x.shape
-    labels, scores = checks.new_argmax_outputs(x, out_h, out_w, return_scores)
+    labels, scores = contract.new_argmax_outputs(x, out_h, out_w, return_scores)
     if n == 0:
         return (labels, scores) if return_scores else labels
     x = x.contiguous()
     with _on_device(x):
-        _module(x).interp_argmax(x.data_ptr(), n, c, h, w, out_h, out_w, checks.interp_scale(h, out_h),
-                                 checks.interp_scale(w, out_w), labels.data_ptr(),
+        _module(x).interp_argmax(x.data_ptr(), n, c, h, w, out_h, out_w, contract.interp_scale(h, out_h),
+                                 contract.interp_scale(w, out_w), labels.data_ptr(),
                                  DTYPE_CODE[labels.dtype],
                                  scores.data_ptr() if return_scores else 0, DTYPE_CODE[x.dtype],
                                  *_stream_args(x))

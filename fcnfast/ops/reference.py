@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import checks
+from .. import contract
 
 
 def _acc(t: torch.Tensor) -> torch.dtype:
@@ -24,7 +24,7 @@ def _exact():
     return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False)
 
 
-def _upsample(x, weight, g: checks.Upsample) -> torch.Tensor:
+def _upsample(x, weight, g: contract.Upsample) -> torch.Tensor:
     acc = _acc(x)
     with _exact():
         full = F.conv_transpose2d(x.to(acc), weight.to(acc), stride=g.s)
@@ -33,7 +33,7 @@ def _upsample(x, weight, g: checks.Upsample) -> torch.Tensor:
 
 def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offset=(0, 0), size=None,
                       skip_weight=None, skip_bias=None, skip_scale=1.0):
-    g, (soy, sox) = checks.check_upsample_crop_add(x, weight, stride, skip, offset, skip_offset, size,
+    g, (soy, sox) = contract.check_upsample_crop_add(x, weight, stride, skip, offset, skip_offset, size,
                                                    skip_weight, skip_bias, skip_scale, kernel=False)
     y = _upsample(x, weight, g)
     if skip is not None:
@@ -50,42 +50,42 @@ def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offse
 
 
 def _labels(scores: torch.Tensor, dtype_of: torch.Tensor, return_scores: bool):
-    # torch.argmax: ties go to the lowest index, a NaN wins.
-    labels = scores.argmax(1)
-    out = labels.to(checks.label_dtype(scores.shape[1]))
-    if not return_scores:
-        return out
-    best = scores.gather(1, labels.unsqueeze(1)).squeeze(1)
-    return out, best.to(dtype_of.dtype)
+    return contract.argmax_labels(scores, return_scores, dtype_of.dtype)
 
 
 def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False):
-    g = checks.check_upsample_crop_argmax(x, weight, stride, offset, size, kernel=False)
+    g = contract.check_upsample_crop_argmax(x, weight, stride, offset, size, kernel=False)
     return _labels(_upsample(x, weight, g), x, return_scores)
 
 
 def interp_argmax(x, size, *, return_scores=False):
-    out_h, out_w = checks.check_interp_argmax(x, size, kernel=False)
+    out_h, out_w = contract.check_interp_argmax(x, size, kernel=False)
     scores = F.interpolate(x.to(_acc(x)), size=(out_h, out_w), mode="bilinear", align_corners=False)
     return _labels(scores, x, return_scores)
 
 
-def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.float32,
-               channels_last=False):
-    mean, std, scale = checks.check_preprocess(frames, mean, std, scale, dtype, kernel=False)
+def normalize(x: torch.Tensor, *, mean, std, scale, bgr: bool, dtype) -> torch.Tensor:
+    """(N, 3, H, W) RGB values → ``(v·scale − mean) / std`` in the output channel order, computed in
+    float32 (float64 for float64 output): the one formula of preprocessing, for uint8 frames here
+    and for float pixels in ``images.to_network_input``."""
     acc = torch.float64 if dtype == torch.float64 else torch.float32
-    x = frames.permute(0, 3, 1, 2).to(acc)
+    x = x.to(acc)
     if bgr:
         x = x.flip(1)
     m = torch.tensor(mean, dtype=acc, device=x.device).view(1, 3, 1, 1)
     sd = torch.tensor(std, dtype=acc, device=x.device).view(1, 3, 1, 1)
-    y = ((x * scale - m) / sd).to(dtype)
+    return ((x * scale - m) / sd).to(dtype)
+
+
+def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.float32,
+               channels_last=False):
+    mean, std, scale = contract.check_preprocess(frames, mean, std, scale, dtype, kernel=False)
+    y = normalize(frames.permute(0, 3, 1, 2), mean=mean, std=std, scale=scale, bgr=bgr, dtype=dtype)
     return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def overlay(frames, labels, palette, alpha=0.5):
-    alpha = checks.check_overlay(frames, labels, palette, alpha)
+    alpha = contract.check_overlay(frames, labels, palette, alpha)
     colors = palette[labels.long()].float()
     mixed = frames.float() * (1.0 - alpha) + colors * alpha
-    # Round half up (floor(v + 0.5)), the kernels' rule; v stays within [0, 255].
-    return torch.floor(mixed + 0.5).clamp_(0, 255).to(torch.uint8)
+    return contract.round_to_uint8(mixed)  # v stays within [0, 255]

@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 from .config import TrainConfig
-from .loop import TrainResult, fit
+from .loop import FINAL_WEIGHTS, TrainResult, fit
 from .loss import drop_losses, segmentation_loss
 from .optim import make_optimizer, param_groups, set_upsampling_trainable
 from .stages import StagedResult, initial_model, next_stage, train, train_staged
 from .validate import evaluate
 
-__all__ = ["TrainConfig", "TrainResult", "StagedResult", "fit", "train", "train_staged",
+__all__ = ["FINAL_WEIGHTS", "TrainConfig", "TrainResult", "StagedResult", "fit", "train", "train_staged",
            "initial_model", "next_stage", "evaluate", "segmentation_loss", "drop_losses",
            "make_optimizer", "param_groups", "set_upsampling_trainable"]

@@ -22,9 +22,9 @@ from .. import checkpoint as ckpt
 from ..images import to_network_input
 from ..models import FCNBase
 from . import distributed
-from .checkpoints import TRAIN_CHECKPOINT, load_train_state, restore, save_train_state
+from .resume import TRAIN_CHECKPOINT, load_train_state, restore, save_train_state
 from .config import TrainConfig
-from .data import SkipSampler, TrainPairs, collate_pairs, shard_sampler
+from .samples import SkipSampler, TrainPairs, collate_pairs, shard_sampler
 from .logs import TrainLog
 from .loss import drop_losses, segmentation_loss
 from .optim import make_optimizer, set_lr, set_upsampling_trainable
@@ -173,7 +173,7 @@ def _fit(model, train_set, val_set, config, d, device, out_dir, resume, class_na
     model.eval()
     seconds = time.perf_counter() - t0
     if out_dir is not None and d.is_main:
-        ckpt.save_native(model, os.path.join(out_dir, "model.safetensors"),
+        ckpt.save_native(model, os.path.join(out_dir, FINAL_WEIGHTS),
                          class_names=_class_names(class_names, model))
         log.final({"iterations": it, "seconds": seconds,
                    "scores": None if scores is None else {k: v for k, v in scores.items()

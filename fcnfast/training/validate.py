@@ -8,7 +8,7 @@ import torch
 
 from ..images import to_network_input
 from ..metrics import ConfusionMeter
-from .data import check_pair
+from .samples import check_pair
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -1,9 +1,10 @@
-"""The execution plan: one FCN's weights prepared once at load time, run frame batch after batch.
+"""The engine: one FCN's weights prepared once at load time, run frame batch after batch.
 
 uint8 frames (N, H, W, 3) on the device → fused preprocess (compute dtype, channels-last) → trunk
-(cuDNN/oneDNN through PyTorch, ``layers.inference_copy``) → head ops (``head.head_plan``) → labels
-(N, H, W) uint8/int32 on the device. On GPU the whole sequence is captured as a CUDA graph per input
-shape (``graphs``).
+(cuDNN/oneDNN through PyTorch, ``layers.inference_copy``; the model's ``run_trunk``) → the steps of
+the model's ``head_plan()`` on the head ops, each bound to its backend at load (``backends``) →
+labels (N, H, W) uint8/int32 on the device. On GPU the whole sequence is captured as a CUDA graph
+per input shape (``graphs``). The engine asks the model for its plan, never for its class.
 """
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..images import to_network_input
+from .. import contract
+from ..convention import InputConvention
+from ..images import model_scores, to_network_input
 from ..models import FCNBase
-from ..models.common import ChainFCN
-from ..models.resnet import _FCNResNet
-from ..ops import checks
-from . import backends, border, tiling
+from . import border, tiling
+from .backends import OpRunner
 from .graphs import GraphCache
-from .head import FinalStep, head_plan
 from .layers import inference_copy
 from .precision import compute_dtype
 
@@ -31,56 +31,51 @@ _BATCHED_PIXELS = 512 * 512
 
 class Engine:
     """Runs ``model``'s weights on the fast path. ``model`` is the float32 reference on ``device``
-    (kept as is: it is the precision guard's fallback and ``check``'s ground truth)."""
+    (kept as is: it is the precision guard's fallback and ``compare``'s ground truth);
+    ``convention`` is how images become its input (default: the model's own)."""
 
     def __init__(self, model: FCNBase, device: torch.device, dtype: Optional[torch.dtype] = None,
                  backend: str = "auto", cuda_graphs: Optional[bool] = None,
                  graph_cache_size: int = 8, fc_tile_rows: Optional[int] = None,
-                 skip_border: Optional[bool] = None):
+                 skip_border: Optional[bool] = None,
+                 convention: Optional[InputConvention] = None):
         self.reference = model
         self.device = torch.device(device)
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError("cuda_graphs=True needs a CUDA device")
         self.dtype = compute_dtype(self.device, dtype)
-        self.backend = backend
-        self.convention = model.input_convention
-        self.plan = head_plan(model)
+        self.convention = convention or model.input_convention
+        plan = model.head_plan()
+        if plan is None:
+            raise TypeError(f"the engine has no head plan for {type(model).__name__}")
+        self.plan = plan
         self.net = inference_copy(model, self.device, self.dtype)
-        self.runners = backends.runners(backend, self.device,
-                                        ("preprocess",) + self.plan.ops)
-        self._final_runner = self._geometry_runner(self.plan.final, self.plan.ops[-1])
-        self._skip_runners = [self._geometry_runner(s, "upsample_crop_add") for s in self.plan.skips]
+        self._preprocess = OpRunner("preprocess", backend, self.device)
+        self._skip_runners = [OpRunner("upsample_crop_add", backend, self.device, step.geometry)
+                              for step in plan.skips]
+        self._final_runner = OpRunner(plan.final.op, backend, self.device, plan.final.geometry)
         # fc6/fc7 in row tiles: forced by ``fc_tile_rows``, or switched on after running out of memory.
-        self._fc_names = (tiling.fc_block_names(model._trunk_names)
-                          if isinstance(model, ChainFCN) else ())
+        self._fc_names = model.fc_block
         self.fc_tile_rows = fc_tile_rows
         # Recompute only the image-dependent core of the early maps (``border``): on CPU, for
-        # the pad-100 trunks. Not on GPU yet (unmeasured; CUDA graphs would keep the buffers).
+        # trunks that are chains (the pad-100 ones). Not on GPU yet (unmeasured; CUDA graphs would
+        # keep the buffers).
         if skip_border is None:
             skip_border = self.device.type == "cpu"
-        self.border = (border.BorderCache() if skip_border and isinstance(model, ChainFCN)
-                       else None)
+        self.border = border.BorderCache() if skip_border and model.trunk_chain else None
         self._lock = threading.Lock()  # the border buffers serve one batch at a time
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
         self.graphs = GraphCache(self._run_device, graph_cache_size) if cuda_graphs else None
         self._warned_precision = False
 
-    # -- backends --------------------------------------------------------------------------------
-    def _geometry_runner(self, step, op: str):
-        """The contract limits kernels to k <= 2·stride; beyond it the reference op runs."""
-        weight = getattr(step, "weight", None)
-        if weight is not None and weight.shape[-1] > 2 * step.stride:
-            return backends.OpRunner(op, "torch", self.device)
-        return self.runners[op]
-
     @property
     def op_backends(self) -> Dict[str, str]:
         """The backend each op runs on (after any first-use fallback)."""
-        out = {"preprocess": self.runners["preprocess"].backend}
+        out = {"preprocess": self._preprocess.backend}
         if self._skip_runners:
             out["upsample_crop_add"] = self._skip_runners[0].backend
-        out[self.plan.ops[-1]] = self._final_runner.backend
+        out[self.plan.final.op] = self._final_runner.backend
         return out
 
     # -- the network -----------------------------------------------------------------------------
@@ -88,29 +83,20 @@ class Engine:
         """(N, H, W, 3) uint8 or (N, 3, H, W) float [0, 1] pixels on the device → the net's input."""
         c = self.convention
         if pixels.dtype == torch.uint8:
-            return self.runners["preprocess"](pixels, mean=c.mean, std=c.std, scale=c.scale / 255.0,
-                                              bgr=c.bgr, dtype=self.dtype, channels_last=True)
+            return self._preprocess(pixels, mean=c.mean, std=c.std, scale=c.scale / 255.0,
+                                    bgr=c.bgr, dtype=self.dtype, channels_last=True)
         x = to_network_input(pixels, c, self.device, self.dtype)
         return x.contiguous(memory_format=torch.channels_last)
 
     def _trunk(self, x: torch.Tensor):
         """Coarse class scores and the skip features the head needs."""
-        net = self.net
-        if isinstance(net, _FCNResNet):
-            return net.classifier(net.backbone(x)[1]), {}
-        keep = set(self.plan.skip_layers)
-        fc = self._fc_names
+        net, keep, fc = self.net, self.plan.skip_layers, self._fc_names
         if self.border is not None and not self.fc_tile_rows:
-            return self.border.run(net, net._trunk_names, x, keep)
-        kept = {}
-        h = x
-        for name in net._trunk_names:
-            if self.fc_tile_rows and fc and name == fc[0]:
-                return tiling.run_tiled(net, fc, h, self.fc_tile_rows), kept
-            h = getattr(net, name)(h)
-            if name in keep:
-                kept[name] = h
-        return h, kept
+            return self.border.run(net, net.trunk_chain, x, keep)
+        if self.fc_tile_rows and fc:
+            h, kept = net.run_trunk(x, keep, until=fc[0])
+            return tiling.run_tiled(net, fc, h, self.fc_tile_rows), kept
+        return net.run_trunk(x, keep)
 
     @torch.inference_mode()
     def coarse_scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,7 +109,7 @@ class Engine:
         return h
 
     def _final(self, h: torch.Tensor, size):
-        f: FinalStep = self.plan.final
+        f = self.plan.final
         if f.weight is None:
             return self._final_runner(h, size, return_scores=True)
         return self._final_runner(h, f.weight, f.stride, f.offset, size, return_scores=True)
@@ -134,7 +120,7 @@ class Engine:
         if self.border is not None:
             # Large batches frame by frame: the CPU trunk is compute-bound, so a batch gains
             # nothing, while N-frame border buffers cost N times the memory and overflow their
-            # budget (FCN-8s 500×500 bf16: stream at batch 4 1.18 frames/s, frame by frame 1.60).
+            # budget (figures: benchmarks/RESULTS.md, "Figures moved out of code comments").
             # Small frames stay batched: there the per-call overhead is what counts.
             n, h, w = self._batch_size(pixels)
             with self._lock:
@@ -231,9 +217,8 @@ class Engine:
     @torch.inference_mode()
     def reference_scores(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) full-resolution scores of the float32 reference model (the ground truth:
-        the precision guard's rerun and ``check``)."""
-        x = to_network_input(pixels, self.convention, self.device, torch.float32)
-        return self.reference(x)
+        the precision guard's rerun and ``compare``)."""
+        return model_scores(self.reference, pixels, self.convention)
 
     def _rerun_float32(self, pixels):
         """Non-finite scores in a low-precision run (fp16 overflow in fc6/fc7): redo the batch on the
@@ -242,7 +227,4 @@ class Engine:
             self._warned_precision = True
             warnings.warn(f"fcnfast: non-finite class scores in {self.dtype}; rerunning in float32 "
                           "(further reruns are silent)", RuntimeWarning, stacklevel=3)
-        scores = self.reference_scores(pixels)
-        labels = scores.argmax(1, keepdim=True)  # torch.argmax's tie and NaN rules, as the ops
-        best = scores.gather(1, labels)[:, 0]
-        return labels[:, 0].to(checks.label_dtype(scores.shape[1])), best.to(self.dtype)
+        return contract.argmax_labels(self.reference_scores(pixels), True, self.dtype)

@@ -1,4 +1,7 @@
-"""The head-op contract as code: argument checks every implementation runs before computing.
+"""The head-op contract as code (../shared/design/head-ops.md): the argument checks every
+implementation runs before computing, output allocation, the label dtype and argmax rule, and
+which deconvolutions are bilinear. A leaf: it imports torch and numpy, nothing of fcnfast, so the
+reference, the native wrappers and the Triton kernels all import it and nothing above it.
 
 Each ``check_<op>`` raises TypeError/ValueError naming the argument, and returns the resolved
 geometry, so no kernel is ever launched on bad input. The PyTorch reference accepts float64 and any
@@ -16,7 +19,18 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from ..bilinear import upsample_filt
+
+def upsample_filt(size: int) -> np.ndarray:
+    """The (size, size) bilinear kernel of the paper's surgery.py: f(ky)·f(kx),
+    f(t) = 1 - |t - center| / factor. One formula for the models' initialisation and the ops'
+    bilinear detection."""
+    if size < 1:
+        raise ValueError(f"kernel size must be >= 1, got {size}")
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    og = np.ogrid[:size, :size]
+    return (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
+
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 REFERENCE_DTYPES = KERNEL_DTYPES + (torch.float64,)
@@ -30,6 +44,24 @@ def new_output(shape, dtype, device) -> torch.Tensor:
 
 def label_dtype(num_classes: int) -> torch.dtype:
     return torch.uint8 if num_classes <= 256 else torch.int32
+
+
+def argmax_labels(scores: torch.Tensor, return_scores: bool = False, score_dtype=None):
+    """The labels (N, H, W) of (N, C, H, W) class scores by the contract's rule — torch.argmax's:
+    ties go to the lowest class, a NaN wins — in ``label_dtype``; with ``return_scores`` also the
+    winning scores, in ``score_dtype`` (default: the scores' own)."""
+    labels = scores.argmax(1)
+    out = labels.to(label_dtype(scores.shape[1]))
+    if not return_scores:
+        return out
+    best = scores.gather(1, labels.unsqueeze(1)).squeeze(1)
+    return out, best.to(score_dtype or scores.dtype)
+
+
+def round_to_uint8(v: torch.Tensor) -> torch.Tensor:
+    """floor(v + 0.5) clamped to [0, 255] as uint8: the contract's rounding of a pixel value (half
+    up, as the overlay kernels; not round-half-to-even)."""
+    return torch.floor(v + 0.5).clamp_(0, 255).to(torch.uint8)
 
 
 def new_argmax_outputs(x: torch.Tensor, out_h: int, out_w: int, return_scores: bool):
@@ -101,6 +133,15 @@ def _window(offset, size, full, what: str):
                          f"{(fh, fw)}")
 
 
+def kernel_geometry_problem(k: int, s: int) -> str:
+    """Why the kernel backends cannot run a k×k deconvolution of stride s ("" when they can): each
+    output pixel must have at most 2×2 input taps, i.e. k <= 2·s."""
+    if k > 2 * s:
+        return (f"kernel {k} with stride {s} gives more than 2 taps per output pixel; kernel "
+                f"backends need k <= 2*stride")
+    return ""
+
+
 # --- geometry of the upsampling ops -------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -130,9 +171,9 @@ def _deconv(x, weight, stride, offset, size, kernel: bool, what: str) -> Upsampl
         raise ValueError(f"weight must be (C, C, k, k) with C = {c} classes of x, "
                          f"got {tuple(weight.shape)}")
     k, s = int(weight.shape[2]), _stride(stride)
-    if kernel and k > 2 * s:
-        raise ValueError(f"{what}: kernel {k} with stride {s} gives more than 2 taps per output "
-                         f"pixel; kernel backends need k <= 2*stride (use backend='torch')")
+    problem = kernel_geometry_problem(k, s) if kernel else ""
+    if problem:
+        raise ValueError(f"{what}: {problem} (use backend='torch')")
     full = ((h - 1) * s + k, (w - 1) * s + k)
     oy, ox = pair(offset, "offset")
     out_h, out_w = full if size is None else pair(size, "size")
@@ -213,7 +254,7 @@ def _frames(frames, name="frames") -> torch.Tensor:
     return frames
 
 
-def _triple(v, name: str) -> Tuple[float, float, float]:
+def triple(v, name: str) -> Tuple[float, float, float]:
     try:
         vals = tuple(float(x) for x in (v if isinstance(v, (tuple, list, np.ndarray)) else [v] * 3))
     except (TypeError, ValueError):
@@ -226,11 +267,11 @@ def _triple(v, name: str) -> Tuple[float, float, float]:
 def check_preprocess(frames, mean, std, scale, dtype, kernel: bool):
     """(mean, std, scale) as floats; std never 0."""
     _frames(frames)
-    mean = _triple(mean, "mean")
-    std = (1.0, 1.0, 1.0) if std is None else _triple(std, "std")
+    mean = triple(mean, "mean")
+    std = (1.0, 1.0, 1.0) if std is None else triple(std, "std")
     if any(s == 0 for s in std):
         raise ValueError(f"std must not contain 0, got {std}")
-    scale = _triple(scale, "scale")[0] if not isinstance(scale, (tuple, list)) else None
+    scale = triple(scale, "scale")[0] if not isinstance(scale, (tuple, list)) else None
     if scale is None:
         raise TypeError("scale must be one number")
     allowed = KERNEL_DTYPES if kernel else REFERENCE_DTYPES
