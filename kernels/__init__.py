@@ -1,5 +1,5 @@
 """Triton head kernels, installed as ``fcnfast.kernels``: one file per op, each its kernel plus one
-validating launcher. Imported only through ``fcnfast._ext.triton_kernels()``."""
+validating launcher. The library imports them only through ``fcnfast._ext.triton_kernels()``."""
 from .preprocess import preprocess
 from .overlay import overlay
 from .upsample_crop_add import upsample_crop_add

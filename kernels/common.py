@@ -1,7 +1,9 @@
 """Per-pixel arithmetic shared by the Triton head kernels, and their launch settings.
 
-The deconvolution taps and the argmax rule exist once here (the CUDA/C++ kernels get the same
-math from csrc's host/device header).
+The deconvolution taps, the 2×2 tap offsets and masks, the float32 tap GEMM, the argmax rule and
+the pixel-strip prologue/label epilogue exist once here (the CUDA/C++ kernels get the same math
+from csrc's host/device header). Kernels import triton/torch, ``fcnfast.contract`` and this
+module, nothing else of fcnfast.
 """
 import triton
 import triton.language as tl
@@ -44,6 +46,47 @@ def gather4(base, o00, o01, o10, o11, m00, m01, m10, m11):
     x10 = tl.load(base + o10, mask=m10, other=0.0).to(tl.float32)
     x11 = tl.load(base + o11, mask=m11, other=0.0).to(tl.float32)
     return x00, x01, x10, x11
+
+
+@triton.jit
+def corner_offsets(iy0, iy1, ix0, ix1, w):
+    """Flat offsets ``iy·w + ix`` of the 2×2 (row, column) pairs, in the order 00, 01, 10, 11."""
+    return iy0 * w + ix0, iy0 * w + ix1, iy1 * w + ix0, iy1 * w + ix1
+
+
+@triton.jit
+def corner_masks(vy0, vy1, vx0, vx1):
+    """Validity of the 2×2 (row, column) pairs, in the order 00, 01, 10, 11."""
+    return vy0 & vx0, vy0 & vx1, vy1 & vx0, vy1 & vx1
+
+
+@triton.jit
+def dot_tiles(a_ptrs, a_mask, b_ptrs, b_mask):
+    """``A @ B`` of two tiles loaded as float32 (masked elements read 0), A [M, K] and B [K, N]
+    (every dim >= 16), in IEEE float32: a tap's or a 1×1 scoring's GEMM."""
+    a = tl.load(a_ptrs, mask=a_mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptrs, mask=b_mask, other=0.0).to(tl.float32)
+    return tl.dot(a, b, input_precision="ieee")
+
+
+@triton.jit
+def strip_pixels(H, W, BLOCK: tl.constexpr):
+    """A pixel-strip program's share of an H×W output: image n = program_id(1) (int64), flat
+    pixels p of strip program_id(0), their mask, row y and column x."""
+    n = tl.program_id(1).to(tl.int64)
+    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    pmask = p < H * W
+    y = p // W
+    x = p - y * W
+    return n, p, pmask, y, x
+
+
+@triton.jit
+def store_argmax(labels_ptr, scores_ptr, out, best_idx, best, mask, RETURN_SCORES: tl.constexpr):
+    """Labels (and, with RETURN_SCORES, the winning scores) at flat output offsets ``out``."""
+    tl.store(labels_ptr + out, best_idx.to(labels_ptr.dtype.element_ty), mask=mask)
+    if RETURN_SCORES:
+        tl.store(scores_ptr + out, best.to(scores_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit

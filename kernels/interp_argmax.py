@@ -21,7 +21,8 @@ import triton.language as tl
 
 from fcnfast import contract
 
-from .common import argmax_update, block_size, gather4, num_warps_for
+from .common import (argmax_update, block_size, corner_offsets, gather4, num_warps_for,
+                     store_argmax, strip_pixels)
 
 
 @triton.jit
@@ -45,18 +46,10 @@ def _interp_argmax_kernel(
     C, h, w, H, W, scale_h, scale_w,
     RETURN_SCORES: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
-    p = pid * BLOCK + tl.arange(0, BLOCK)
-    pmask = p < H * W
-    y = p // W
-    xo = p - y * W
+    n, p, pmask, y, xo = strip_pixels(H, W, BLOCK)
     iy0, iy1, ly0, ly1 = _source(y, h, H, scale_h)
     ix0, ix1, lx0, lx1 = _source(xo, w, W, scale_w)
-    o00 = iy0 * w + ix0
-    o01 = iy0 * w + ix1
-    o10 = iy1 * w + ix0
-    o11 = iy1 * w + ix1
+    o00, o01, o10, o11 = corner_offsets(iy0, iy1, ix0, ix1, w)
     hw = h * w
     xb = x_ptr + n * C * hw
 
@@ -68,10 +61,7 @@ def _interp_argmax_kernel(
         v = ly0 * (lx0 * x00 + lx1 * x01) + ly1 * (lx0 * x10 + lx1 * x11)
         best, best_idx = argmax_update(best, best_idx, v, c)
 
-    out = n * H * W + p
-    tl.store(labels_ptr + out, best_idx.to(labels_ptr.dtype.element_ty), mask=pmask)
-    if RETURN_SCORES:
-        tl.store(scores_ptr + out, best.to(scores_ptr.dtype.element_ty), mask=pmask)
+    store_argmax(labels_ptr, scores_ptr, n * H * W + p, best_idx, best, pmask, RETURN_SCORES)
 
 
 def interp_argmax(x, size, *, return_scores=False):

@@ -23,7 +23,7 @@ import triton.language as tl
 
 from fcnfast import contract
 
-from .common import block_size, deconv_taps, num_warps_for
+from .common import block_size, corner_masks, corner_offsets, deconv_taps, dot_tiles, num_warps_for
 
 _SKIP_NONE, _SKIP_SCORES, _SKIP_FEATURES = 0, 1, 2
 _MAX_GRID_Z = 65535  # CUDA's limit on grid dims 1 and 2; the batch is launched in chunks
@@ -47,11 +47,9 @@ def _skip_tile(skip_ptr, sw_ptr, sb_ptr, n, cls, cmask, y, x, pmask, C, F, HS, W
         for f0 in range(0, F, BLOCK_F):
             f = f0 + fs
             fmask = f < F
-            wt = tl.load(sw_ptr + cls[:, None] * F + f[None, :],
-                         mask=cmask[:, None] & fmask[None, :], other=0.0).to(tl.float32)
-            ft = tl.load(feat + f.to(tl.int64)[:, None] * HS * WS + spix[None, :],
-                         mask=fmask[:, None] & pmask[None, :], other=0.0).to(tl.float32)
-            v += tl.dot(wt, ft, input_precision="ieee")
+            v += dot_tiles(sw_ptr + cls[:, None] * F + f[None, :], cmask[:, None] & fmask[None, :],
+                           feat + f.to(tl.int64)[:, None] * HS * WS + spix[None, :],
+                           fmask[:, None] & pmask[None, :])
         v = v * scale
         if HAS_BIAS:
             b = tl.load(sb_ptr + cls, mask=cmask, other=0.0).to(tl.float32)
@@ -60,10 +58,18 @@ def _skip_tile(skip_ptr, sw_ptr, sb_ptr, n, cls, cmask, y, x, pmask, C, F, HS, W
 
 
 @triton.jit
-def _depthwise_tap(x_rows, filt_ptr, iy, ix, ky, kx, valid, w, k: tl.constexpr, mask2):
-    """One of the <= 4 taps of the depthwise path: x[c, iy, ix] · filt[ky, kx] on [C, P]."""
-    f = tl.load(filt_ptr + ky * k + kx)  # indices are clamped in range by deconv_taps
-    v = tl.load(x_rows + (iy * w + ix)[None, :], mask=mask2 & valid[None, :], other=0.0)
+def _phase_taps(r, s: tl.constexpr, k: tl.constexpr):
+    """A phase's two taps on one axis (full-map coordinate ≡ r mod s): their kernel indices r and
+    r + s, clamped in range, and whether each is a real tap (< k)."""
+    return tl.minimum(r, k - 1), tl.minimum(r + s, k - 1), r < k, r + s < k
+
+
+@triton.jit
+def _depthwise_tap(x_rows, f_ptrs, pix, valid, mask2):
+    """One of the <= 4 taps of the depthwise path on [C, P]: x[c, iy, ix] · filt[ky, kx], with
+    ``pix`` = iy·w + ix and ``f_ptrs`` at filt[ky, kx] (indices clamped in range by deconv_taps)."""
+    f = tl.load(f_ptrs)
+    v = tl.load(x_rows + pix[None, :], mask=mask2 & valid[None, :], other=0.0)
     return v.to(tl.float32) * f[None, :]
 
 
@@ -105,36 +111,22 @@ def _upsample_crop_add_kernel(
 
     iy0, ky0, vy0, iy1, ky1, vy1 = deconv_taps(y + oy, s, k, h)
     ix0, kx0, vx0, ix1, kx1, vx1 = deconv_taps(x + ox, s, k, w)
-    vy0 = vy0 & pmask
-    vy1 = vy1 & pmask
+    p00, p01, p10, p11 = corner_offsets(iy0, iy1, ix0, ix1, w)
+    v00, v01, v10, v11 = corner_masks(vy0 & pmask, vy1 & pmask, vx0, vx1)
 
     x_img = x_ptr + n * C * h * w
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
     if BILINEAR:
         x_rows = x_img + cls.to(tl.int64)[:, None] * h * w
         m2 = cmask[:, None]
-        acc += _depthwise_tap(x_rows, w_ptr, iy0, ix0, ky0, kx0, vy0 & vx0, w, k, m2)
-        acc += _depthwise_tap(x_rows, w_ptr, iy0, ix1, ky0, kx1, vy0 & vx1, w, k, m2)
-        acc += _depthwise_tap(x_rows, w_ptr, iy1, ix0, ky1, kx0, vy1 & vx0, w, k, m2)
-        acc += _depthwise_tap(x_rows, w_ptr, iy1, ix1, ky1, kx1, vy1 & vx1, w, k, m2)
+        acc += _depthwise_tap(x_rows, w_ptr + ky0 * k + kx0, p00, v00, m2)
+        acc += _depthwise_tap(x_rows, w_ptr + ky0 * k + kx1, p01, v01, m2)
+        acc += _depthwise_tap(x_rows, w_ptr + ky1 * k + kx0, p10, v10, m2)
+        acc += _depthwise_tap(x_rows, w_ptr + ky1 * k + kx1, p11, v11, m2)
     else:
         # The kernel indices of this phase, one per tap, shared by the whole tile.
-        kya = tl.minimum(ry, k - 1)
-        kyb = tl.minimum(ry + s, k - 1)
-        kxa = tl.minimum(rx, k - 1)
-        kxb = tl.minimum(rx + s, k - 1)
-        ok_ya = ry < k
-        ok_yb = ry + s < k
-        ok_xa = rx < k
-        ok_xb = rx + s < k
-        p00 = iy0 * w + ix0
-        p01 = iy0 * w + ix1
-        p10 = iy1 * w + ix0
-        p11 = iy1 * w + ix1
-        v00 = (vy0 & vx0)[None, :]
-        v01 = (vy0 & vx1)[None, :]
-        v10 = (vy1 & vx0)[None, :]
-        v11 = (vy1 & vx1)[None, :]
+        kya, kyb, ok_ya, ok_yb = _phase_taps(ry, s, k)
+        kxa, kxb, ok_xa, ok_xb = _phase_taps(rx, s, k)
         cis = tl.arange(0, BLOCK_CI)
         for ci0 in range(0, C, BLOCK_CI):
             ci = ci0 + cis
@@ -144,23 +136,20 @@ def _upsample_crop_add_kernel(
             # W[ci, co, ky, kx] as a [C_out, C_in] tile
             w_tile = w_ptr + ci.to(tl.int64)[None, :] * C * k * k + (cls * k * k)[:, None]
             wm = cmask[:, None] & cimask[None, :]
-            # A tap whose kernel index is >= k (k < 2s) is skipped for the whole tile.
+            # Tap (ky, kx): W[:, :, ky, kx]ᵀ · x at (iy, ix). A tap whose kernel index is >= k
+            # (k < 2s) is skipped for the whole tile.
             if ok_ya & ok_xa:
-                wt = tl.load(w_tile + kya * k + kxa, mask=wm, other=0.0).to(tl.float32)
-                xt = tl.load(x_rows + p00[None, :], mask=xm & v00, other=0.0).to(tl.float32)
-                acc += tl.dot(wt, xt, input_precision="ieee")
+                acc += dot_tiles(w_tile + kya * k + kxa, wm,
+                                 x_rows + p00[None, :], xm & v00[None, :])
             if ok_ya & ok_xb:
-                wt = tl.load(w_tile + kya * k + kxb, mask=wm, other=0.0).to(tl.float32)
-                xt = tl.load(x_rows + p01[None, :], mask=xm & v01, other=0.0).to(tl.float32)
-                acc += tl.dot(wt, xt, input_precision="ieee")
+                acc += dot_tiles(w_tile + kya * k + kxb, wm,
+                                 x_rows + p01[None, :], xm & v01[None, :])
             if ok_yb & ok_xa:
-                wt = tl.load(w_tile + kyb * k + kxa, mask=wm, other=0.0).to(tl.float32)
-                xt = tl.load(x_rows + p10[None, :], mask=xm & v10, other=0.0).to(tl.float32)
-                acc += tl.dot(wt, xt, input_precision="ieee")
+                acc += dot_tiles(w_tile + kyb * k + kxa, wm,
+                                 x_rows + p10[None, :], xm & v10[None, :])
             if ok_yb & ok_xb:
-                wt = tl.load(w_tile + kyb * k + kxb, mask=wm, other=0.0).to(tl.float32)
-                xt = tl.load(x_rows + p11[None, :], mask=xm & v11, other=0.0).to(tl.float32)
-                acc += tl.dot(wt, xt, input_precision="ieee")
+                acc += dot_tiles(w_tile + kyb * k + kxb, wm,
+                                 x_rows + p11[None, :], xm & v11[None, :])
 
     if SKIP != 0:
         acc += _skip_tile(skip_ptr, sw_ptr, sb_ptr, n, cls, cmask, y, x, pmask, C, F, HS, WS,

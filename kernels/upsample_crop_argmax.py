@@ -26,7 +26,9 @@ import triton.language as tl
 
 from fcnfast import contract
 
-from .common import argmax_update, block_size, deconv_taps, gather4, num_warps_for
+from .common import (argmax_update, block_size, corner_masks, corner_offsets, deconv_taps,
+                     dot_tiles, gather4, num_warps_for, store_argmax, strip_pixels)
+
 
 @triton.jit
 def _upsample_bilinear_argmax_kernel(
@@ -34,28 +36,16 @@ def _upsample_bilinear_argmax_kernel(
     C, h, w, H, W, oy, ox,
     S: tl.constexpr, K: tl.constexpr, RETURN_SCORES: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
-    p = pid * BLOCK + tl.arange(0, BLOCK)
-    pmask = p < H * W
-    y = p // W
-    xo = p - y * W
+    n, p, pmask, y, xo = strip_pixels(H, W, BLOCK)
 
     # Taps of the full-map pixel (y + oy, xo + ox): rows iy0/iy1 with kernel rows ky0/ky1, etc.
     iy0, ky0, vy0, iy1, ky1, vy1 = deconv_taps(y + oy, S, K, h)
     ix0, kx0, vx0, ix1, kx1, vx1 = deconv_taps(xo + ox, S, K, w)
-    m00 = pmask & vy0 & vx0
-    m01 = pmask & vy0 & vx1
-    m10 = pmask & vy1 & vx0
-    m11 = pmask & vy1 & vx1
-    f00 = tl.load(filt_ptr + ky0 * K + kx0, mask=m00, other=0.0)
-    f01 = tl.load(filt_ptr + ky0 * K + kx1, mask=m01, other=0.0)
-    f10 = tl.load(filt_ptr + ky1 * K + kx0, mask=m10, other=0.0)
-    f11 = tl.load(filt_ptr + ky1 * K + kx1, mask=m11, other=0.0)
-    o00 = iy0 * w + ix0
-    o01 = iy0 * w + ix1
-    o10 = iy1 * w + ix0
-    o11 = iy1 * w + ix1
+    m00, m01, m10, m11 = corner_masks(pmask & vy0, pmask & vy1, vx0, vx1)
+    # The 4 filter weights (float32), filt[ky, kx] at ky·K + kx; 0 where the tap is invalid.
+    q00, q01, q10, q11 = corner_offsets(ky0, ky1, kx0, kx1, K)
+    f00, f01, f10, f11 = gather4(filt_ptr, q00, q01, q10, q11, m00, m01, m10, m11)
+    o00, o01, o10, o11 = corner_offsets(iy0, iy1, ix0, ix1, w)
     hw = h * w
     xb = x_ptr + n * C * hw
 
@@ -82,10 +72,7 @@ def _upsample_bilinear_argmax_kernel(
     best_idx = tl.where(spread, tl.where(bad_rest | (v0 != v0), 0, 1), best_idx)
     best = tl.where(spread, float("nan"), best)
 
-    out = n * H * W + p
-    tl.store(labels_ptr + out, best_idx.to(labels_ptr.dtype.element_ty), mask=pmask)
-    if RETURN_SCORES:
-        tl.store(scores_ptr + out, best.to(scores_ptr.dtype.element_ty), mask=pmask)
+    store_argmax(labels_ptr, scores_ptr, n * H * W + p, best_idx, best, pmask, RETURN_SCORES)
 
 
 @triton.jit
@@ -152,22 +139,19 @@ def _upsample_general_argmax_kernel(
                 part = tl.zeros([BLOCK_P, BLOCK_CO], dtype=tl.float32)
                 for ci0 in range(0, C, BLOCK_CI):
                     ci = ci0 + ci_r
-                    xt = tl.load(xb + ci[None, :] * hw + sp[:, None],
-                                 mask=pv[:, None] & (ci[None, :] < C), other=0.0).to(tl.float32)
-                    wt = tl.load(w_ptr + ci[:, None].to(tl.int64) * (C * K * K)
-                                 + co[None, :] * (K * K) + (ky * K + kx),
-                                 mask=(ci[:, None] < C) & (co[None, :] < C),
-                                 other=0.0).to(tl.float32)
-                    part += tl.dot(xt, wt, input_precision="ieee")
+                    # X_tap[P, C_in] @ W[ci, co, ky, kx][C_in, C_out]
+                    part += dot_tiles(xb + ci[None, :] * hw + sp[:, None],
+                                      pv[:, None] & (ci[None, :] < C),
+                                      w_ptr + ci[:, None].to(tl.int64) * (C * K * K)
+                                      + co[None, :] * (K * K) + (ky * K + kx),
+                                      (ci[:, None] < C) & (co[None, :] < C))
                 # A tap outside the input is no term at all (not 0·w, which is NaN for w = NaN).
                 acc += tl.where(pv[:, None], part, 0.0)
         blk_v, blk_i = _block_argmax(acc, co, C)
         best, best_idx = argmax_update(best, best_idx, blk_v, blk_i)
 
-    out = n * H * W + y * W + xo
-    tl.store(labels_ptr + out, best_idx.to(labels_ptr.dtype.element_ty), mask=pmask)
-    if RETURN_SCORES:
-        tl.store(scores_ptr + out, best.to(scores_ptr.dtype.element_ty), mask=pmask)
+    store_argmax(labels_ptr, scores_ptr, n * H * W + y * W + xo, best_idx, best, pmask,
+                 RETURN_SCORES)
 
 
 def upsample_crop_argmax(x, weight, stride, offset, size, *, return_scores=False):

@@ -94,7 +94,7 @@ def test_implementations_import_only_the_contract(name):
 def test_only_the_front_door_imports_the_implementations():
     impl = {"fcnfast.ops.reference", "fcnfast.ops.native"} | {
         n for n in KNOWN if _in(n, "fcnfast.kernels")}
-    for name in KNOWN - impl - {"fcnfast.ops", "fcnfast._ext", "fcnfast.ops.library"}:
+    for name in KNOWN - impl - {"fcnfast.ops", "fcnfast._ext", "fcnfast.ops.custom_ops"}:
         assert not (_targets(name) & impl), f"{name} imports {_targets(name) & impl}"
 
 

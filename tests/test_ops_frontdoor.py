@@ -1,4 +1,5 @@
 """fcnfast.ops: backend choice, the reference against the model it stands in for, path detection."""
+import os
 import pytest
 import torch
 
@@ -148,3 +149,37 @@ def test_ops_trace_under_torch_compile():
     compiled = torch.compile(head, backend="aot_eager", fullgraph=True)
     for got, want in zip(compiled(x, skip, frames), head(x, skip, frames)):
         torch.testing.assert_close(got, want)
+
+
+def test_without_triton_everything_else_runs(tmp_path):
+    """triton is an optional extra: with it missing, fcnfast imports, lists no triton backend,
+    refuses backend='triton' with the install hint, and "auto" and the engine run on the rest."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["triton"] = None  # import triton now fails as if it were not installed
+import torch, fcnfast
+from fcnfast import ops
+assert "triton" not in ops.backends(), ops.backends()
+x = torch.randn(1, 3, 5, 5)
+from fcnfast.models.init import bilinear_weight
+w = bilinear_weight(3, 3, 4)
+try:
+    ops.upsample_crop_argmax(x, w, 2, 1, (9, 9), backend="triton")
+except RuntimeError as e:
+    assert "pip install 'fcnfast[triton]'" in str(e), e
+else:
+    raise AssertionError("backend='triton' ran without triton")
+ref = ops.upsample_crop_argmax(x, w, 2, 1, (9, 9), backend="torch")
+assert torch.equal(ops.upsample_crop_argmax(x, w, 2, 1, (9, 9)), ref)
+seg = fcnfast.load(device="cpu")
+assert "triton" not in seg.op_backends.values()
+assert seg.check().ok
+print("ok")
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

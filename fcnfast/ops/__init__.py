@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from .. import _ext, contract
-from . import library, native, reference  # noqa: F401  (library registers the custom ops)
+from . import custom_ops, native, reference  # noqa: F401  (custom_ops registers torch.ops.fcnfast.*)
 from .winners import AUTO_ORDER
 
 BACKENDS = ("torch", "triton", "cuda", "cpp")
@@ -142,7 +142,7 @@ def _resolve(op: str, backend: str, anchor, weight=None, stride=None) -> Callabl
 
 
 def _traced() -> bool:
-    """Inside torch.compile's tracing: route through the custom ops (fcnfast/ops/library.py)."""
+    """Inside torch.compile's tracing: route through the custom ops (fcnfast/ops/custom_ops.py)."""
     return torch.compiler.is_compiling()
 
 
