@@ -29,7 +29,7 @@ from .models import ARCHS, FCNBase, build_model
 
 NATIVE_FORMAT = "fcnfast"
 NATIVE_FORMAT_VERSION = "1"
-FORMATS = (NATIVE_FORMAT, "safetensors", "torch")
+FORMATS = (NATIVE_FORMAT, "safetensors", "torch", "caffe")
 
 # Trainer checkpoints keep the weights under one of these keys (tried in this order).
 _WRAPPER_KEYS = ("model_state_dict", "state_dict", "model")
@@ -114,7 +114,8 @@ def _valid_archs() -> str:
 # --- reading files ------------------------------------------------------------------------------
 
 def _sniff(path: Path) -> str:
-    """"torch" or "safetensors", from the first bytes of the file."""
+    """"torch", "safetensors" or "caffe", from the first bytes of the file (Caffe's protobuf has no
+    magic: its ``.caffemodel`` extension names it)."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -126,6 +127,8 @@ def _sniff(path: Path) -> str:
         raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from e
     if not head:
         raise CheckpointError(f"{path}: empty file")
+    if path.suffix.lower() == ".caffemodel":
+        return "caffe"
     if head.startswith(b"PK"):  # torch.save's zip container
         return "torch"
     if head[0] == 0x80:  # a raw pickle: torch's legacy format
@@ -148,6 +151,18 @@ def _load_torch(path: Path):
     except Exception as e:  # torch raises RuntimeError, EOFError, ... for damaged files
         raise CheckpointError(f"{path}: cannot read torch checkpoint, the file is truncated or "
                               f"corrupt: {_first_line(e)}") from e
+
+
+def _load_caffe(path: Path):
+    """(state dict, architecture hint) of an official Caffe release (``fcnfast.caffe``)."""
+    from .caffe import CaffeError, read_caffemodel
+
+    try:
+        return read_caffemodel(path)
+    except CaffeError as e:
+        raise CheckpointError(str(e)) from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from e
 
 
 def _safetensors_header(path: Path) -> Tuple[dict, Dict[str, str]]:
@@ -473,7 +488,10 @@ def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     """The tensors of any supported file, FCN or not (e.g. an ImageNet classifier to convolutionalise),
     unwrapped and with ``module.``/``_orig_mod.`` prefixes removed; never unpickles code."""
     path = Path(os.fspath(path))
-    if _sniff(path) == "safetensors":
+    kind = _sniff(path)
+    if kind == "caffe":
+        raw, _ = _load_caffe(path)
+    elif kind == "safetensors":
         raw, _ = _load_safetensors(path)
     else:
         raw, _ = _unwrap(_load_torch(path), str(path))
@@ -490,7 +508,11 @@ def read_checkpoint(path: PathLike, arch: Optional[str] = None) -> Checkpoint:
     """
     path = Path(os.fspath(path))
     where = str(path)
-    if _sniff(path) == "safetensors":
+    kind = _sniff(path)
+    if kind == "caffe":
+        raw, arch_hint = _load_caffe(path)
+        state_dict, fmt = clean_state_dict(raw, where), "caffe"
+    elif kind == "safetensors":
         raw, metadata = _load_safetensors(path)
         state_dict = clean_state_dict(raw, where)
         if metadata.get("format") == NATIVE_FORMAT:

@@ -1,0 +1,200 @@
+"""Reading the official Caffe releases without Caffe (``fcnfast.caffe``): .caffemodel files written
+by the test itself in the protobuf wire format, in both the ``layer`` and the legacy V1 ``layers``
+layouts, packed and unpacked floats, from reference models with random weights."""
+import struct
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import fcnfast
+from fcnfast.caffe import ATONCE_SCALES
+from fcnfast.checkpoint import CheckpointError, read_checkpoint
+from fcnfast.models import build_model
+
+NARROW = dict(widths=(8, 8, 16, 16, 16), fc_width=32)
+
+
+# --- a small protobuf writer ------------------------------------------------------------------
+
+def varint(n: int) -> bytes:
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def key(number: int, wire: int) -> bytes:
+    return varint((number << 3) | wire)
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    return key(number, 2) + varint(len(payload)) + payload
+
+
+def blob(a: np.ndarray, *, legacy: bool, packed: bool) -> bytes:
+    a = np.asarray(a, dtype=np.float32)
+    if legacy:  # num, channels, height, width, padded with leading 1s
+        dims = (1,) * (4 - a.ndim) + a.shape
+        head = b"".join(key(i + 1, 0) + varint(d) for i, d in enumerate(dims))
+    else:
+        head = length_delimited(7, length_delimited(1, b"".join(varint(d) for d in a.shape)))
+    flat = a.reshape(-1)
+    if packed:
+        data = length_delimited(5, flat.astype("<f4").tobytes())
+    else:
+        data = b"".join(key(5, 5) + struct.pack("<f", v) for v in flat.tolist())
+    return head + data
+
+
+def layer(name: str, type_: str, blobs, *, v1: bool, packed: bool) -> bytes:
+    if v1:
+        code = {"Convolution": 4, "Deconvolution": 39, "Scale": 142}[type_]
+        body = length_delimited(4, name.encode()) + key(5, 0) + varint(code)
+        body += b"".join(length_delimited(6, blob(b, legacy=True, packed=packed)) for b in blobs)
+        return length_delimited(2, body)
+    body = length_delimited(1, name.encode()) + length_delimited(2, type_.encode())
+    body += b"".join(length_delimited(7, blob(b, legacy=False, packed=packed)) for b in blobs)
+    return length_delimited(100, body)
+
+
+def caffemodel(model, path, *, v1=False, packed=True, extra=()):
+    """Write ``model``'s weights as a Caffe NetParameter: one layer per module with weights, named
+    as the release names it ('/' for nesting), in state-dict order."""
+    groups = {}
+    for k, v in model.state_dict().items():
+        prefix, _, kind = k.rpartition(".")
+        groups.setdefault(prefix, {})[kind] = v.detach().numpy()
+    out = length_delimited(1, b"test-net")
+    for prefix, params in groups.items():
+        type_ = "Deconvolution" if "up" in prefix else "Convolution"
+        blobs = [params["weight"]] + ([params["bias"]] if "bias" in params else [])
+        out += layer(prefix.replace(".", "/"), type_, blobs, v1=v1, packed=packed)
+    for name, type_, blobs in extra:
+        out += layer(name, type_, blobs, v1=v1, packed=packed)
+    path.write_bytes(out)
+    return path
+
+
+def randomised(arch, seed=0, **kwargs):
+    model = build_model(arch, 5, **kwargs).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def scene(h=37, w=53, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+# --- releases load as the model they came from --------------------------------------------------
+
+@pytest.mark.parametrize("v1,packed", [(False, True), (True, True), (False, False)],
+                         ids=["layer-packed", "v1-packed", "layer-unpacked"])
+@pytest.mark.parametrize("arch", ["fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce"])
+def test_vgg_releases_load_with_identical_weights_and_labels(tmp_path, arch, v1, packed):
+    model = randomised(arch, **NARROW)
+    extra = ()
+    if arch == "fcn8s_atonce":
+        extra = [(name, "Scale", [np.full(width, scale, np.float32)])
+                 for (name, scale), width in zip(ATONCE_SCALES.items(), (16, 16))]
+    path = caffemodel(model, tmp_path / f"{arch}.caffemodel", v1=v1, packed=packed, extra=extra)
+    ckpt = read_checkpoint(path)
+    assert ckpt.arch == arch and ckpt.num_classes == 5 and ckpt.format == "caffe"
+    want = model.state_dict()
+    assert set(ckpt.state_dict) == set(want)
+    for k, v in want.items():
+        assert torch.equal(ckpt.state_dict[k], v), k
+    loaded = fcnfast.load(path, device="cpu", backend="torch")
+    same = fcnfast.Segmenter(model, device="cpu", backend="torch")
+    img = scene()
+    assert np.array_equal(loaded.segment(img), same.segment(img))
+    assert loaded.input_convention == fcnfast.CAFFE_BGR
+
+
+@pytest.mark.parametrize("arch", ["fcn_alexnet", "fcn_googlenet"])
+def test_alexnet_and_googlenet_releases(tmp_path, arch):
+    model = randomised(arch)
+    path = caffemodel(model, tmp_path / f"{arch}.caffemodel", v1=arch == "fcn_alexnet")
+    ckpt = read_checkpoint(path)
+    assert ckpt.arch == arch and ckpt.num_classes == 5
+    for k, v in model.state_dict().items():
+        assert torch.equal(ckpt.state_dict[k], v), k
+    img = scene(29, 31)
+    loaded = fcnfast.load(path, device="cpu")  # the engine
+    assert np.array_equal(loaded.segment(img), fcnfast.Segmenter(model, device="cpu").segment(img))
+
+
+def test_convert_writes_the_native_format(tmp_path):
+    import subprocess
+    import sys
+
+    model = randomised("fcn16s", **NARROW)
+    src = caffemodel(model, tmp_path / "fcn16s.caffemodel")
+    for out in (tmp_path / "fcn16s.safetensors", tmp_path / "fcn16s.pt"):
+        r = subprocess.run([sys.executable, "-m", "fcnfast", "convert", str(src), str(out)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        img = scene(41, 43)
+        assert np.array_equal(fcnfast.load(out, device="cpu", backend="torch").segment(img),
+                              fcnfast.Segmenter(model, device="cpu", backend="torch").segment(img))
+
+
+def test_wrong_scale_is_refused(tmp_path):
+    model = randomised("fcn8s_atonce", **NARROW)
+    path = caffemodel(model, tmp_path / "bad.caffemodel",
+                      extra=[("scale_pool4", "Scale", [np.full(16, 0.5, np.float32)])])
+    with pytest.raises(CheckpointError, match="scale_pool4 scales by 0.5"):
+        read_checkpoint(path)
+
+
+# --- malformed files: clear errors, quickly -----------------------------------------------------
+
+def _bad_files(tmp_path):
+    good = caffemodel(randomised("fcn32s", **NARROW), tmp_path / "good.caffemodel").read_bytes()
+    conv = length_delimited(1, b"conv1_1") + length_delimited(2, b"Convolution")
+    huge_shape = length_delimited(7, length_delimited(1, varint(10 ** 12))) + \
+        length_delimited(5, np.zeros(4, "<f4").tobytes())
+    return {
+        "truncated": (good[:len(good) // 2], "declares"),
+        "10 GB length": (key(100, 2) + varint(10 * 2 ** 30) + b"\x00" * 1000, "declares 10737418240 bytes"),
+        "wire type 3": (key(100, 3) + b"\x00" * 10, "unsupported wire type 3"),
+        "float data as varint": (length_delimited(100, conv + length_delimited(7, key(5, 0) + varint(7))),
+                                 "float data with wire type 0"),
+        "absurd blob": (length_delimited(100, conv + length_delimited(7, huge_shape)),
+                        "holds 1000000000000 values but 4 are stored"),
+        "endless varint": (b"\xff" * 64, "varint longer than 10 bytes"),
+        "no layers": (length_delimited(1, b"just a name"), "no layers found"),
+        "empty": (b"", "empty file"),
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated", "10 GB length", "wire type 3", "float data as varint",
+                                  "absurd blob", "endless varint", "no layers", "empty"])
+def test_malformed_files_fail_clearly_and_fast(tmp_path, case):
+    data, needle = _bad_files(tmp_path)[case]
+    path = tmp_path / "bad.caffemodel"
+    path.write_bytes(data)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=needle.replace("(", r"\(")):
+        read_checkpoint(path)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_cli_reports_a_bad_caffemodel_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "bad.caffemodel"
+    path.write_bytes(key(100, 2) + varint(10 * 2 ** 30) + b"\x00" * 100)
+    r = subprocess.run([sys.executable, "-m", "fcnfast", "info", str(path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "declares" in r.stderr
