@@ -45,6 +45,19 @@ def _frame_batches(frames, batch_size: int):
         yield batch
 
 
+def _default_class_names(head: Optional[str], n: int):
+    """VOC's names for 21 classes, SIFT Flow's for its heads' 33 and 3, else class_0, ..."""
+    if head in ("semantic", "geometric"):
+        from .data.siftflow import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CLASSES
+
+        names = SIFTFLOW_SEMANTIC_CLASSES if head == "semantic" else SIFTFLOW_GEOMETRIC_CLASSES
+        if len(names) == n:
+            return list(names)
+    if head is None and n == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return [f"class_{i}" for i in range(n)]
+
+
 class Segmenter:
     """A loaded FCN and everything needed to turn images into label maps.
 
@@ -72,7 +85,7 @@ class Segmenter:
         self.engine = None
         # float64 exists on the reference path only; auto goes there for it.
         wants_engine = backend != "torch" and not (backend == "auto" and dtype == torch.float64)
-        if wants_engine and model.head_plan() is not None:
+        if wants_engine and model.head_plans():
             ref_dtype = torch.float32
         else:
             self.backend = "torch"
@@ -92,10 +105,15 @@ class Segmenter:
         self.dtype = self.engine.dtype if self.engine is not None else ref_dtype
         n = model.num_classes
         if class_names is None:
-            class_names = list(VOC_CLASSES) if n == len(VOC_CLASSES) else [f"class_{i}" for i in range(n)]
+            class_names = _default_class_names(model.heads[0] if model.heads else None, n)
         if len(class_names) != n:
             raise ValueError(f"{len(class_names)} class names for a model with {n} classes")
         self.classes = list(class_names)
+        # A multi-head model (SIFT Flow): segment() returns {head: labels}; classes are the first
+        # head's, head_class_names every head's.
+        self.heads = tuple(model.heads)
+        self.head_class_names = {h: (self.classes if i == 0 else _default_class_names(h, c))
+                                 for i, (h, c) in enumerate(zip(self.heads, model.head_classes))}
         self.palette = np.asarray(palette if palette is not None else voc_palette(max(n, 256)),
                                   dtype=np.uint8)
         if self.palette.ndim != 2 or self.palette.shape[1] != 3 or len(self.palette) < n:
@@ -134,14 +152,20 @@ class Segmenter:
             return self.engine.run(pixels.to(self.device, non_blocking=True))
         return self._argmax(self._scores(pixels))
 
-    def _argmax(self, scores: torch.Tensor) -> torch.Tensor:
+    def _argmax(self, scores) -> torch.Tensor:
+        """Labels of reference scores: (N, H, W), or (N, heads, H, W) of {head: scores}."""
+        if isinstance(scores, dict):
+            dtype = contract.label_dtype(max(self.model.head_classes))
+            return torch.stack([contract.argmax_labels(scores[h]).to(dtype) for h in self.heads], 1)
         return contract.argmax_labels(scores)
 
-    @staticmethod
-    def _hand_back(t: torch.Tensor, image: Image):
-        if image.as_torch:
-            return t.to(image.device)
-        return t.cpu().numpy()
+    def _hand_back(self, t: torch.Tensor, image: Image):
+        """One image's result as the caller passed it: numpy or torch (on the input's device); a
+        multi-head model's (heads, ...) result as {head: result}."""
+        out = t.to(image.device) if image.as_torch else t.cpu().numpy()
+        if self.heads:
+            return {h: out[k] for k, h in enumerate(self.heads)}
+        return out
 
     def segment(self, img):
         """H×W label map of one image (uint8 when classes <= 256, else int32).
@@ -155,7 +179,14 @@ class Segmenter:
         """C×H×W float32 class scores at full resolution (always the reference model: the engine
         never materialises them)."""
         image = read_image(img)
-        return self._hand_back(self._scores(image.pixels.unsqueeze(0))[0].float(), image)
+        scores = self._scores(image.pixels.unsqueeze(0))
+        if isinstance(scores, dict):  # several heads: {head: C×H×W}
+            return {h: self._hand_back_one(scores[h][0].float(), image) for h in self.heads}
+        return self._hand_back_one(scores[0].float(), image)
+
+    @staticmethod
+    def _hand_back_one(t: torch.Tensor, image: Image):
+        return t.to(image.device) if image.as_torch else t.cpu().numpy()
 
     def segment_batch(self, images, batch_size: int = 8):
         """Label maps of many images.
@@ -192,7 +223,10 @@ class Segmenter:
                 for i, lab in zip(chunk, self._labels(batch)):
                     labels[i] = self._hand_back(lab, decoded[i])
         if stacked:
-            return torch.stack(labels) if isinstance(images, torch.Tensor) else np.stack(labels)
+            join = torch.stack if isinstance(images, torch.Tensor) else np.stack
+            if self.heads:
+                return {h: join([lab[h] for lab in labels]) for h in self.heads}
+            return join(labels)
         return labels
 
     def stream(self, frames, batch_size: int = 4, *, smooth: Optional[float] = None,
@@ -234,7 +268,11 @@ class Segmenter:
         if self.engine is not None:
             return self.engine.run_smoothed(pixels, smoother)
         # The reference path averages the full-resolution logits: the definition itself.
-        return self._argmax(smoother.update(self._scores(pixels), pixels))
+        scores = self._scores(pixels)
+        if isinstance(scores, dict):  # several heads averaged as one map, split back
+            joint = smoother.update(torch.cat([scores[h] for h in self.heads], 1), pixels)
+            return self._argmax(dict(zip(self.heads, joint.split(self.model.head_classes, 1))))
+        return self._argmax(smoother.update(scores, pixels))
 
     def check(self, img=None):
         """Run the engine and the float32 reference on ``img`` (default: a generated test scene) and
@@ -269,8 +307,15 @@ DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weight
 
 
 def model_path(name):
-    """The file a model name means: ``"default"`` is the model shipped with fcnfast."""
+    """The file a model name means: ``"default"`` is the model shipped with fcnfast; a release
+    name of ``fcnfast.hub`` (``"voc-fcn8s"``...) is fetched into the cache once and means the
+    converted file there. A path that exists wins over a release name."""
     if name != "default":
+        if isinstance(name, str) and not os.path.exists(name):
+            from . import hub  # the one upward call: hub turns a name into a file
+
+            if name in hub.REGISTRY:
+                return str(hub.fetch(name))
         return name
     if not os.path.exists(DEFAULT_MODEL):
         raise FileNotFoundError(f"the default model is not installed ({DEFAULT_MODEL} is missing)")
@@ -284,7 +329,9 @@ def load(path="default", device=None, backend: str = "auto", dtype: Optional[tor
     own format) into a ready Segmenter.
 
     ``"default"`` (or no path) is the small FCN-8s shipped with fcnfast, trained on its synthetic
-    scenes. ``arch=`` overrides detection (needed for FCN-8s at-once, whose keys equal FCN-8s).
+    scenes. A release name (``"voc-fcn8s"``, ``"fcn_resnet50_coco"``, ...: ``fcnfast.hub.REGISTRY``)
+    is downloaded, verified and converted once into the cache (``fcnfast.hub.fetch``).
+    ``arch=`` overrides detection (needed for FCN-8s at-once, whose keys equal FCN-8s).
     ``num_classes=N`` keeps the trunk and starts fresh score layers for N classes (fine-tuning).
     ``backend``/``dtype``/``cuda_graphs``: see ``Segmenter``.
     """

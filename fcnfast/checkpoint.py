@@ -254,10 +254,16 @@ def clean_state_dict(state_dict: dict, where: str) -> Dict[str, torch.Tensor]:
 
 # --- architecture detection -------------------------------------------------------------------
 
-def _class_count(state_dict: Dict[str, torch.Tensor], where: str) -> int:
-    """The class count every class-carrying layer agrees on."""
+def _class_count(state_dict: Dict[str, torch.Tensor], where: str, head: str = "") -> int:
+    """The class count every class-carrying layer (of the head whose layers carry the suffix
+    ``head``) agrees on."""
+    if not head and "score_fr_sem.weight" in state_dict:
+        head = "_sem"  # SIFT Flow: num_classes is the semantic head's
     counts = []
     for key, dims in _CLASS_DIMS.items():
+        if head:
+            layer, _, kind = key.rpartition(".")
+            key = f"{layer}{head}.{kind}"
         tensor = state_dict.get(key)
         if tensor is not None:
             counts += [(key, tensor.shape[d]) for d in dims if tensor.dim() > d]
@@ -286,13 +292,15 @@ def _resnet_arch(keys, where: str) -> str:
 
 def _vgg_arch(keys) -> str:
     def has(layer):
-        return any(k.startswith(layer + ".") for k in keys)
+        return any(k.startswith(layer + sfx + ".") for k in keys)
 
+    # SIFT Flow's two heads carry _sem / _geo suffixes (the Caffe release's layer names).
+    sfx, prefix = ("_sem", "siftflow_") if any(k.startswith("score_fr_sem.") for k in keys) else ("", "")
     if has("score_pool3") or has("upscore_pool4") or has("upscore8"):
-        return "fcn8s"
+        return prefix + "fcn8s"
     if has("score_pool4") or has("upscore16"):
-        return "fcn16s"
-    return "fcn32s"
+        return prefix + "fcn16s"
+    return prefix + "fcn32s"
 
 
 def _arch_from_keys(state_dict: Dict[str, torch.Tensor], where: str) -> Optional[str]:
@@ -364,6 +372,10 @@ def model_kwargs(arch: str, state_dict: Dict[str, torch.Tensor]) -> dict:
         return {"aux": any(k.startswith("aux_classifier.") for k in state_dict)}
     if arch in ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce"):
         return _vgg_widths(state_dict)
+    if arch.startswith("siftflow_"):
+        geo = state_dict.get("score_fr_geo.weight")
+        heads = {"head_classes": (int(geo.shape[0]),)} if isinstance(geo, torch.Tensor) and geo.dim() else {}
+        return {**_vgg_widths(state_dict), **heads}
     return {}
 
 

@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Optional
 
+from .hub import HubError
+
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -27,7 +29,8 @@ def _image_exts() -> tuple:
 
 def _model_args(parser) -> None:
     parser.add_argument("--model", default=None,
-                        help="checkpoint (.pt/.pth/.safetensors) or 'default', the built-in model "
+                        help="checkpoint (.pt/.pth/.safetensors/.caffemodel), a release name "
+                             "(fcnfast download --list) or 'default', the built-in model "
                              "(default: default)")
     parser.add_argument("--arch", help="architecture, overriding detection (e.g. fcn8s_atonce)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -184,7 +187,7 @@ def _cmd_segment(args):
     for path, rel in inputs:
         try:
             image = read_image(path)  # decoded once, for the labels and the overlay
-            labels = seg.segment(image.pixels).numpy()
+            result = seg.segment(image.pixels)
         except ImageError as e:
             msg = " ".join(str(e).split())
             print(f"fcnfast: skipped: {msg}" if path in msg else f"fcnfast: skipped {path}: {msg}",
@@ -193,20 +196,26 @@ def _cmd_segment(args):
             continue
         stem = os.path.join(args.output, os.path.splitext(rel)[0])
         os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
-        out = f"{stem}_labels.png"
-        label_png(labels, seg.palette).save(out)
-        if args.overlay:
-            rgb = image.pixels
-            if rgb.dtype != torch.uint8:  # a 16-bit or float image: (3, H, W) in [0, 1]
-                rgb = round_to_uint8(rgb.permute(1, 2, 0) * 255)
-            picture = overlay_labels(rgb.numpy(), labels, seg.palette[:max(seg.num_classes, 1)], args.alpha,
-                                     draw_background=args.draw_background)
-            if args.legend:
-                picture = add_legend(picture, seg.classes, seg.palette, np.unique(labels))
-            PILImage.fromarray(picture).save(f"{stem}_overlay.png")
-        present = np.unique(labels)
-        print(f"{path}: {labels.shape[1]}x{labels.shape[0]} -> {out} "
-              f"({', '.join(seg.classes[i] for i in present[:8])}{' ...' if len(present) > 8 else ''})")
+        # A multi-head model (SIFT Flow) writes each head's maps: IMG_semantic_labels.png, ...
+        heads = result if isinstance(result, dict) else {None: result}
+        for head, labels in heads.items():
+            labels = labels.numpy()
+            names = seg.head_class_names[head] if head else seg.classes
+            base = f"{stem}_{head}" if head else stem
+            out = f"{base}_labels.png"
+            label_png(labels, seg.palette).save(out)
+            if args.overlay:
+                rgb = image.pixels
+                if rgb.dtype != torch.uint8:  # a 16-bit or float image: (3, H, W) in [0, 1]
+                    rgb = round_to_uint8(rgb.permute(1, 2, 0) * 255)
+                picture = overlay_labels(rgb.numpy(), labels, seg.palette[:max(len(names), 1)],
+                                         args.alpha, draw_background=args.draw_background)
+                if args.legend:
+                    picture = add_legend(picture, names, seg.palette, np.unique(labels))
+                PILImage.fromarray(picture).save(f"{base}_overlay.png")
+            present = np.unique(labels)
+            print(f"{path}: {labels.shape[1]}x{labels.shape[0]} -> {out} "
+                  f"({', '.join(names[i] for i in present[:8])}{' ...' if len(present) > 8 else ''})")
     return 1 if failed else 0
 
 
@@ -254,6 +263,30 @@ def _cmd_convert(args):
         save(seg, out)
     names = f" ({', '.join(seg.classes[:8])}{', ...' if seg.num_classes > 8 else ''})"
     print(f"{args.input} -> {out}: {seg.arch}, {seg.num_classes} classes{names}{note}")
+    return 0
+
+
+def _cmd_download(args):
+    from . import hub
+    from .models import ARCHS
+
+    if args.list:
+        if args.name:
+            raise ValueError("download --list takes no model name")
+        rows = [(r.name, r.arch + ("" if r.arch in ARCHS else "*"), str(r.num_classes),
+                 "-" if r.mean_iu is None else f"{r.mean_iu:.1f}", r.source) for r in hub.releases()]
+        head = ("name", "arch", "classes", "mean IU", "source")
+        widths = [max(len(row[k]) for row in rows + [head]) for k in range(4)]
+        for row in [head] + rows:
+            print("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]),
+                             row[2].rjust(widths[2]), row[3].rjust(widths[3]), row[4]]))
+        if any(r.arch not in ARCHS for r in hub.releases()):
+            print("* not supported by this build of fcnfast yet")
+        print("mean IU: the paper's; cache: " + str(hub.home()))
+        return 0
+    if not args.name:
+        raise ValueError("name a model to download (fcnfast download --list shows them)")
+    print(hub.fetch(args.name, force=args.force, progress=not args.quiet))
     return 0
 
 
@@ -489,6 +522,17 @@ def main(argv=None) -> int:
     cv.add_argument("--overwrite", action="store_true")
     cv.set_defaults(fn=_cmd_convert)
 
+    dl = sub.add_parser("download", help="fetch a released model by name into the cache",
+                        description="Download a known release (the official Caffe nets, "
+                        "torchvision's FCN-ResNets), verify it, convert it to the native format "
+                        "once and print where it is. Cache: $FCNFAST_HOME (default "
+                        "~/.cache/fcnfast); FCNFAST_HUB_MIRROR=URL fetches from a mirror.")
+    dl.add_argument("name", nargs="?", help="release name (see --list), e.g. voc-fcn8s")
+    dl.add_argument("--list", action="store_true", help="list the known releases")
+    dl.add_argument("--force", action="store_true", help="download and convert again")
+    dl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    dl.set_defaults(fn=_cmd_download)
+
     b = sub.add_parser("bench", help="frames/s of the engine against the float32 reference")
     _model_args(b)
     b.add_argument("--size", default="480x640", help="frame size HxW (default 480x640)")
@@ -512,8 +556,9 @@ def main(argv=None) -> int:
 
 # What a command raises for a bad input or environment: a one-line error, never a traceback.
 # ValueError covers CheckpointError and ImageError; OSError covers FileNotFoundError,
-# FileExistsError, IsADirectoryError and PermissionError; ImportError is a broken install.
-_EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, TypeError, ImportError)
+# FileExistsError, IsADirectoryError and PermissionError; ImportError is a broken install;
+# HubError (a RuntimeError) a release that cannot be fetched.
+_EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, TypeError, ImportError, HubError)
 
 
 def _error_line(e: BaseException) -> str:

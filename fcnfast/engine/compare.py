@@ -39,22 +39,33 @@ class CheckReport:
                 f"{'OK' if self.ok else 'MISMATCH'}")
 
 
-@torch.inference_mode()
-def compare(engine, pixels: torch.Tensor) -> CheckReport:
-    """Engine vs reference on one batch of pixels (on the engine's device)."""
-    labels, scores = engine.run(pixels, return_scores=True)
-    ref = engine.reference_scores(pixels).float()
+def _head_agreement(labels, scores, ref, dtype):
+    """(pixels, firm pixels, firm agreeing, agreeing, max score error, score range) of one head."""
+    ref = ref.float()
     top2 = ref.topk(min(2, ref.shape[1]), dim=1).values
     margin = (top2[:, 0] - top2[:, -1]) if ref.shape[1] > 1 else torch.full_like(top2[:, 0], float("inf"))
-    ref_labels = ref.argmax(1)
     score_range = float(ref.max() - ref.min()) or 1.0
-    firm = margin > FIRM_MARGIN[engine.dtype] * score_range
-    same = labels.long() == ref_labels
-    n_firm = int(firm.sum())
+    firm = margin > FIRM_MARGIN[dtype] * score_range
+    same = labels.long() == ref.argmax(1)
     picked = ref.gather(1, labels.long()[:, None])[:, 0]
+    return (same.numel(), int(firm.sum()), int(same[firm].sum()), int(same.sum()),
+            float((scores.float() - picked).abs().max()), score_range)
+
+
+@torch.inference_mode()
+def compare(engine, pixels: torch.Tensor) -> CheckReport:
+    """Engine vs reference on one batch of pixels (on the engine's device); a model's several
+    heads count together."""
+    labels, scores = engine.run(pixels, return_scores=True)
+    ref = engine.reference_scores(pixels)
+    if isinstance(ref, dict):
+        heads = [_head_agreement(labels[:, k], scores[:, k], ref[h], engine.dtype)
+                 for k, h in enumerate(engine.reference.heads)]
+    else:
+        heads = [_head_agreement(labels, scores, ref, engine.dtype)]
+    n, n_firm, n_firm_same, n_same = (sum(v[i] for v in heads) for i in range(4))
     return CheckReport(
-        size=tuple(labels.shape[-2:]), dtype=engine.dtype, pixels=same.numel(), firm_pixels=n_firm,
-        firm_agreement=float(same[firm].float().mean()) if n_firm else 1.0,
-        agreement=float(same.float().mean()),
-        max_score_error=float((scores.float() - picked).abs().max()), score_range=score_range,
+        size=tuple(labels.shape[-2:]), dtype=engine.dtype, pixels=n, firm_pixels=n_firm,
+        firm_agreement=n_firm_same / n_firm if n_firm else 1.0, agreement=n_same / n,
+        max_score_error=max(v[4] for v in heads), score_range=max(v[5] for v in heads),
         op_backends=dict(engine.op_backends))

@@ -2,7 +2,7 @@
 
 uint8 frames (N, H, W, 3) on the device → fused preprocess (compute dtype, channels-last) → trunk
 (cuDNN/oneDNN through PyTorch, ``layers.inference_copy``; the model's ``run_trunk``) → the steps of
-the model's ``head_plan()`` on the head ops, each bound to its backend at load (``backends``) →
+the model's ``head_plans()`` on the head ops, each bound to its backend at load (``backends``) →
 labels (N, H, W) uint8/int32 on the device. On GPU the whole sequence is captured as a CUDA graph
 per input shape (``graphs``). The engine asks the model for its plan, never for its class.
 """
@@ -45,15 +45,20 @@ class Engine:
             raise ValueError("cuda_graphs=True needs a CUDA device")
         self.dtype = compute_dtype(self.device, dtype)
         self.convention = convention or model.input_convention
-        plan = model.head_plan()
-        if plan is None:
+        plans = model.head_plans()
+        if not plans:
             raise TypeError(f"the engine has no head plan for {type(model).__name__}")
-        self.plan = plan
+        # Several heads (SIFT Flow) share the trunk and the coarse grid: their coarse scores travel
+        # concatenated over channels, their labels stacked as (N, heads, H, W).
+        self.plans, self.head_classes = tuple(plans), tuple(model.head_classes)
+        self.label_dtype = contract.label_dtype(max(self.head_classes))
+        self._skip_layers = tuple(dict.fromkeys(name for p in plans for name in p.skip_layers))
         self.net = inference_copy(model, self.device, self.dtype)
         self._preprocess = OpRunner("preprocess", backend, self.device)
-        self._skip_runners = [OpRunner("upsample_crop_add", backend, self.device, step.geometry)
-                              for step in plan.skips]
-        self._final_runner = OpRunner(plan.final.op, backend, self.device, plan.final.geometry)
+        self._skip_runners = [[OpRunner("upsample_crop_add", backend, self.device, step.geometry)
+                               for step in p.skips] for p in plans]
+        self._final_runners = [OpRunner(p.final.op, backend, self.device, p.final.geometry)
+                               for p in plans]
         # fc6/fc7 in row tiles: forced by ``fc_tile_rows``, or switched on after running out of memory.
         self._fc_names = model.fc_block
         self.fc_tile_rows = fc_tile_rows
@@ -73,10 +78,15 @@ class Engine:
     def op_backends(self) -> Dict[str, str]:
         """The backend each op runs on (after any first-use fallback)."""
         out = {"preprocess": self._preprocess.backend}
-        if self._skip_runners:
-            out["upsample_crop_add"] = self._skip_runners[0].backend
-        out[self.plan.final.op] = self._final_runner.backend
+        for plan, skips, final in zip(self.plans, self._skip_runners, self._final_runners):
+            if skips:
+                out["upsample_crop_add"] = skips[0].backend
+            out[plan.final.op] = final.backend
         return out
+
+    def label_shape(self, n: int, h: int, w: int) -> Tuple[int, ...]:
+        """Shape of the labels of ``n`` frames of h×w: (n, h, w), or (n, heads, h, w)."""
+        return (n, h, w) if len(self.plans) == 1 else (n, len(self.plans), h, w)
 
     # -- the network -----------------------------------------------------------------------------
     def network_input(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -90,29 +100,47 @@ class Engine:
 
     def _trunk(self, x: torch.Tensor):
         """Coarse class scores and the skip features the head needs."""
-        net, keep, fc = self.net, self.plan.skip_layers, self._fc_names
+        net, keep, fc = self.net, self._skip_layers, self._fc_names
         if self.border is not None and not self.fc_tile_rows:
-            return self.border.run(net, net.trunk_chain, x, keep)
+            h, kept = self.border.run(net, net.trunk_chain, x, keep)
+            return net.score_heads(h), kept
         if self.fc_tile_rows and fc:
             h, kept = net.run_trunk(x, keep, until=fc[0])
-            return tiling.run_tiled(net, fc, h, self.fc_tile_rows), kept
+            return net.score_heads(tiling.run_tiled(net, fc, h, self.fc_tile_rows)), kept
         return net.run_trunk(x, keep)
 
     @torch.inference_mode()
     def coarse_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """The map the final op upsamples: score_fr, after the skip fusions."""
-        h, kept = self._trunk(x)
-        for step, run in zip(self.plan.skips, self._skip_runners):
-            h = run(h, step.weight, step.stride, kept[step.skip], skip_offset=step.skip_offset,
-                    skip_weight=step.skip_weight, skip_bias=step.skip_bias,
-                    skip_scale=step.skip_scale)
-        return h
+        """The map the final op upsamples: score_fr after the skip fusions (several heads: theirs,
+        concatenated over channels)."""
+        coarse, kept = self._trunk(x)
+        out = []
+        for h, plan, runners in zip(coarse if len(self.plans) > 1 else [coarse], self.plans,
+                                    self._skip_runners):
+            for step, run in zip(plan.skips, runners):
+                h = run(h, step.weight, step.stride, kept[step.skip], skip_offset=step.skip_offset,
+                        skip_weight=step.skip_weight, skip_bias=step.skip_bias,
+                        skip_scale=step.skip_scale)
+            out.append(h)
+        return out[0] if len(out) == 1 else torch.cat(out, 1)
 
     def _final(self, h: torch.Tensor, size):
-        f = self.plan.final
-        if f.weight is None:
-            return self._final_runner(h, size, return_scores=True)
-        return self._final_runner(h, f.weight, f.stride, f.offset, size, return_scores=True)
+        parts = h.split(self.head_classes, 1) if len(self.plans) > 1 else (h,)
+        results = []
+        for h, plan, run in zip(parts, self.plans, self._final_runners):
+            f = plan.final
+            if f.weight is None:
+                results.append(run(h, size, return_scores=True))
+            else:
+                results.append(run(h, f.weight, f.stride, f.offset, size, return_scores=True))
+        return self._stack(results)
+
+    def _stack(self, results):
+        """(labels, scores) of one head as they are; of several, stacked on dim 1."""
+        if len(results) == 1:
+            return results[0]
+        labels = torch.stack([lab.to(self.label_dtype) for lab, _ in results], 1)
+        return labels, torch.stack([sc for _, sc in results], 1)
 
     def _run_device(self, pixels: torch.Tensor):
         """labels, winning scores and an all-finite flag of one batch (no host synchronisation, so
@@ -215,9 +243,9 @@ class Engine:
         return int(pixels.shape[0]), int(pixels.shape[2]), int(pixels.shape[3])
 
     @torch.inference_mode()
-    def reference_scores(self, pixels: torch.Tensor) -> torch.Tensor:
+    def reference_scores(self, pixels: torch.Tensor):
         """(N, C, H, W) full-resolution scores of the float32 reference model (the ground truth:
-        the precision guard's rerun and ``compare``)."""
+        the precision guard's rerun and ``compare``); several heads: {head: scores}."""
         return model_scores(self.reference, pixels, self.convention)
 
     def _rerun_float32(self, pixels):
@@ -227,4 +255,8 @@ class Engine:
             self._warned_precision = True
             warnings.warn(f"fcnfast: non-finite class scores in {self.dtype}; rerunning in float32 "
                           "(further reruns are silent)", RuntimeWarning, stacklevel=3)
-        return contract.argmax_labels(self.reference_scores(pixels), True, self.dtype)
+        scores = self.reference_scores(pixels)
+        if isinstance(scores, dict):
+            return self._stack([contract.argmax_labels(scores[h], True, self.dtype)
+                                for h in self.reference.heads])
+        return contract.argmax_labels(scores, True, self.dtype)

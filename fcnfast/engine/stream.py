@@ -9,18 +9,17 @@ from typing import Iterable, Iterator, Tuple
 
 import torch
 
-from ..contract import label_dtype
 
 
 class _Slot:
     """Pinned host and device buffers for one batch shape."""
 
-    def __init__(self, shape, dtype, n_classes: int, device):
+    def __init__(self, shape, dtype, engine, device):
         self.shape, self.dtype = tuple(shape), dtype
         self.host_in = torch.empty(shape, dtype=dtype, pin_memory=True)
         self.dev_in = torch.empty(shape, dtype=dtype, device=device)
-        hw = shape[1:3] if dtype == torch.uint8 else shape[2:4]
-        self.host_labels = torch.empty((shape[0],) + tuple(hw), dtype=label_dtype(n_classes),
+        h, w = shape[1:3] if dtype == torch.uint8 else shape[2:4]
+        self.host_labels = torch.empty(engine.label_shape(shape[0], h, w), dtype=engine.label_dtype,
                                        pin_memory=True)
         self.host_finite = torch.empty((), dtype=torch.bool, pin_memory=True)
 
@@ -50,7 +49,7 @@ def cuda_pipeline(batches: Iterable[Tuple[torch.Tensor, object]], engine) -> Ite
         if len(in_flight) == 2:  # slot k's previous batch must be fully done before reuse
             yield finish()
         if slots[k] is None or not slots[k].fits(pixels):
-            slots[k] = _Slot(pixels.shape, pixels.dtype, engine.reference.num_classes, device)
+            slots[k] = _Slot(pixels.shape, pixels.dtype, engine, device)
         slot = slots[k]
         if pixels.is_cuda:  # frames already on the GPU: nothing to upload
             source = pixels

@@ -28,13 +28,19 @@ class FCNBase(nn.Module):
     ``forward(x)`` takes a preprocessed (N, 3, H, W) batch in the net's input convention and returns
     (N, C, H, W) class scores aligned with the input.
 
+    A model with several heads (SIFT Flow: semantic and geometric) names them in ``heads`` and
+    its ``forward`` returns {head: scores}; ``head_classes`` gives each head's class count
+    (``num_classes`` is the first head's).
+
     What the engine asks of a model (it never asks for its class):
-    - ``run_trunk(x, keep)``: the coarse class scores the head starts from, and the outputs of the
-      layers named in ``keep`` (the skip features);
-    - ``head_plan()``: the head as data (``head_plan.HeadPlan``), or None when the model has none
-      the engine can run;
+    - ``run_trunk(x, keep)``: the coarse class scores the heads start from (a tensor, or a list in
+      ``heads`` order), and the outputs of the layers named in ``keep`` (the skip features);
+    - ``head_plans()``: each head as data (``head_plan.HeadPlan``), in ``heads`` order; () when the
+      model has none the engine can run (a single-head model defines ``head_plan()``);
     - ``trunk_chain``: the trunk's top-level layers in the order ``run_trunk`` applies them, each
-      feeding the next (() when it is not such a chain): the engine's border skipping walks it;
+      feeding the next (() when it is not such a chain), and ``score_heads(h)``, what turns the
+      chain's output into the coarse scores (identity when the chain ends in them): the engine's
+      border skipping walks the chain itself;
     - ``fc_block``: the chain's last layers, from a convolution on, that work row by row (fc6 →
       score_fr), which the engine may run in row tiles when memory is short (() for none).
     Any module may also offer ``layer_chains()``: groups of child names its forward applies one
@@ -43,16 +49,28 @@ class FCNBase(nn.Module):
 
     arch: str = ""
     input_convention: InputConvention
+    heads: Tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
         raise NotImplementedError
+
+    @property
+    def head_classes(self) -> Tuple[int, ...]:
+        return (self.num_classes,)
 
     def run_trunk(self, x: torch.Tensor, keep=(), until: Optional[str] = None):
         raise NotImplementedError
 
     def head_plan(self) -> Optional[HeadPlan]:
         return None
+
+    def head_plans(self) -> Tuple[HeadPlan, ...]:
+        plan = self.head_plan()
+        return () if plan is None else (plan,)
+
+    def score_heads(self, h):
+        return h
 
     @property
     def trunk_chain(self) -> Tuple[str, ...]:
@@ -108,8 +126,10 @@ class ChainFCN(FCNBase):
     def num_classes(self) -> int:
         return self.score_fr.out_channels
 
-    def _add_fc_and_score(self, cin: int, fc6_kernel: int, num_classes: int, fc_width: int = 4096):
-        """fc6 (the classifier's first FC layer as a k×k conv), fc7 (1×1), then score_fr.
+    def _add_fc_and_score(self, cin: int, fc6_kernel: int, num_classes: Optional[int],
+                          fc_width: int = 4096):
+        """fc6 (the classifier's first FC layer as a k×k conv), fc7 (1×1), then score_fr (not
+        when ``num_classes`` is None: the heads score drop7 themselves).
 
         ``fc_width`` is 4096 in the ImageNet classifiers; narrow models use less.
         """
@@ -119,7 +139,8 @@ class ChainFCN(FCNBase):
         self._add("fc7", nn.Conv2d(fc_width, fc_width, 1))
         self._add("relu7", nn.ReLU(inplace=True))
         self._add("drop7", nn.Dropout2d())
-        self._add("score_fr", nn.Conv2d(fc_width, num_classes, 1))
+        if num_classes is not None:
+            self._add("score_fr", nn.Conv2d(fc_width, num_classes, 1))
 
     def _add_upscore(self, kernel: int, stride: int = 32):
         """The one deconvolution of a 32s net (bilinear, no bias), its crop from the geometry.
@@ -136,18 +157,19 @@ class ChainFCN(FCNBase):
     def _upscore_forward(self, x: torch.Tensor) -> torch.Tensor:
         return crop(self.upscore(self.run_trunk(x)[0]), self.crop_offsets["upscore"], x.shape[-2:])
 
-    def run_trunk(self, x: torch.Tensor, keep=(), until: Optional[str] = None):
-        """The score_fr output, and the outputs of the layers named in ``keep`` (a dict). With
-        ``until``, the chain stops before that layer and its input comes back instead."""
+    def run_trunk(self, x: torch.Tensor, keep=(), until: Optional[str] = None, score: bool = True):
+        """The coarse scores (``score_heads`` of the chain's output), and the outputs of the layers
+        named in ``keep`` (a dict). With ``until``, the chain stops before that layer and its input
+        comes back instead; with ``score=False``, the chain's output unscored."""
         kept = {}
         h = x
         for name in self._trunk_names:
             if name == until:
-                break
+                return h, kept
             h = getattr(self, name)(h)
             if name in keep:
                 kept[name] = h
-        return h, kept
+        return (self.score_heads(h) if score else h), kept
 
     def head_plan(self) -> HeadPlan:
         """A 32s net: one deconvolution to the image (FCN-16s/8s add their skips)."""

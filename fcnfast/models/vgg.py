@@ -5,6 +5,8 @@ pooling reproduce the official Caffe nets; the crop offsets come from ``geometry
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence, Tuple
+
 import torch
 from torch import nn
 
@@ -34,12 +36,26 @@ def _check_widths(widths, fc_width: int):
 
 
 class _VGG16FCN(ChainFCN):
-    """VGG16 trunk; ``widths`` (per block) and ``fc_width`` (fc6/fc7) narrow it, e.g. for small
-    models trained from scratch. Depth, kernels and geometry (hence the crops) never change."""
+    """VGG16 trunk and FCN heads of stride ``head_stride`` (32, 16 or 8); ``widths`` (per block)
+    and ``fc_width`` (fc6/fc7) narrow it, e.g. for small models trained from scratch. Depth,
+    kernels and geometry (hence the crops) never change.
+
+    One head (``HEADS = ()``): pytorch-fcn's names, ``score_fr`` ending the trunk chain, then
+    ``upscore`` (32s) or ``upscore2``, ``score_pool4``, ``upscore16`` (16s) or ... ``upscore8``
+    (8s). Several heads (SIFT Flow): the chain ends at ``drop7`` and each head's layers carry its
+    suffix, as the Caffe release names them (``score_fr_sem``, ``upscore2_sem``, ...).
+    """
 
     input_convention = CAFFE_BGR
+    head_stride = 32
+    # (head name, layer-name suffix) of a multi-head net; () for one head.
+    HEADS: Tuple[Tuple[str, str], ...] = ()
+    # FCN-8s at-once scales the pool features before scoring them (1 for the staged nets).
+    pool4_scale = 1.0
+    pool3_scale = 1.0
 
-    def __init__(self, num_classes: int = 21, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH):
+    def __init__(self, num_classes: int = 21, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
+                 head_classes: Optional[Sequence[int]] = None):
         super().__init__(num_classes)
         self.widths, self.fc_width = _check_widths(widths, fc_width)
         cin = 3
@@ -50,109 +66,155 @@ class _VGG16FCN(ChainFCN):
                 self._add(f"relu{block}_{i}", nn.ReLU(inplace=True))
                 cin = cout
             self._add(f"pool{block}", nn.MaxPool2d(2, stride=2, ceil_mode=True))
-        self._add_fc_and_score(cin, 7, num_classes, fc_width=self.fc_width)
+        self.crop_offsets = {}
+        if not self.HEADS:
+            self._add_fc_and_score(cin, 7, num_classes, fc_width=self.fc_width)
+            self._add_head("", num_classes, self.map_of("score_fr"))
+            return
+        self._add_fc_and_score(cin, 7, None, fc_width=self.fc_width)
+        classes = [num_classes] + list(head_classes or ())
+        if len(classes) != len(self.HEADS):
+            raise ValueError(f"{type(self).__name__} has {len(self.HEADS)} heads; give "
+                             f"num_classes and head_classes for the other {len(self.HEADS) - 1}")
+        for (_, sfx), n in zip(self.HEADS, classes):
+            if n < 1:
+                raise ValueError(f"every head needs >= 1 class, got {classes}")
+            score = nn.Conv2d(self.fc_width, n, 1)
+            setattr(self, f"score_fr{sfx}", score)
+            self._add_head(sfx, n, self.map_of("drop7").then(layer_map(score)))
+
+    def _add_head(self, sfx: str, n: int, coarse):
+        """The upsampling layers of one head over its coarse scores (whose coordinate map is
+        ``coarse``), their crops from the geometry; score layers zeroed, deconvolutions bilinear
+        (the paper's surgery)."""
+        def add(name, module):
+            setattr(self, name + sfx, module)
+            return module
+
+        def deconv(k, s):
+            return nn.ConvTranspose2d(n, n, k, stride=s, bias=False)
+
+        o = self.crop_offsets
+        zero_init_(getattr(self, "score_fr" + sfx))
+        if self.head_stride == 32:
+            up = add("upscore", deconv(64, 32))
+            o["upscore" + sfx] = crop_offset(coarse.then(layer_map(up)), IDENTITY, "upscore" + sfx)
+            bilinear_init_(up)
+            return
+        if self.head_stride == 8:
+            add("score_pool3", nn.Conv2d(self.widths[2], n, 1))
+        score4 = add("score_pool4", nn.Conv2d(self.widths[3], n, 1))
+        up2 = add("upscore2", deconv(4, 2))
+        m2 = coarse.then(layer_map(up2))
+        o["score_pool4" + sfx] = crop_offset(self.map_of("pool4").then(layer_map(score4)), m2,
+                                             "score_pool4" + sfx)
+        if self.head_stride == 16:
+            last = add("upscore16", deconv(32, 16))
+            o["upscore16" + sfx] = crop_offset(m2.then(layer_map(last)), IDENTITY, "upscore16" + sfx)
+        else:
+            last = add("upscore8", deconv(16, 8))
+            up4 = add("upscore_pool4", deconv(4, 2))
+            m4 = m2.then(layer_map(up4))
+            score3 = getattr(self, "score_pool3" + sfx)
+            o["score_pool3" + sfx] = crop_offset(self.map_of("pool3").then(layer_map(score3)), m4,
+                                                 "score_pool3" + sfx)
+            o["upscore8" + sfx] = crop_offset(m4.then(layer_map(last)), IDENTITY, "upscore8" + sfx)
+            zero_init_(score3)
+            bilinear_init_(up4)
+        zero_init_(score4)
+        bilinear_init_(up2)
+        bilinear_init_(last)
 
     def extra_repr(self) -> str:
         narrow = (self.widths, self.fc_width) != (VGG16_WIDTHS, VGG16_FC_WIDTH)
         extra = f", widths={self.widths}, fc_width={self.fc_width}" if narrow else ""
         return super().extra_repr() + extra
 
-    def _init_head(self):
-        zero_init_(self.score_fr)
-        for m in self.modules():
-            if isinstance(m, nn.ConvTranspose2d):
-                bilinear_init_(m)
-
+    # -- running -----------------------------------------------------------------------------
     def trunk(self, x: torch.Tensor):
-        """pool3, pool4 and the score_fr output of the trunk."""
-        h, kept = self.run_trunk(x, keep=("pool3", "pool4"))
+        """pool3, pool4 and the trunk's output (score_fr; drop7 for a multi-head net)."""
+        h, kept = ChainFCN.run_trunk(self, x, keep=("pool3", "pool4"), until=None, score=False)
         return kept["pool3"], kept["pool4"], h
+
+    def _scaled(self, features: torch.Tensor, scale: float) -> torch.Tensor:
+        return features * scale if scale != 1.0 else features
+
+    def _head(self, sfx: str, h, pool3, pool4, size):
+        """One head's full-resolution scores from its coarse scores ``h``."""
+        o, layer = self.crop_offsets, (lambda name: getattr(self, name + sfx))
+        if self.head_stride == 32:
+            return crop(layer("upscore")(h), o["upscore" + sfx], size)
+        up2 = layer("upscore2")(h)
+        s4 = layer("score_pool4")(self._scaled(pool4, self.pool4_scale))
+        h = up2 + crop(s4, o["score_pool4" + sfx], up2.shape[-2:])
+        if self.head_stride == 16:
+            return crop(layer("upscore16")(h), o["upscore16" + sfx], size)
+        h = layer("upscore_pool4")(h)
+        s3 = layer("score_pool3")(self._scaled(pool3, self.pool3_scale))
+        h = h + crop(s3, o["score_pool3" + sfx], h.shape[-2:])
+        return crop(layer("upscore8")(h), o["upscore8" + sfx], size)
+
+    def _head_plan(self, sfx: str) -> HeadPlan:
+        o, layer = self.crop_offsets, (lambda name: getattr(self, name + sfx))
+        if self.head_stride == 32:
+            return HeadPlan((), final_step(layer("upscore"), o["upscore" + sfx]))
+        skips = [skip_step(layer("upscore2"), "pool4", layer("score_pool4"),
+                           o["score_pool4" + sfx], self.pool4_scale)]
+        if self.head_stride == 16:
+            return HeadPlan(tuple(skips), final_step(layer("upscore16"), o["upscore16" + sfx]))
+        skips.append(skip_step(layer("upscore_pool4"), "pool3", layer("score_pool3"),
+                               o["score_pool3" + sfx], self.pool3_scale))
+        return HeadPlan(tuple(skips), final_step(layer("upscore8"), o["upscore8" + sfx]))
+
+    def forward(self, x):
+        pool3, pool4, h = self.trunk(x)
+        if not self.HEADS:
+            return self._head("", h, pool3, pool4, x.shape[-2:])
+        return {name: self._head(sfx, getattr(self, "score_fr" + sfx)(h), pool3, pool4, x.shape[-2:])
+                for name, sfx in self.HEADS}
+
+    # -- what the engine asks ----------------------------------------------------------------
+    @property
+    def heads(self) -> Tuple[str, ...]:
+        return tuple(name for name, _ in self.HEADS)
+
+    @property
+    def head_classes(self) -> Tuple[int, ...]:
+        if not self.HEADS:
+            return (self.num_classes,)
+        return tuple(getattr(self, "score_fr" + sfx).out_channels for _, sfx in self.HEADS)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head_classes[0] if self.HEADS else self.score_fr.out_channels
+
+    def head_plan(self) -> Optional[HeadPlan]:
+        return None if self.HEADS else self._head_plan("")
+
+    def head_plans(self) -> Tuple[HeadPlan, ...]:
+        if not self.HEADS:
+            return (self._head_plan(""),)
+        return tuple(self._head_plan(sfx) for _, sfx in self.HEADS)
+
+    def score_heads(self, h: torch.Tensor):
+        if not self.HEADS:
+            return h
+        return [getattr(self, "score_fr" + sfx)(h) for _, sfx in self.HEADS]
 
 
 class FCN32s(_VGG16FCN):
     arch = "fcn32s"
-
-    def __init__(self, num_classes: int = 21, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH):
-        super().__init__(num_classes, widths, fc_width)
-        self._add_upscore(64)
-
-    def forward(self, x):
-        return self._upscore_forward(x)
+    head_stride = 32
 
 
 class FCN16s(_VGG16FCN):
     arch = "fcn16s"
-
-    def __init__(self, num_classes: int = 21, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH):
-        super().__init__(num_classes, widths, fc_width)
-        self.score_pool4 = nn.Conv2d(self.widths[3], num_classes, 1)
-        self.upscore2 = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, bias=False)
-        self.upscore16 = nn.ConvTranspose2d(num_classes, num_classes, 32, stride=16, bias=False)
-        up2 = self.map_of("score_fr").then(layer_map(self.upscore2))
-        up16 = up2.then(layer_map(self.upscore16))
-        self.crop_offsets = {
-            "score_pool4": crop_offset(self.map_of("pool4").then(layer_map(self.score_pool4)), up2,
-                                       "score_pool4"),
-            "upscore16": crop_offset(up16, IDENTITY, "upscore16"),
-        }
-        self._init_head()
-        zero_init_(self.score_pool4)
-
-    def head_plan(self) -> HeadPlan:
-        skips = (skip_step(self.upscore2, "pool4", self.score_pool4,
-                           self.crop_offsets["score_pool4"]),)
-        return HeadPlan(skips, final_step(self.upscore16, self.crop_offsets["upscore16"]))
-
-    def forward(self, x):
-        _, pool4, h = self.trunk(x)
-        up2 = self.upscore2(h)
-        h = up2 + crop(self.score_pool4(pool4), self.crop_offsets["score_pool4"], up2.shape[-2:])
-        return crop(self.upscore16(h), self.crop_offsets["upscore16"], x.shape[-2:])
+    head_stride = 16
 
 
 class FCN8s(_VGG16FCN):
     arch = "fcn8s"
-    # FCN-8s at-once scales the pool features before scoring them (1 for the staged net).
-    pool4_scale = 1.0
-    pool3_scale = 1.0
-
-    def __init__(self, num_classes: int = 21, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH):
-        super().__init__(num_classes, widths, fc_width)
-        self.score_pool3 = nn.Conv2d(self.widths[2], num_classes, 1)
-        self.score_pool4 = nn.Conv2d(self.widths[3], num_classes, 1)
-        self.upscore2 = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, bias=False)
-        self.upscore8 = nn.ConvTranspose2d(num_classes, num_classes, 16, stride=8, bias=False)
-        self.upscore_pool4 = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, bias=False)
-        up2 = self.map_of("score_fr").then(layer_map(self.upscore2))
-        up_pool4 = up2.then(layer_map(self.upscore_pool4))
-        up8 = up_pool4.then(layer_map(self.upscore8))
-        self.crop_offsets = {
-            "score_pool4": crop_offset(self.map_of("pool4").then(layer_map(self.score_pool4)), up2,
-                                       "score_pool4"),
-            "score_pool3": crop_offset(self.map_of("pool3").then(layer_map(self.score_pool3)),
-                                       up_pool4, "score_pool3"),
-            "upscore8": crop_offset(up8, IDENTITY, "upscore8"),
-        }
-        self._init_head()
-        zero_init_(self.score_pool3)
-        zero_init_(self.score_pool4)
-
-    def head_plan(self) -> HeadPlan:
-        """Also at-once: its pool scales are the class attributes."""
-        skips = (skip_step(self.upscore2, "pool4", self.score_pool4,
-                           self.crop_offsets["score_pool4"], self.pool4_scale),
-                 skip_step(self.upscore_pool4, "pool3", self.score_pool3,
-                           self.crop_offsets["score_pool3"], self.pool3_scale))
-        return HeadPlan(skips, final_step(self.upscore8, self.crop_offsets["upscore8"]))
-
-    def forward(self, x):
-        pool3, pool4, h = self.trunk(x)
-        up2 = self.upscore2(h)
-        s4 = self.score_pool4(pool4 * self.pool4_scale if self.pool4_scale != 1.0 else pool4)
-        h = self.upscore_pool4(up2 + crop(s4, self.crop_offsets["score_pool4"], up2.shape[-2:]))
-        s3 = self.score_pool3(pool3 * self.pool3_scale if self.pool3_scale != 1.0 else pool3)
-        h = h + crop(s3, self.crop_offsets["score_pool3"], h.shape[-2:])
-        return crop(self.upscore8(h), self.crop_offsets["upscore8"], x.shape[-2:])
+    head_stride = 8
 
 
 class FCN8sAtOnce(FCN8s):
@@ -161,3 +223,35 @@ class FCN8sAtOnce(FCN8s):
     arch = "fcn8s_atonce"
     pool4_scale = 0.01
     pool3_scale = 0.0001
+
+
+# SIFT Flow (the paper's section 5): one trunk, a semantic head (33 classes) and a geometric one
+# (3: sky, horizontal, vertical), trained together.
+SIFTFLOW_HEADS = (("semantic", "_sem"), ("geometric", "_geo"))
+
+
+class SIFTFlowFCN32s(FCN32s):
+    arch = "siftflow_fcn32s"
+    HEADS = SIFTFLOW_HEADS
+
+    def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
+                 head_classes: Sequence[int] = (3,)):
+        super().__init__(num_classes, widths, fc_width, head_classes)
+
+
+class SIFTFlowFCN16s(FCN16s):
+    arch = "siftflow_fcn16s"
+    HEADS = SIFTFLOW_HEADS
+
+    def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
+                 head_classes: Sequence[int] = (3,)):
+        super().__init__(num_classes, widths, fc_width, head_classes)
+
+
+class SIFTFlowFCN8s(FCN8s):
+    arch = "siftflow_fcn8s"
+    HEADS = SIFTFLOW_HEADS
+
+    def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
+                 head_classes: Sequence[int] = (3,)):
+        super().__init__(num_classes, widths, fc_width, head_classes)

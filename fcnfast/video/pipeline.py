@@ -269,6 +269,8 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
         for labels in segmenter.stream(frames_for_engine(), batch_size=batch_size, smooth=smooth,
                                        smooth_reset=smooth_reset):
             frame = pending.popleft()
+            if isinstance(labels, dict):  # a multi-head model: the video shows its first head
+                labels = labels[segmenter.heads[0]]
             out_q.put((frame, labels), writer_gone)
             if not writer.is_alive():
                 break
