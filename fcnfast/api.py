@@ -11,7 +11,7 @@ import torch
 from . import checkpoint as ckpt
 from . import contract, ops
 from .convention import InputConvention
-from .images import Image, ImageError, model_scores, read_image
+from .images import Image, ImageError, join_streams, model_scores, read_image
 from .models import FCNBase
 from .palette import VOC_CLASSES, voc_palette
 
@@ -31,11 +31,12 @@ def _not_a_path(images, what: str) -> None:
                         f"{os.fsdecode(images)!r}; use segment() for one image, or pass [path]")
 
 
-def _frame_batches(frames, batch_size: int):
-    """Decoded frames grouped into runs of equal size and pixel type, at most batch_size long."""
+def _frame_batches(frames, batch_size: int, read):
+    """Decoded frames (``read(frame, what)``) grouped into runs of equal size and pixel type, at
+    most batch_size long."""
     batch = []
     for i, frame in enumerate(frames):
-        image = read_image(frame, f"frame {i}")
+        image = read(frame, f"frame {i}")
         if batch and (len(batch) == batch_size or image.pixels.shape != batch[0].pixels.shape
                       or image.pixels.dtype != batch[0].pixels.dtype):
             yield batch
@@ -109,6 +110,9 @@ class Segmenter:
         if len(class_names) != n:
             raise ValueError(f"{len(class_names)} class names for a model with {n} classes")
         self.classes = list(class_names)
+        # A model of several input images (NYUDv2 colour + HHA) names them; segment() takes the
+        # others as keywords (segment(rgb, hha=...)).
+        self.input_names = tuple(getattr(model, "input_names", ("rgb",)))
         # A multi-head model (SIFT Flow): segment() returns {head: labels}; classes are the first
         # head's, head_class_names every head's.
         self.heads = tuple(model.heads)
@@ -167,18 +171,41 @@ class Segmenter:
             return {h: out[k] for k, h in enumerate(self.heads)}
         return out
 
-    def segment(self, img):
+    def _read(self, img, hha=None, what: str = "image") -> Image:
+        """Decode one input: the image, and for a colour + HHA model its HHA image too."""
+        if len(self.input_names) == 1:
+            if hha is not None:
+                raise TypeError(f"hha= is for models that take an HHA image; {self.arch} takes one "
+                                "image")
+            return read_image(img, what)
+        if hha is None:
+            raise TypeError(f"{self.arch} takes an HHA image too: segment(rgb, hha=...) "
+                            "(fcnfast.data.hha_encode makes one from depth)")
+        return join_streams([read_image(img, what), read_image(hha, f"HHA of {what}")], what)
+
+    def _read_frame(self, frame, what: str) -> Image:
+        """A stream's frame: an image, or (rgb, hha) for a colour + HHA model."""
+        if len(self.input_names) > 1:
+            if not (isinstance(frame, (tuple, list)) and len(frame) == 2):
+                raise TypeError(f"{self.arch} streams (rgb, hha) pairs; {what} is a "
+                                f"{type(frame).__name__}")
+            return self._read(frame[0], frame[1], what)
+        return read_image(frame, what)
+
+    def segment(self, img, hha=None):
         """H×W label map of one image (uint8 when classes <= 256, else int32).
 
-        numpy / PIL / path in → numpy out; torch in → torch out on the input's device.
+        numpy / PIL / path in → numpy out; torch in → torch out on the input's device. A model with
+        several heads (SIFT Flow) gives {head: label map}; a colour + HHA model (NYUDv2) takes the
+        HHA image as ``hha`` (same size; ``fcnfast.data.hha_encode`` makes one from depth).
         """
-        image = read_image(img)
+        image = self._read(img, hha)
         return self._hand_back(self._labels(image.pixels.unsqueeze(0))[0], image)
 
-    def logits(self, img):
+    def logits(self, img, hha=None):
         """C×H×W float32 class scores at full resolution (always the reference model: the engine
         never materialises them)."""
-        image = read_image(img)
+        image = self._read(img, hha)
         scores = self._scores(image.pixels.unsqueeze(0))
         if isinstance(scores, dict):  # several heads: {head: C×H×W}
             return {h: self._hand_back_one(scores[h][0].float(), image) for h in self.heads}
@@ -188,7 +215,7 @@ class Segmenter:
     def _hand_back_one(t: torch.Tensor, image: Image):
         return t.to(image.device) if image.as_torch else t.cpu().numpy()
 
-    def segment_batch(self, images, batch_size: int = 8):
+    def segment_batch(self, images, batch_size: int = 8, *, hha=None):
         """Label maps of many images.
 
         ``images`` is a list (of anything ``segment`` takes; sizes may differ) → list of label
@@ -210,7 +237,13 @@ class Segmenter:
             items = list(images)
             if not items:
                 return []
-        decoded = [read_image(im, f"image {i}") for i, im in enumerate(items)]
+        if hha is not None:
+            _not_a_path(hha, "segment_batch's hha")
+            hha = list(hha.unbind(0) if isinstance(hha, torch.Tensor) else hha)
+            if len(hha) != len(items):
+                raise ValueError(f"{len(items)} images but {len(hha)} HHA images")
+        decoded = [self._read(im, None if hha is None else hha[i], f"image {i}")
+                   for i, im in enumerate(items)]
         groups = {}
         for i, image in enumerate(decoded):
             key = (image.pixels.dtype, tuple(image.pixels.shape), image.pixels.device)
@@ -246,7 +279,7 @@ class Segmenter:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         _not_a_path(frames, "stream")
-        batches = _frame_batches(frames, batch_size)
+        batches = _frame_batches(frames, batch_size, self._read_frame)
         if smooth is not None:  # frame after frame in order: no overlap of batches
             from .engine.smoothing import ScoreSmoother
 
@@ -274,7 +307,7 @@ class Segmenter:
             return self._argmax(dict(zip(self.heads, joint.split(self.model.head_classes, 1))))
         return self._argmax(smoother.update(scores, pixels))
 
-    def check(self, img=None):
+    def check(self, img=None, hha=None):
         """Run the engine and the float32 reference on ``img`` (default: a generated test scene) and
         report label agreement on firm pixels, the max score error and the backend of each op."""
         if self.engine is None:
@@ -286,7 +319,9 @@ class Segmenter:
             from .data.synthetic import synthetic_scene
 
             img = synthetic_scene(0, 240, 320)[0]
-        image = read_image(img)
+        if len(self.input_names) > 1 and hha is None:
+            hha = img  # a stand-in second image: engine and reference see the same input
+        image = self._read(img, hha)
         return compare(self.engine, image.pixels.unsqueeze(0).to(self.device))
 
     # -- display -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .convention import InputConvention
+from .convention import InputConvention, convention_from_json, convention_to_json, streams
 from .models import ARCHS, FCNBase, build_model
 
 NATIVE_FORMAT = "fcnfast"
@@ -307,6 +307,8 @@ def _arch_from_keys(state_dict: Dict[str, torch.Tensor], where: str) -> Optional
     keys = list(state_dict)
     if "conv1_1.weight" in state_dict:
         return _vgg_arch(keys)
+    if "conv1_1color.weight" in state_dict and "conv1_1hha.weight" in state_dict:
+        return "nyud_fcn32s_color_hha"
     if any(k.startswith("inception_") for k in keys) or "conv1.7x7_s2.weight" in state_dict:
         return "fcn_googlenet"
     if any(k.startswith("backbone.layer") for k in keys):
@@ -357,10 +359,12 @@ def _resolve_arch(state_dict, arch: Optional[str], arch_hint: Optional[str],
 _VGG_WIDTH_KEYS = tuple(f"conv{b}_1.weight" for b in range(1, 6))
 
 
-def _vgg_widths(state_dict: Dict[str, torch.Tensor]) -> dict:
-    """The ``widths``/``fc_width`` a VGG state dict was built with; {} (the defaults) when its
-    tensors do not say, so the fit check reports what is missing or malformed."""
-    tensors = [state_dict.get(k) for k in _VGG_WIDTH_KEYS + ("fc6.weight",)]
+def _vgg_widths(state_dict: Dict[str, torch.Tensor], stream: str = "") -> dict:
+    """The ``widths``/``fc_width`` a VGG state dict was built with (of the trunk whose layers carry
+    the suffix ``stream``); {} (the defaults) when its tensors do not say, so the fit check reports
+    what is missing or malformed."""
+    keys = [k.replace(".weight", stream + ".weight") for k in _VGG_WIDTH_KEYS + ("fc6.weight",)]
+    tensors = [state_dict.get(k) for k in keys]
     if any(not isinstance(t, torch.Tensor) or t.dim() == 0 for t in tensors):
         return {}
     *widths, fc6 = (int(t.shape[0]) for t in tensors)
@@ -372,6 +376,8 @@ def model_kwargs(arch: str, state_dict: Dict[str, torch.Tensor]) -> dict:
         return {"aux": any(k.startswith("aux_classifier.") for k in state_dict)}
     if arch in ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce"):
         return _vgg_widths(state_dict)
+    if arch == "nyud_fcn32s_color_hha":
+        return _vgg_widths(state_dict, "color")
     if arch.startswith("siftflow_"):
         geo = state_dict.get("score_fr_geo.weight")
         heads = {"head_classes": (int(geo.shape[0]),)} if isinstance(geo, torch.Tensor) and geo.dim() else {}
@@ -474,7 +480,7 @@ def _native_metadata(metadata: Dict[str, str], where: str):
     palette = _json_field(metadata, "palette", where)
     try:
         names = None if names is None else _class_name_list(names, num_classes, "metadata")
-        convention = None if convention is None else InputConvention.from_dict(convention)
+        convention = None if convention is None else convention_from_json(convention)
         palette = None if palette is None else _palette_rows(palette, "metadata palette")
     except (ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{where}: bad metadata: {e}") from e
@@ -610,9 +616,9 @@ def save_native(model: nn.Module, path: PathLike, *, class_names: Optional[Seque
         class_names = _class_name_list(class_names, num_classes, "save_native")
     if input_convention is None:
         input_convention = model.input_convention
-    if not isinstance(input_convention, InputConvention):
-        raise ValueError(f"input_convention must be an InputConvention, "
-                         f"got {type(input_convention).__name__}")
+    if not all(isinstance(c, InputConvention) for c in streams(input_convention)):
+        raise ValueError(f"input_convention must be an InputConvention (or a tuple of them, one per "
+                         f"input stream), got {type(input_convention).__name__}")
     if palette is not None:
         palette = _palette_rows(palette, "save_native palette")
         if len(palette) < num_classes:
@@ -623,7 +629,7 @@ def save_native(model: nn.Module, path: PathLike, *, class_names: Optional[Seque
         "arch": arch,
         "num_classes": str(num_classes),
         "class_names": json.dumps(class_names),
-        "input": json.dumps(input_convention.to_dict()),
+        "input": json.dumps(convention_to_json(input_convention)),
         "palette": json.dumps(palette),
     }
     _write_safetensors(_tensors_for_saving(model.state_dict()), Path(os.fspath(path)), metadata)

@@ -49,3 +49,27 @@ class InputConvention:
 CAFFE_BGR = InputConvention("BGR", 255.0, (104.00698793, 116.66876762, 122.67891434))
 # torchvision's ImageNet models (FCN-ResNet50/101).
 TORCHVISION_RGB = InputConvention("RGB", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# NYUDv2's releases (nyud_layers.py): colour as BGR minus NYUD's own mean; HHA (Gupta et al.'s
+# horizontal disparity, height, angle, stored as an RGB PNG) minus its mean, channels unflipped.
+NYUD_COLOR_BGR = InputConvention("BGR", 255.0, (116.190, 97.203, 92.318))
+NYUD_HHA = InputConvention("RGB", 255.0, (132.431, 94.076, 118.477))
+
+
+def streams(convention) -> Tuple[InputConvention, ...]:
+    """The per-stream conventions of a model's input: one, or a tuple of them for a model that
+    takes several images (NYUDv2's colour + HHA), each 3 channels of the input in turn."""
+    return convention if isinstance(convention, tuple) else (convention,)
+
+
+def convention_to_json(convention):
+    """A convention (or a tuple of them) as JSON data: a dict, or a list of dicts."""
+    if isinstance(convention, tuple):
+        return [c.to_dict() for c in convention]
+    return convention.to_dict()
+
+
+def convention_from_json(data):
+    """The inverse of ``convention_to_json``."""
+    if isinstance(data, list):
+        return tuple(InputConvention.from_dict(d) for d in data)
+    return InputConvention.from_dict(data)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import ops
-from .convention import InputConvention
+from .convention import InputConvention, streams
 
 
 class ImageError(ValueError):
@@ -29,7 +29,7 @@ class ImageError(ValueError):
 class Image:
     """One decoded image and how to hand results back for it."""
 
-    pixels: torch.Tensor  # (H, W, 3) uint8, or (3, H, W) float32 in [0, 1]
+    pixels: torch.Tensor  # (H, W, 3) uint8, or (3, H, W) float32 in [0, 1] (3k: k joined streams)
     as_torch: bool  # results go back as torch tensors (else numpy)
     device: Optional[torch.device]  # device of a torch input; results return there
 
@@ -194,19 +194,40 @@ def read_image(img, what: str = "image") -> Image:
                     "PIL image, torch tensor or a path")
 
 
-def to_network_input(pixels: torch.Tensor, convention: InputConvention, device, dtype) -> torch.Tensor:
+def to_network_input(pixels: torch.Tensor, convention, device, dtype) -> torch.Tensor:
     """Normalise (N, H, W, 3) uint8 or (N, 3, H, W) float [0, 1] pixels to the net's (N, 3, H, W).
 
     Both go through the reference ``preprocess`` formula: uint8 frames as the head op (scale/255
-    per step, exact for the Caffe 0-255 scale), float pixels as its ``normalize`` in float32.
+    per step, exact for the Caffe 0-255 scale), float pixels as its ``normalize`` in float32. A
+    model that takes several images (``convention`` a tuple, one per stream) gets their channels
+    3 by 3 (N, H, W, 3k), each normalised by its own convention, concatenated.
     """
     x = pixels.to(device, non_blocking=True)
-    if x.dtype == torch.uint8:
-        return ops.preprocess(x, mean=convention.mean, std=convention.std,
-                              scale=convention.scale / 255.0, bgr=convention.bgr, dtype=dtype,
-                              backend="torch")
-    return ops.normalize(x, mean=convention.mean, std=convention.std, scale=convention.scale,
-                         bgr=convention.bgr, dtype=dtype).contiguous()
+    parts = []
+    for i, c in enumerate(streams(convention)):
+        if x.dtype == torch.uint8:
+            parts.append(ops.preprocess(x[..., 3 * i:3 * i + 3], mean=c.mean, std=c.std,
+                                        scale=c.scale / 255.0, bgr=c.bgr, dtype=dtype,
+                                        backend="torch"))
+        else:
+            parts.append(ops.normalize(x[:, 3 * i:3 * i + 3], mean=c.mean, std=c.std, scale=c.scale,
+                                       bgr=c.bgr, dtype=dtype).contiguous())
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+
+def join_streams(images, what: str = "image") -> "Image":
+    """One ``Image`` of a model's several input images (colour, HHA): their channels side by
+    side, (H, W, 3k) uint8 or (3k, H, W) float; the first image says how results go back."""
+    first = images[0]
+    for other in images[1:]:
+        if other.size != first.size:
+            raise ImageError(f"the {what}s of one input differ in size: {first.size} and {other.size}")
+        if other.pixels.dtype != first.pixels.dtype:
+            raise ImageError(f"the {what}s of one input must be alike (all uint8, or all float in "
+                             f"[0, 1]); got {first.pixels.dtype} and {other.pixels.dtype}")
+    dim = -1 if first.pixels.dtype == torch.uint8 else 0
+    pixels = torch.cat([im.pixels.to(first.pixels.device) for im in images], dim)
+    return Image(pixels, first.as_torch, first.device)
 
 
 def model_scores(model: torch.nn.Module, pixels: torch.Tensor, convention: InputConvention) -> torch.Tensor:

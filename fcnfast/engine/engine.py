@@ -15,7 +15,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from .. import contract
-from ..convention import InputConvention
+from ..convention import streams
 from ..images import model_scores, to_network_input
 from ..models import FCNBase
 from . import border, tiling
@@ -38,7 +38,7 @@ class Engine:
                  backend: str = "auto", cuda_graphs: Optional[bool] = None,
                  graph_cache_size: int = 8, fc_tile_rows: Optional[int] = None,
                  skip_border: Optional[bool] = None,
-                 convention: Optional[InputConvention] = None):
+                 convention=None):
         self.reference = model
         self.device = torch.device(device)
         if cuda_graphs and self.device.type != "cuda":
@@ -91,12 +91,17 @@ class Engine:
     # -- the network -----------------------------------------------------------------------------
     def network_input(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 or (N, 3, H, W) float [0, 1] pixels on the device → the net's input."""
-        c = self.convention
-        if pixels.dtype == torch.uint8:
-            return self._preprocess(pixels, mean=c.mean, std=c.std, scale=c.scale / 255.0,
-                                    bgr=c.bgr, dtype=self.dtype, channels_last=True)
-        x = to_network_input(pixels, c, self.device, self.dtype)
-        return x.contiguous(memory_format=torch.channels_last)
+        convs = streams(self.convention)
+        if pixels.dtype != torch.uint8:
+            x = to_network_input(pixels, self.convention, self.device, self.dtype)
+            return x.contiguous(memory_format=torch.channels_last)
+        # A model of several input images takes their channels 3 by 3 (colour, then HHA).
+        parts = [self._preprocess(pixels[..., 3 * i:3 * i + 3], mean=c.mean, std=c.std,
+                                  scale=c.scale / 255.0, bgr=c.bgr, dtype=self.dtype,
+                                  channels_last=True) for i, c in enumerate(convs)]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat(parts, 1).contiguous(memory_format=torch.channels_last)
 
     def _trunk(self, x: torch.Tensor):
         """Coarse class scores and the skip features the head needs."""

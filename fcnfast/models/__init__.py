@@ -6,7 +6,8 @@ from .common import FCNBase, crop
 from .geometry import CoordMap, GeometryError, chain_map, crop_offset, layer_map
 from .googlenet import FCNGoogLeNet
 from .resnet import FCNResNet50, FCNResNet101
-from .vgg import FCN8s, FCN8sAtOnce, FCN16s, FCN32s, SIFTFlowFCN8s, SIFTFlowFCN16s, SIFTFlowFCN32s
+from .vgg import (FCN8s, FCN8sAtOnce, FCN16s, FCN32s, NYUDFCN32sColorHHA, SIFTFlowFCN8s,
+                  SIFTFlowFCN16s, SIFTFlowFCN32s)
 
 ARCHS = {
     "fcn32s": FCN32s,
@@ -20,6 +21,7 @@ ARCHS = {
     "siftflow_fcn32s": SIFTFlowFCN32s,
     "siftflow_fcn16s": SIFTFlowFCN16s,
     "siftflow_fcn8s": SIFTFlowFCN8s,
+    "nyud_fcn32s_color_hha": NYUDFCN32sColorHHA,
 }
 
 
@@ -35,4 +37,5 @@ def build_model(arch: str, num_classes: int = 21, **kwargs) -> FCNBase:
 __all__ = ["ARCHS", "build_model", "FCNBase", "crop", "CoordMap", "GeometryError", "chain_map",
            "crop_offset", "layer_map", "FCN32s", "FCN16s", "FCN8s", "FCN8sAtOnce", "FCNAlexNet",
            "FCNGoogLeNet",
-           "FCNResNet50", "FCNResNet101", "SIFTFlowFCN32s", "SIFTFlowFCN16s", "SIFTFlowFCN8s"]
+           "FCNResNet50", "FCNResNet101", "SIFTFlowFCN32s", "SIFTFlowFCN16s", "SIFTFlowFCN8s",
+           "NYUDFCN32sColorHHA"]

@@ -126,10 +126,8 @@ class ChainFCN(FCNBase):
     def num_classes(self) -> int:
         return self.score_fr.out_channels
 
-    def _add_fc_and_score(self, cin: int, fc6_kernel: int, num_classes: Optional[int],
-                          fc_width: int = 4096):
-        """fc6 (the classifier's first FC layer as a k×k conv), fc7 (1×1), then score_fr (not
-        when ``num_classes`` is None: the heads score drop7 themselves).
+    def _add_fc_and_score(self, cin: int, fc6_kernel: int, num_classes: int, fc_width: int = 4096):
+        """fc6 (the classifier's first FC layer as a k×k conv), fc7 (1×1), then score_fr.
 
         ``fc_width`` is 4096 in the ImageNet classifiers; narrow models use less.
         """
@@ -139,8 +137,7 @@ class ChainFCN(FCNBase):
         self._add("fc7", nn.Conv2d(fc_width, fc_width, 1))
         self._add("relu7", nn.ReLU(inplace=True))
         self._add("drop7", nn.Dropout2d())
-        if num_classes is not None:
-            self._add("score_fr", nn.Conv2d(fc_width, num_classes, 1))
+        self._add("score_fr", nn.Conv2d(fc_width, num_classes, 1))
 
     def _add_upscore(self, kernel: int, stride: int = 32):
         """The one deconvolution of a 32s net (bilinear, no bias), its crop from the geometry.

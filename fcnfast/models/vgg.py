@@ -10,9 +10,9 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..convention import CAFFE_BGR
-from .common import ChainFCN, crop
-from .geometry import IDENTITY, crop_offset, layer_map
+from ..convention import CAFFE_BGR, NYUD_COLOR_BGR, NYUD_HHA
+from .common import ChainFCN, FCNBase, crop
+from .geometry import IDENTITY, chain_map, crop_offset, layer_map
 from .head_plan import HeadPlan, final_step, skip_step
 from .init import bilinear_init_, zero_init_
 
@@ -33,6 +33,22 @@ def _check_widths(widths, fc_width: int):
     if int(fc_width) < 1:
         raise ValueError(f"fc_width must be a positive integer, got {fc_width}")
     return widths, int(fc_width)
+
+
+def vgg16_layers(widths, fc_width: int):
+    """(name, layer) of the VGG16 trunk in order, conv1_1 … drop7: pad 100 on conv1_1, ceil-mode
+    pools, fc6 a 7×7 convolution (the Caffe geometry)."""
+    cin = 3
+    for (block, n, _), cout in zip(VGG16_BLOCKS, widths):
+        for i in range(1, n + 1):
+            pad = 100 if (block, i) == (1, 1) else 1
+            yield f"conv{block}_{i}", nn.Conv2d(cin, cout, 3, padding=pad)
+            yield f"relu{block}_{i}", nn.ReLU(inplace=True)
+            cin = cout
+        yield f"pool{block}", nn.MaxPool2d(2, stride=2, ceil_mode=True)
+    yield from (("fc6", nn.Conv2d(cin, fc_width, 7)), ("relu6", nn.ReLU(inplace=True)),
+                ("drop6", nn.Dropout2d()), ("fc7", nn.Conv2d(fc_width, fc_width, 1)),
+                ("relu7", nn.ReLU(inplace=True)), ("drop7", nn.Dropout2d()))
 
 
 class _VGG16FCN(ChainFCN):
@@ -58,20 +74,13 @@ class _VGG16FCN(ChainFCN):
                  head_classes: Optional[Sequence[int]] = None):
         super().__init__(num_classes)
         self.widths, self.fc_width = _check_widths(widths, fc_width)
-        cin = 3
-        for (block, n, _), cout in zip(VGG16_BLOCKS, self.widths):
-            for i in range(1, n + 1):
-                pad = 100 if (block, i) == (1, 1) else 1
-                self._add(f"conv{block}_{i}", nn.Conv2d(cin, cout, 3, padding=pad))
-                self._add(f"relu{block}_{i}", nn.ReLU(inplace=True))
-                cin = cout
-            self._add(f"pool{block}", nn.MaxPool2d(2, stride=2, ceil_mode=True))
+        for name, module in vgg16_layers(self.widths, self.fc_width):
+            self._add(name, module)
         self.crop_offsets = {}
         if not self.HEADS:
-            self._add_fc_and_score(cin, 7, num_classes, fc_width=self.fc_width)
+            self._add("score_fr", nn.Conv2d(self.fc_width, num_classes, 1))
             self._add_head("", num_classes, self.map_of("score_fr"))
             return
-        self._add_fc_and_score(cin, 7, None, fc_width=self.fc_width)
         classes = [num_classes] + list(head_classes or ())
         if len(classes) != len(self.HEADS):
             raise ValueError(f"{type(self).__name__} has {len(self.HEADS)} heads; give "
@@ -255,3 +264,74 @@ class SIFTFlowFCN8s(FCN8s):
     def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
                  head_classes: Sequence[int] = (3,)):
         super().__init__(num_classes, widths, fc_width, head_classes)
+
+
+class NYUDFCN32sColorHHA(FCNBase):
+    """NYUDv2's late-fusion net (the paper's RGB-HHA FCN-32s): two VGG16 trunks, one on the colour
+    image and one on its HHA encoding of depth, whose class scores are summed with coefficients
+    0.5/0.5 (``score_fused``) before one 64/32 deconvolution and crop 19. Layer names are the
+    release's (``conv1_1color`` … ``score_frcolor``, ``conv1_1hha`` … ``score_frhha``, ``upscore``).
+
+    The input is 6 channels: the colour stream's 3 (``NYUD_COLOR_BGR``), then the HHA stream's 3
+    (``NYUD_HHA``); ``input_convention`` is that pair.
+    """
+
+    arch = "nyud_fcn32s_color_hha"
+    STREAMS = ("color", "hha")
+    FUSION = (0.5, 0.5)
+    input_convention = (NYUD_COLOR_BGR, NYUD_HHA)
+    input_names = ("rgb", "hha")
+
+    def __init__(self, num_classes: int = 40, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.widths, self.fc_width = _check_widths(widths, fc_width)
+        self._chains = []
+        for stream in self.STREAMS:
+            names = []
+            for name, module in list(vgg16_layers(self.widths, self.fc_width)) + [
+                    ("score_fr", nn.Conv2d(self.fc_width, num_classes, 1))]:
+                setattr(self, name + stream, module)
+                names.append(name + stream)
+            self._chains.append(names)
+            zero_init_(getattr(self, "score_fr" + stream))
+        self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 64, stride=32, bias=False)
+        bilinear_init_(self.upscore)
+        # Both streams have one geometry: the colour one gives the crop.
+        coarse = chain_map((getattr(self, n) for n in self._chains[0]), "color stream")
+        self.crop_offsets = {"upscore": crop_offset(coarse.then(layer_map(self.upscore)), IDENTITY,
+                                                    "upscore")}
+
+    @property
+    def num_classes(self) -> int:
+        return self.upscore.out_channels
+
+    def extra_repr(self) -> str:
+        narrow = (self.widths, self.fc_width) != (VGG16_WIDTHS, VGG16_FC_WIDTH)
+        return super().extra_repr() + (f", widths={self.widths}, fc_width={self.fc_width}"
+                                       if narrow else "")
+
+    def run_trunk(self, x: torch.Tensor, keep=(), until: Optional[str] = None):
+        """score_fused: 0.5·score_frcolor(colour) + 0.5·score_frhha(HHA); no skip features."""
+        if keep or until is not None:
+            raise ValueError("the two-stream net keeps no skip features and has no fc block")
+        if x.shape[1] != 3 * len(self.STREAMS):
+            raise ValueError(f"{self.arch} takes {3 * len(self.STREAMS)} input channels (colour, "
+                             f"then HHA), got {x.shape[1]}")
+        fused = None
+        for names, part, coeff in zip(self._chains, x.split(3, 1), self.FUSION):
+            h = part
+            for name in names:
+                h = getattr(self, name)(h)
+            fused = coeff * h if fused is None else fused + coeff * h
+        return fused, {}
+
+    def forward(self, x):
+        return crop(self.upscore(self.run_trunk(x)[0]), self.crop_offsets["upscore"], x.shape[-2:])
+
+    def head_plan(self) -> HeadPlan:
+        return HeadPlan((), final_step(self.upscore, self.crop_offsets["upscore"]))
+
+    def layer_chains(self):
+        return [list(names) for names in self._chains]
