@@ -267,3 +267,157 @@ def read_caffemodel(path, where: Optional[str] = None
     with open(path, "rb") as f:
         data = f.read()
     return state_dict_from_layers(read_layers(data, where), where)
+
+
+# --- the text prototxt (deploy.prototxt / train.prototxt): optional, for checking geometry -------
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"'}
+
+
+def _unescape(s: str) -> str:
+    """The C escapes protobuf's text format writes inside strings."""
+    if "\\" not in s:
+        return s
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 1 < len(s):
+            out.append(_ESCAPES.get(s[i + 1], s[i + 1]))
+            i += 2
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def _tokens(text: str, where: str):
+    """Tokens of protobuf's text format: names, numbers, quoted strings, ':', '{', '}'."""
+    i, n, line = 0, len(text), 1
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+            i += 1
+        elif c.isspace():
+            i += 1
+        elif c == "#":  # a comment to the end of the line
+            while i < n and text[i] != "\n":
+                i += 1
+        elif c in ":{}":
+            yield c, line
+            i += 1
+        elif c in "\"'":
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if text[j] == "\\" else 1
+            if j >= n:
+                raise CaffeError(f"{where}:{line}: unterminated string")
+            yield ("str", _unescape(text[i + 1:j])), line
+            i = j + 1
+        else:
+            j = i
+            while j < n and not text[j].isspace() and text[j] not in ":{}#\"'":
+                j += 1
+            yield ("word", text[i:j]), line
+            i = j
+
+
+def _value(word: str):
+    for kind in (int, float):
+        try:
+            return kind(word)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(word, word)  # an enum name stays a string
+
+
+def parse_prototxt(text: str, where: str = "prototxt") -> dict:
+    """A text-format message as a dict; every field maps to the list of its values (repeated or
+    not), nested messages to dicts: ``net["layer"][0]["convolution_param"][0]["kernel_size"]``."""
+    stack = [{}]
+    tokens = iter(_tokens(text, where))
+    for tok, line in tokens:
+        if tok == "}":
+            if len(stack) == 1:
+                raise CaffeError(f"{where}:{line}: unbalanced '}}'")
+            stack.pop()
+            continue
+        if not (isinstance(tok, tuple) and tok[0] == "word"):
+            raise CaffeError(f"{where}:{line}: expected a field name, got {tok!r}")
+        name = tok[1]
+        nxt, line = next(tokens, (None, line))
+        if nxt == ":":
+            nxt, line = next(tokens, (None, line))
+        if nxt == "{":
+            child = {}
+            stack[-1].setdefault(name, []).append(child)
+            stack.append(child)
+        elif isinstance(nxt, tuple):
+            value = nxt[1] if nxt[0] == "str" else _value(nxt[1])
+            stack[-1].setdefault(name, []).append(value)
+        else:
+            raise CaffeError(f"{where}:{line}: field {name} has no value")
+    if len(stack) != 1:
+        raise CaffeError(f"{where}: {len(stack) - 1} unclosed '{{'")
+    return stack[0]
+
+
+def _first(msg: dict, field: str, default=None):
+    values = msg.get(field)
+    return values[0] if values else default
+
+
+def prototxt_geometry(net: dict) -> Dict[str, dict]:
+    """Per layer name: what fixes the geometry — a (De)Convolution's kernel, stride, pad and
+    outputs, a Crop's offset (Caffe's crop layer, axis 2), a Scale layer's constant."""
+    layers = net.get("layer") or net.get("layers") or []
+    out = {}
+    for layer in layers:
+        name, kind = _first(layer, "name", ""), str(_first(layer, "type", ""))
+        info = {"type": kind}
+        conv = _first(layer, "convolution_param")
+        if conv is not None:
+            info.update(kernel=_first(conv, "kernel_size"), stride=_first(conv, "stride", 1),
+                        pad=_first(conv, "pad", 0), outputs=_first(conv, "num_output"))
+        crop_p = _first(layer, "crop_param")
+        if crop_p is not None or kind.lower() == "crop":
+            info["offset"] = _first(crop_p or {}, "offset", 0)
+        scale = _first(layer, "scale_param")
+        if scale is not None:
+            filler = _first(scale, "filler") or {}
+            info["value"] = _first(filler, "value")
+        out[name] = info
+    return out
+
+
+def check_geometry(model, net: dict, where: str = "prototxt") -> None:
+    """Raise CaffeError unless the reference ``model`` has the prototxt's geometry: each
+    (de)convolution's kernel and stride (and a convolution's pad), each crop's offset (matched by
+    the layer it crops, its first bottom), each Scale layer's constant."""
+    geometry = prototxt_geometry(net)
+    modules = dict(model.named_modules())
+    offsets = getattr(model, "crop_offsets", {})
+    problems = []
+    for layer in net.get("layer") or net.get("layers") or []:
+        name = _first(layer, "name", "")
+        info = geometry.get(name, {})
+        module = modules.get(name.replace("/", "."))
+        if info.get("kernel") is not None and module is not None and hasattr(module, "kernel_size"):
+            got = (module.kernel_size[0], module.stride[0])
+            want = (info["kernel"], info["stride"])
+            if got != want:
+                problems.append(f"{name}: kernel/stride {want} in the prototxt, {got} in the model")
+            pad = module.padding[0] if isinstance(module.padding, tuple) else module.padding
+            if info["type"] == "Convolution" and pad != info["pad"]:
+                problems.append(f"{name}: pad {info['pad']} in the prototxt, {pad} in the model")
+        if "offset" in info:
+            bottoms = layer.get("bottom") or []
+            cropped = str(bottoms[0]).replace("/", ".") if bottoms else None
+            if cropped in offsets and offsets[cropped] != info["offset"]:
+                problems.append(f"{name}: crops {cropped} at {info['offset']} in the prototxt, "
+                                f"{offsets[cropped]} in the model")
+        if info.get("value") is not None and name in ATONCE_SCALES:
+            if abs(info["value"] - ATONCE_SCALES[name]) > 1e-12:
+                problems.append(f"{name}: scale {info['value']} in the prototxt, "
+                                f"{ATONCE_SCALES[name]} in the model")
+    if problems:
+        raise CaffeError(f"{where} does not match {model.arch}: " + "; ".join(problems))

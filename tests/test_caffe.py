@@ -198,3 +198,168 @@ def test_cli_reports_a_bad_caffemodel_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fcnfast", "info", str(path)], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "declares" in r.stderr
+
+
+# --- the text prototxt ---------------------------------------------------------------------------
+
+# An excerpt of voc-fcn8s/train.prototxt in the layout Caffe's NetSpec writes (data layer, one
+# conv with its params, the deconvolutions, the crops, the loss).
+VOC_FCN8S_PROTOTXT = r"""
+layer {
+  name: "data"
+  type: "Python"
+  top: "data"
+  top: "label"
+  python_param {
+    module: "voc_layers"
+    layer: "SBDDSegDataLayer"
+    param_str: "{\'sbdd_dir\': \'../data/sbdd/dataset\', \'seed\': 1337, \'split\': \'train\', \'mean\': (104.00699, 116.66877, 122.67892)}"
+  }
+}
+layer {
+  name: "conv1_1"
+  type: "Convolution"
+  bottom: "data"
+  top: "conv1_1"
+  param {
+    lr_mult: 1
+    decay_mult: 1
+  }
+  param {
+    lr_mult: 2
+    decay_mult: 0
+  }
+  convolution_param {
+    num_output: 64
+    pad: 100
+    kernel_size: 3
+    stride: 1
+  }
+}
+layer {
+  name: "relu1_1"
+  type: "ReLU"
+  bottom: "conv1_1"
+  top: "conv1_1"
+}
+layer {
+  name: "upscore2"
+  type: "Deconvolution"
+  bottom: "score_fr"
+  top: "upscore2"
+  param {
+    lr_mult: 0
+  }
+  convolution_param {
+    num_output: 21
+    bias_term: false
+    kernel_size: 4
+    stride: 2
+  }
+}
+layer {
+  name: "score_pool4c"
+  type: "Crop"
+  bottom: "score_pool4"
+  bottom: "upscore2"
+  top: "score_pool4c"
+  crop_param {
+    axis: 2
+    offset: 5
+  }
+}
+layer {
+  name: "score_pool3c"
+  type: "Crop"
+  bottom: "score_pool3"
+  bottom: "upscore_pool4"
+  top: "score_pool3c"
+  crop_param {
+    axis: 2
+    offset: 9
+  }
+}
+layer {
+  name: "upscore8"
+  type: "Deconvolution"
+  bottom: "fuse_pool3"
+  top: "upscore8"
+  param {
+    lr_mult: 0
+  }
+  convolution_param {
+    num_output: 21
+    bias_term: false
+    kernel_size: 16
+    stride: 8
+  }
+}
+layer {
+  name: "score"
+  type: "Crop"
+  bottom: "upscore8"
+  bottom: "data"
+  top: "score"
+  crop_param {
+    axis: 2
+    offset: 31
+  }
+}
+layer {
+  name: "loss"
+  type: "SoftmaxWithLoss"
+  bottom: "score"
+  bottom: "label"
+  top: "loss"
+  loss_param {
+    ignore_label: 255
+    normalize: false
+  }
+}
+"""
+
+
+def test_prototxt_parser_reads_the_release_layout():
+    from fcnfast.caffe import check_geometry, parse_prototxt, prototxt_geometry
+
+    net = parse_prototxt(VOC_FCN8S_PROTOTXT)
+    assert [layer["name"][0] for layer in net["layer"]][:3] == ["data", "conv1_1", "relu1_1"]
+    assert net["layer"][0]["python_param"][0]["param_str"][0].startswith("{'sbdd_dir'")
+    geometry = prototxt_geometry(net)
+    assert geometry["conv1_1"] == {"type": "Convolution", "kernel": 3, "stride": 1, "pad": 100,
+                                   "outputs": 64}
+    assert geometry["upscore8"]["kernel"] == 16 and geometry["upscore8"]["stride"] == 8
+    assert (geometry["score_pool4c"]["offset"], geometry["score_pool3c"]["offset"],
+            geometry["score"]["offset"]) == (5, 9, 31)
+    assert net["layer"][-1]["loss_param"][0]["normalize"] == [False]
+    check_geometry(build_model("fcn8s", 21), net)  # the reference model has this geometry
+    wrong = parse_prototxt(VOC_FCN8S_PROTOTXT.replace("offset: 31", "offset: 30"))
+    with pytest.raises(ValueError, match="score: crops upscore8 at 30 in the prototxt, 31"):
+        check_geometry(build_model("fcn8s", 21), wrong)
+    with pytest.raises(ValueError, match="unclosed"):
+        parse_prototxt("layer { name: 'x'")
+
+
+def test_convert_checks_the_prototxt(tmp_path):
+    import subprocess
+    import sys
+
+    src = caffemodel(randomised("fcn8s", **NARROW), tmp_path / "fcn8s.caffemodel")
+    good, bad = tmp_path / "train.prototxt", tmp_path / "bad.prototxt"
+    good.write_text(VOC_FCN8S_PROTOTXT)
+    bad.write_text(VOC_FCN8S_PROTOTXT.replace("kernel_size: 16", "kernel_size: 17"))
+    run = [sys.executable, "-m", "fcnfast", "convert", str(src)]
+    r = subprocess.run(run + [str(tmp_path / "a.safetensors"), "--prototxt", str(good)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(run + [str(tmp_path / "b.safetensors"), "--prototxt", str(bad)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "upscore8: kernel/stride (17, 8)" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "b.safetensors").exists()
+
+
+def test_pascalcontext_layout_is_a_60_class_fcn8s(tmp_path):
+    model = build_model("fcn8s", 60, **NARROW).eval()
+    path = caffemodel(model, tmp_path / "pascalcontext-fcn8s-heavy.caffemodel")
+    ckpt = read_checkpoint(path)
+    assert ckpt.arch == "fcn8s" and ckpt.num_classes == 60
