@@ -252,6 +252,15 @@ def _cmd_convert(args):
     if os.path.exists(out) and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     seg = load(args.input, device="cpu", backend="torch", arch=args.arch)
+    if args.prototxt:  # the release's own text net: its kernels, strides, crops and scales
+        from .caffe import CaffeError, check_geometry, parse_prototxt
+
+        with open(args.prototxt, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            check_geometry(seg.model, parse_prototxt(text, args.prototxt), args.prototxt)
+        except CaffeError as e:
+            raise ValueError(str(e)) from None
     note = ""
     if out.lower().endswith(".pt"):
         import torch
@@ -273,16 +282,16 @@ def _cmd_download(args):
     if args.list:
         if args.name:
             raise ValueError("download --list takes no model name")
-        rows = [(r.name, r.arch + ("" if r.arch in ARCHS else "*"), str(r.num_classes),
-                 "-" if r.mean_iu is None else f"{r.mean_iu:.1f}", r.source) for r in hub.releases()]
-        head = ("name", "arch", "classes", "mean IU", "source")
-        widths = [max(len(row[k]) for row in rows + [head]) for k in range(4)]
-        for row in [head] + rows:
-            print("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]),
-                             row[2].rjust(widths[2]), row[3].rjust(widths[3]), row[4]]))
+        rows = [("name", "arch", "classes", "mean IU", "source")]
+        rows += [(r.name, r.arch + ("" if r.arch in ARCHS else "*"), str(r.num_classes),
+                  "-" if r.mean_iu is None else f"{r.mean_iu:.1f}", r.source)
+                 for r in hub.releases()]
+        w = [max(len(row[k]) for row in rows) for k in range(4)]
+        for name, arch, classes, miu, source in rows:
+            print(f"{name:<{w[0]}}  {arch:<{w[1]}}  {classes:>{w[2]}}  {miu:>{w[3]}}  {source}")
         if any(r.arch not in ARCHS for r in hub.releases()):
             print("* not supported by this build of fcnfast yet")
-        print("mean IU: the paper's; cache: " + str(hub.home()))
+        print(f"mean IU: the paper's (- where it gives none); cache: {hub.home()}")
         return 0
     if not args.name:
         raise ValueError("name a model to download (fcnfast download --list shows them)")
@@ -307,6 +316,40 @@ def _hw(text: str):
     if h < 1 or w < 1:
         raise ValueError(f"--size must be positive, got {text!r}")
     return h, w
+
+
+def _cmd_eval(args):
+    import json
+
+    from .evaluation import EVAL_DATASETS, evaluate_dataset, open_eval_dataset
+
+    if args.model is not None and args.model_pos is not None:
+        raise ValueError("name the model once: as the argument or with --model")
+    if args.data is None:
+        raise ValueError(f"name the dataset with --data ({', '.join(EVAL_DATASETS)})")
+    for flag, value in (("--limit", args.limit), ("--batch", args.batch)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        raise FileNotFoundError(f"--json {args.json}: its folder does not exist")
+    where = dict(sbd_root=args.sbd_root, modality=args.modality)
+    open_eval_dataset(args.data, args.root, args.split, **where)  # a bad root fails before loading
+    args.model = args.model or args.model_pos or "default"
+    seg = _load_for(args)
+    dataset = open_eval_dataset(args.data, args.root, args.split, segmenter=seg, **where)
+    result = evaluate_dataset(seg, dataset, limit=args.limit, progress=not args.quiet,
+                              batch_size=args.batch)
+    result.model, result.dataset, result.split = args.model, args.data, result.split or args.split
+    print(f"fcnfast eval: {args.model} on {args.data}"
+          f"{' ' + result.split if result.split else ''}: {result.count} images in "
+          f"{result.seconds:.1f} s ({result.images_per_s:.2f} images/s) [{seg.arch}, "
+          f"{seg.backend} on {seg.device}, {str(seg.dtype).replace('torch.', '')}]")
+    print(result.table())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result.to_dict(), f, indent=2)
+            f.write("\n")
+    return 0
 
 
 def _cmd_train(args):
@@ -519,6 +562,8 @@ def main(argv=None) -> int:
     cv.add_argument("output", help="OUT.safetensors (native: weights + arch, classes, input "
                     "convention) or OUT.pt (a state dict)")
     cv.add_argument("--arch", help="architecture, overriding detection")
+    cv.add_argument("--prototxt", help="the release's deploy/train .prototxt: check that its "
+                    "kernels, strides, crops and scales are the model's before converting")
     cv.add_argument("--overwrite", action="store_true")
     cv.set_defaults(fn=_cmd_convert)
 
@@ -539,6 +584,30 @@ def main(argv=None) -> int:
     b.add_argument("--batch", type=int, default=1)
     b.add_argument("--repeats", type=int, default=5)
     b.set_defaults(fn=_cmd_bench)
+
+    e = sub.add_parser("eval", help="score.py's metrics of a model over a dataset",
+                       description="Pixel accuracy, mean accuracy, mean IU, frequency-weighted IU "
+                       "and per-class IU, as the paper's score.py computes them, over a dataset's "
+                       "split (default: the paper's; VOC: seg11valid). Two-head SIFT Flow nets "
+                       "are scored on both heads (semantic and geometric).")
+    e.add_argument("model_pos", nargs="?", metavar="model",
+                   help="checkpoint, release name (e.g. voc-fcn8s) or 'default'")
+    e.add_argument("--data", metavar="NAME",
+                   help="voc, sbd, siftflow, nyud, folder (ROOT/images + ROOT/labels) or synthetic")
+    e.add_argument("--root", help="dataset folder (all but synthetic)")
+    e.add_argument("--split", help="split to score (default: the paper's: voc seg11valid, sbd "
+                   "val, siftflow and nyud test)")
+    e.add_argument("--sbd-root", help="voc: SBD folder, to compute seg11valid (VOC val minus SBD "
+                   "train) when ImageSets/Segmentation/seg11valid.txt is absent")
+    e.add_argument("--modality", choices=("rgb", "hha", "rgbhha"),
+                   help="nyud: the input images (default: rgbhha for a color-HHA net, else rgb)")
+    e.add_argument("--limit", type=int, help="score the first N images only")
+    e.add_argument("--batch", type=int, default=1,
+                   help="consecutive images of one size per batch (default 1)")
+    e.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _engine_args(e)
+    e.set_defaults(fn=_cmd_eval)
 
     _add_train_parser(sub)
 

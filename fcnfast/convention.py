@@ -49,6 +49,8 @@ class InputConvention:
 CAFFE_BGR = InputConvention("BGR", 255.0, (104.00698793, 116.66876762, 122.67891434))
 # torchvision's ImageNet models (FCN-ResNet50/101).
 TORCHVISION_RGB = InputConvention("RGB", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# SIFT Flow's releases (siftflow_layers.py): BGR minus SIFT Flow's own mean.
+SIFTFLOW_BGR = InputConvention("BGR", 255.0, (114.578, 115.294, 108.353))
 # NYUDv2's releases (nyud_layers.py): colour as BGR minus NYUD's own mean; HHA (Gupta et al.'s
 # horizontal disparity, height, angle, stored as an RGB PNG) minus its mean, channels unflipped.
 NYUD_COLOR_BGR = InputConvention("BGR", 255.0, (116.190, 97.203, 92.318))

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..convention import CAFFE_BGR, NYUD_COLOR_BGR, NYUD_HHA
+from ..convention import CAFFE_BGR, NYUD_COLOR_BGR, NYUD_HHA, SIFTFLOW_BGR
 from .common import ChainFCN, FCNBase, crop
 from .geometry import IDENTITY, chain_map, crop_offset, layer_map
 from .head_plan import HeadPlan, final_step, skip_step
@@ -242,6 +242,7 @@ SIFTFLOW_HEADS = (("semantic", "_sem"), ("geometric", "_geo"))
 class SIFTFlowFCN32s(FCN32s):
     arch = "siftflow_fcn32s"
     HEADS = SIFTFLOW_HEADS
+    input_convention = SIFTFLOW_BGR
 
     def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
                  head_classes: Sequence[int] = (3,)):
@@ -251,6 +252,7 @@ class SIFTFlowFCN32s(FCN32s):
 class SIFTFlowFCN16s(FCN16s):
     arch = "siftflow_fcn16s"
     HEADS = SIFTFLOW_HEADS
+    input_convention = SIFTFLOW_BGR
 
     def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
                  head_classes: Sequence[int] = (3,)):
@@ -260,6 +262,7 @@ class SIFTFlowFCN16s(FCN16s):
 class SIFTFlowFCN8s(FCN8s):
     arch = "siftflow_fcn8s"
     HEADS = SIFTFLOW_HEADS
+    input_convention = SIFTFLOW_BGR
 
     def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
                  head_classes: Sequence[int] = (3,)):
