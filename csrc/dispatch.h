@@ -1,5 +1,8 @@
-// Host-side helpers shared by the CPU and CUDA launchers: dtype dispatch (one explicit
-// instantiation per dtype, flash-attention's static-switch pattern) and argument errors.
+// Host-side switches shared by the CPU and CUDA launchers (flash-attention's static_switch.h
+// pattern): a runtime dtype code or flag becomes a compile-time type or constant, so each case of
+// the switch instantiates the kernel template for it — one instantiation per dtype (and per flag
+// value), generated where the switch stands rather than listed in explicit-instantiation files.
+// An unknown code throws std::invalid_argument (a Python ValueError through pybind11).
 #pragma once
 
 #include <stdexcept>
@@ -16,13 +19,21 @@
     default: throw std::invalid_argument("unsupported float dtype code " + std::to_string(code)); \
   }
 
-// Labels and label-like integer tensors.
+// Labels and label-like integer tensors (overlay's input).
 #define FCN_DISPATCH_LABEL(code, L, ...)                                              \
   switch (code) {                                                                     \
     case fcn::kU8: { using L = uint8_t; __VA_ARGS__; } break;                         \
     case fcn::kI32: { using L = int32_t; __VA_ARGS__; } break;                        \
     case fcn::kI64: { using L = int64_t; __VA_ARGS__; } break;                        \
     default: throw std::invalid_argument("unsupported label dtype code " + std::to_string(code)); \
+  }
+
+// The argmax ops' labels: uint8 for up to 256 classes, else int32 (head-ops.md; contract.label_dtype).
+#define FCN_DISPATCH_ARGMAX_LABEL(code, L, ...)                                       \
+  switch (code) {                                                                     \
+    case fcn::kU8: { using L = uint8_t; __VA_ARGS__; } break;                         \
+    case fcn::kI32: { using L = int32_t; __VA_ARGS__; } break;                        \
+    default: throw std::invalid_argument("unsupported argmax label dtype code " + std::to_string(code)); \
   }
 
 // Compile-time bool from a runtime flag ("has skip", "bilinear"...).

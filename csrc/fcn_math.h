@@ -9,13 +9,31 @@
 
 #if defined(__CUDACC__)
 #define FCN_HD __host__ __device__ __forceinline__
+#define FCN_UNROLL _Pragma("unroll")
 #else
 #define FCN_HD inline
+#define FCN_UNROLL
 #endif
 
-namespace fcn {
+// The CPU module compiles its kernels once per instruction-set level (setup.py, cpu/capability.h)
+// and links the copies into one library. Each copy's code lives in its own inline namespace
+// (FCN_CPU_CAPABILITY = cpu_default, cpu_avx2, ...: fcn::cpu_avx2::to_float), so that an inline
+// function the linker keeps once can never be one level's copy called from another level's code
+// (an AVX-512 helper on an AVX2 machine, or a 64-byte vector argument passed in registers to a copy
+// that expects it in memory). Everywhere else — the CUDA module, the CPU module's dispatcher and
+// bindings — this is plain namespace fcn. Types that cross from the dispatcher into a level's code
+// (the argument structs, the kernel table) are declared outside it, in plain fcn.
+#if defined(FCN_CPU_CAPABILITY)
+#define FCN_NAMESPACE_BEGIN namespace fcn { inline namespace FCN_CPU_CAPABILITY {
+#define FCN_NAMESPACE_END } }
+#else
+#define FCN_NAMESPACE_BEGIN namespace fcn {
+#define FCN_NAMESPACE_END }
+#endif
 
-// dtype codes passed from Python (fcnfast/_native.py keeps the same table).
+FCN_NAMESPACE_BEGIN
+
+// dtype codes passed from Python (fcnfast/ops/native.py's DTYPE_CODE keeps the same table).
 enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kU8 = 3, kI32 = 4, kI64 = 5 };
 
 // 16-bit storage types; the conversions below are bit arithmetic, identical on host and device.
@@ -146,6 +164,32 @@ FCN_HD Taps deconv_taps(int o, int s, int k, int n_in) {
   return t;
 }
 
+// The 2×2 taps of one output pixel in an input plane of width w, in the order (iy0, ix0),
+// (iy0, ix1), (iy1, ix0), (iy1, ix1): offsets (in range even for an invalid tap) and validity.
+struct PixelTaps {
+  int64_t o00, o01, o10, o11;
+  bool v00, v01, v10, v11;
+};
+
+FCN_HD PixelTaps pixel_taps(const Taps& ty, const Taps& tx, int64_t w) {
+  PixelTaps t;
+  t.o00 = (int64_t)ty.i0 * w + tx.i0;
+  t.o01 = (int64_t)ty.i0 * w + tx.i1;
+  t.o10 = (int64_t)ty.i1 * w + tx.i0;
+  t.o11 = (int64_t)ty.i1 * w + tx.i1;
+  t.v00 = ty.v0 && tx.v0;
+  t.v01 = ty.v0 && tx.v1;
+  t.v10 = ty.v1 && tx.v0;
+  t.v11 = ty.v1 && tx.v1;
+  return t;
+}
+
+// A tap's input as float, 0 for an invalid tap.
+template <typename T>
+FCN_HD float tap_value(const T* plane, int64_t offset, bool valid) {
+  return valid ? to_float(plane[offset]) : 0.0f;
+}
+
 // --- upsample_crop_add -------------------------------------------------------------------------
 // Depthwise (diagonal bilinear) value of one output pixel: its taps x·filt summed in the order
 // (iy0, ix0), (iy0, ix1), (iy1, ix0), (iy1, ix1); an invalid tap passes x = 0.
@@ -240,6 +284,36 @@ FCN_HD float deconv_value(float wy0, float wy1, float w00, float w01, float w10,
   return blend2(wy0, blend2(w00, x00, w01, x01), wy1, blend2(w10, x10, w11, x11));
 }
 
+// The weights of deconv_value, from the filter as upsample_crop_argmax receives it (WeightKind:
+// the separable factor g, or the (k, k) filter f). A row tap's vertical weight: g[ky], or 1 for the
+// 2-D filter (its rows carry the vertical factor). A tap's horizontal weight: g[kx], or f[ky][kx].
+// An invalid tap weighs 0. The CPU kernel takes them per row and per phase (output column mod s:
+// kx0 = phase, kx1 = phase + s), the CUDA kernel per pixel (deconv_weights).
+FCN_HD float deconv_row_weight(const float* filt, bool separable, bool valid, int ky) {
+  return valid ? (separable ? filt[ky] : 1.0f) : 0.0f;
+}
+
+FCN_HD float deconv_col_weight(const float* filt, bool separable, int k, bool valid, int ky,
+                               int kx) {
+  return valid ? (separable ? filt[kx] : filt[ky * k + kx]) : 0.0f;
+}
+
+struct DeconvWeights {
+  float wy0, wy1, w00, w01, w10, w11;
+};
+
+FCN_HD DeconvWeights deconv_weights(const float* filt, bool separable, int k, const Taps& ty,
+                                    const Taps& tx, const PixelTaps& t) {
+  DeconvWeights d;
+  d.wy0 = deconv_row_weight(filt, separable, ty.v0, ty.k0);
+  d.wy1 = deconv_row_weight(filt, separable, ty.v1, ty.k1);
+  d.w00 = deconv_col_weight(filt, separable, k, t.v00, ty.k0, tx.k0);
+  d.w01 = deconv_col_weight(filt, separable, k, t.v01, ty.k0, tx.k1);
+  d.w10 = deconv_col_weight(filt, separable, k, t.v10, ty.k1, tx.k0);
+  d.w11 = deconv_col_weight(filt, separable, k, t.v11, ty.k1, tx.k1);
+  return d;
+}
+
 // The reference's dense transposed conv multiplies every input class by every weight, off-diagonal
 // zeros included (0·inf = 0·NaN = NaN). In the depthwise path, a non-finite input of class ci at a
 // valid tap therefore makes every other class NaN at that pixel. bad0: class 0 had one; bad_rest: a
@@ -251,6 +325,33 @@ FCN_HD void spread_nonfinite(bool bad0, bool bad_rest, bool v0_nan, int num_clas
     best_idx = (bad_rest || v0_nan) ? 0 : 1;
     best = bits_to_float(0x7fc00000u);
   }
+}
+
+// upsample_crop_argmax's depthwise path at one output pixel: deconv_value of every class in
+// increasing order with the running argmax, then the non-finite spreading. x: the image's class 0
+// plane (planes hw apart). The CUDA kernel runs it for every pixel; the CPU kernel, whose
+// vectorised passes compute the same values by rows and phases, for the pixels of chunks that
+// hold a non-finite input.
+template <typename T>
+FCN_HD void depthwise_argmax_pixel(const T* x, int64_t hw, int num_classes, const PixelTaps& t,
+                                   const DeconvWeights& d, float& best, int& best_idx) {
+  best = bits_to_float(0xff800000u);  // -inf
+  best_idx = 0;
+  bool bad0 = false, bad_rest = false, v0_nan = false;
+  for (int c = 0; c < num_classes; ++c, x += hw) {
+    const float x00 = tap_value(x, t.o00, t.v00), x01 = tap_value(x, t.o01, t.v01),
+                x10 = tap_value(x, t.o10, t.v10), x11 = tap_value(x, t.o11, t.v11);
+    const float v = deconv_value(d.wy0, d.wy1, d.w00, d.w01, d.w10, d.w11, x00, x01, x10, x11);
+    const bool bad = !is_finite(x00) || !is_finite(x01) || !is_finite(x10) || !is_finite(x11);
+    if (c == 0) {
+      bad0 = bad;
+      v0_nan = is_nan(v);
+    } else {
+      bad_rest = bad_rest || bad;
+    }
+    argmax_update(v, c, best, best_idx);
+  }
+  spread_nonfinite(bad0, bad_rest, v0_nan, num_classes, best, best_idx);
 }
 
 // argmax_update for a score known not to be NaN (the CPU kernels' vectorised fast path, taken when
@@ -270,7 +371,40 @@ FCN_HD void argmax_update_number(float v, int c, float& best, int& best_idx) {
 template <typename V, typename W>
 FCN_HD V mac(V acc, V x, W w) { return acc + x * w; }
 
+// upsample_crop_argmax's general path at one output pixel: for each output class co (ascending),
+// Σ over the valid taps and input classes of x·W[ci, co] (mac, the order above), with the running
+// argmax. x: the image's class 0 plane (planes hw apart, rows w apart); wt: W as
+// (k, k, C_in, C_out). The CUDA kernel runs it for every pixel, the CPU kernel for the pixels at the
+// edges of a row (a tap outside the input), where its vectorised blocks do not reach.
+template <typename T>
+FCN_HD void learned_argmax_pixel(const T* x, int64_t hw, int64_t w, const float* wt,
+                                 int num_classes, int k, const Taps& ty, const Taps& tx,
+                                 float& best, int& best_idx) {
+  const bool vy[2] = {ty.v0, ty.v1}, vx[2] = {tx.v0, tx.v1};
+  const int iy[2] = {ty.i0, ty.i1}, ix[2] = {tx.i0, tx.i1};
+  const int ky[2] = {ty.k0, ty.k1}, kx[2] = {tx.k0, tx.k1};
+  const int64_t tap_stride = (int64_t)num_classes * num_classes;  // one (ky, kx) slice of W
+  best = bits_to_float(0xff800000u);  // -inf
+  best_idx = 0;
+  for (int co = 0; co < num_classes; ++co) {
+    float acc = 0.0f;
+    FCN_UNROLL
+    for (int t = 0; t < 4; ++t) {
+      const int a = t >> 1, b = t & 1;
+      if (!vy[a] || !vx[b]) continue;  // a tap outside the input is no term at all
+      const T* xs = x + (int64_t)iy[a] * w + ix[b];
+      const float* wc = wt + (int64_t)(ky[a] * k + kx[b]) * tap_stride + co;
+      for (int ci = 0; ci < num_classes; ++ci)
+        acc = mac(acc, to_float(xs[ci * hw]), wc[(int64_t)ci * num_classes]);
+    }
+    argmax_update(acc, co, best, best_idx);
+  }
+}
+
 // --- preprocess and overlay --------------------------------------------------------------------
+// Output channel oc reads input channel (RGB frames; bgr: the Caffe nets' order).
+FCN_HD int preprocess_source_channel(int oc, bool bgr) { return bgr ? 2 - oc : oc; }
+
 // (v·scale − mean) / std in float32, the reference's order; the division skipped when every std is
 // 1 (same result).
 FCN_HD float preprocess_value(uint8_t v, float scale, float mean, float std, bool divide) {
@@ -288,4 +422,4 @@ FCN_HD uint8_t overlay_value(uint8_t frame, uint8_t colour, float keep, float al
   return (uint8_t)r;
 }
 
-}  // namespace fcn
+FCN_NAMESPACE_END

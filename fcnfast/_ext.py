@@ -114,6 +114,15 @@ def native_module(backend: str):
     return mod
 
 
+def native_cpu_capability() -> str | None:
+    """The instruction-set level of the CPU kernels that ``fcnfast._C`` chose at import
+    ("default", "avx2", "avx512"; FCNFAST_CPU_CAPABILITY forces a lower one), or None when the
+    module is not built (or predates the levels)."""
+    mod = _native_import("_C")[0]
+    choose = getattr(mod, "cpu_capability", None)
+    return None if choose is None else choose()
+
+
 # --- video libraries ------------------------------------------------------------------------------
 
 def av_module():

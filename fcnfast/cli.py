@@ -115,7 +115,7 @@ def _print_runtime() -> None:
     print(f"backends     {', '.join(usable)}")
     for line in missing:
         print(f"  not here   {line}")
-    level = _ext.native_cpu_capability() if hasattr(_ext, "native_cpu_capability") else None
+    level = _ext.native_cpu_capability()
     print(f"cpu kernels  {level or 'not built'}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     dtypes = ", ".join(f"{d} {str(compute_dtype(torch.device(d), None)).replace('torch.', '')}"
@@ -640,6 +640,11 @@ def _run(fn, args) -> int:
     Ctrl-C as ``fcnfast: interrupted`` (exit 130)."""
     try:
         return fn(args)
+    except BrokenPipeError:
+        # The reader went away (`fcnfast info | head`): as Unix tools do, stop quietly. Python
+        # would report the pipe again when flushing stdout at exit, so point it at devnull.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("fcnfast: interrupted", file=sys.stderr)
         return 130

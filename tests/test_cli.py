@@ -232,3 +232,18 @@ def test_overlay_of_a_16_bit_image(tmp_path):
     labels = np.asarray(Image.open(out / "depthlike_labels.png"))
     gray = np.round(np.asarray(Image.open(path), dtype=np.float64) / 65535 * 255)
     np.testing.assert_array_equal(over[labels == 0], np.repeat(gray[labels == 0][:, None], 3, 1))
+
+
+def test_info_says_what_runs_here(capsys):
+    from fcnfast import _ext, ops
+
+    assert main(["info"]) == 0
+    lines = dict(line.split(None, 1) if " " in line.strip() else (line, "")
+                 for line in capsys.readouterr().out.splitlines() if not line.startswith("  "))
+    assert lines["backends"].split(", ") == ops.backends()
+    level = _ext.native_cpu_capability()
+    assert lines["cpu"] == f"kernels  {level or 'not built'}"
+    if level is not None:
+        import fcnfast._C as native
+
+        assert level == native.cpu_capability() and level in native.cpu_capabilities()

@@ -24,3 +24,29 @@ def test_device_half_conversions_are_ieee(tmp_path):
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "mismatches 0" in run.stdout
+
+
+def test_device_half_conversions_equal_f16c_hardware(tmp_path):
+    """The same bit arithmetic against the F16C instructions (the compiler's _Float16 casts with
+    -mf16c): the CPU levels built with F16C (avx2, avx512: fcn_math.h's FCN_HOST_F16 path) convert
+    in hardware, the default level and the device by bit arithmetic, and all must agree."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no g++")
+    try:
+        with open("/proc/cpuinfo") as f:
+            has_f16c = " f16c" in f.read()
+    except OSError:
+        has_f16c = False
+    if not has_f16c:
+        pytest.skip("this CPU has no F16C")
+    exe = tmp_path / "half_conversions_f16c"
+    build = subprocess.run([cxx, "-O2", "-std=c++17", "-mf16c", "-I", CSRC,
+                            os.path.join(HERE, "native", "half_conversions.cpp"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    if build.returncode != 0 and "_Float16" in build.stderr:
+        pytest.skip("this compiler has no _Float16 to compare with")
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "mismatches 0" in run.stdout

@@ -10,44 +10,32 @@
 // vertically and updates the running argmax of the chunk (contiguous, vectorised). That is
 // fcn::interp_value's arithmetic operation for operation (see fcn::blend2), so the labels and
 // scores equal the CUDA kernel's. A zero weight still multiplies its input, as in PyTorch.
-//
-// The 64-byte GCC vectors below (and in fcn_math.h's templates) only live in inline code: no
-// ABI to keep when built without AVX-512 (FCNFAST_CPU_MARCH="").
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
 
-#include "cpu/argmax_strip.h"
+#include "cpu/argmax_common.h"
 #include "cpu/ops.h"
 #include "dispatch.h"
 
-namespace fcn {
+FCN_NAMESPACE_BEGIN
 namespace cpu {
 namespace {
 
 constexpr int kStripRows = 16;  // output rows per work item
 constexpr int kChunk = 512;     // output columns per chunk (a multiple of 16)
 
-// GCC vectors of 16 floats / ints (one AVX-512 register; narrower targets split them).
-typedef float vec16 __attribute__((vector_size(64)));
-typedef int ivec16 __attribute__((vector_size(64)));
-#if defined(__GNUC__) && !defined(__clang__)
-constexpr bool kHavePermute = true;  // GCC's __builtin_shuffle with a runtime index vector
+// A 16-lane permute with a runtime index vector is one instruction with AVX-512 (GCC's
+// __builtin_shuffle); narrower levels and other compilers take the gather loop for every column.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+constexpr bool kHavePermute = true;
 #define FCN_PERMUTE16(v, idx) __builtin_shuffle(v, idx)
 #else
-constexpr bool kHavePermute = false;  // other compilers: the gather loop serves every column
+constexpr bool kHavePermute = false;
 #define FCN_PERMUTE16(v, idx) (v)
 #endif
-
-struct RowRange {
-  int64_t n;
-  int y0, y1;
-};
 
 template <typename T, typename L>
 void interp_kernel(const T* x, int64_t n, int C, int h, int w, int out_h, int out_w, float scale_h,
@@ -186,11 +174,11 @@ void interp_argmax(uintptr_t x, int64_t n, int64_t c, int64_t h, int64_t w, int6
                    uintptr_t scores, int dtype) {
   if (n == 0 || out_h == 0 || out_w == 0) return;
   FCN_DISPATCH_FLOAT(dtype, T,
-    FCN_DISPATCH_LABEL(label_dtype, L,
+    FCN_DISPATCH_ARGMAX_LABEL(label_dtype, L,
       interp_kernel<T, L>(reinterpret_cast<const T*>(x), n, (int)c, (int)h, (int)w, (int)out_h,
                           (int)out_w, scale_h, scale_w, reinterpret_cast<L*>(labels),
                           reinterpret_cast<T*>(scores))));
 }
 
 }  // namespace cpu
-}  // namespace fcn
+FCN_NAMESPACE_END

@@ -1,18 +1,55 @@
 // fcnfast._C: thin pybind11 bindings of the CPU head kernels (raw pointers, sizes, dtype codes).
+// Each op calls the kernels of the instruction-set level chosen at import (cpu/capability.h).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include "cpu/ops.h"
+#include <cstdlib>
+#include <map>
+
+#include "cpu/capability.h"
 
 namespace py = pybind11;
 
+namespace {
+
+// A callable with the parameters of the table entry `entry`, running the chosen level's copy.
+template <typename... A>
+auto chosen(void (*fcn::CpuKernels::*entry)(A...)) {
+  return [entry](A... a) { (fcn::cpu_kernels().*entry)(a...); };
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fcnfast C++ CPU head kernels";
+  const std::string warning = fcn::choose_cpu_kernels(std::getenv("FCNFAST_CPU_CAPABILITY"));
+  if (!warning.empty() && PyErr_WarnEx(PyExc_RuntimeWarning, warning.c_str(), 1) != 0)
+    throw py::error_already_set();  // warnings turned into errors
+
   // Kernels run without the GIL: they touch no Python object.
   auto nogil = py::call_guard<py::gil_scoped_release>();
-  m.def("preprocess", &fcn::cpu::preprocess, nogil);
-  m.def("overlay", &fcn::cpu::overlay, nogil);
-  m.def("upsample_crop_argmax", &fcn::cpu::upsample_crop_argmax, nogil);
-  m.def("interp_argmax", &fcn::cpu::interp_argmax, nogil);
-  m.def("upsample_crop_add", &fcn::cpu::upsample_crop_add, nogil);
+  m.def("preprocess", chosen(&fcn::CpuKernels::preprocess), nogil);
+  m.def("overlay", chosen(&fcn::CpuKernels::overlay), nogil);
+  m.def("upsample_crop_argmax", chosen(&fcn::CpuKernels::upsample_crop_argmax), nogil);
+  m.def("interp_argmax", chosen(&fcn::CpuKernels::interp_argmax), nogil);
+  m.def("upsample_crop_add", fcn::upsample_crop_add_binding(chosen(&fcn::CpuKernels::upsample_crop_add)),
+        nogil);
+
+  m.def("cpu_capability", [] { return std::string(fcn::cpu_kernels().name); },
+        "The instruction-set level whose kernels run: chosen at import, the highest built level "
+        "this CPU supports, or a lower one named by FCNFAST_CPU_CAPABILITY.");
+  m.def("cpu_capabilities", [] {
+    std::vector<std::string> out;
+    for (const fcn::CpuKernels* l : fcn::cpu_levels_built())
+      if (fcn::cpu_supports(*l)) out.emplace_back(l->name);
+    return out;
+  }, "The levels built into this module that this CPU supports, lowest first.");
+  m.def("cpu_build_flags", [] {
+    std::map<std::string, std::string> out;
+    for (const fcn::CpuKernels* l : fcn::cpu_levels_built()) out[l->name] = l->flags;
+    return out;
+  }, "Every level built into this module (supported here or not) → its compiler flags.");
+  m.def("cpu_features", &fcn::cpu_feature_names,
+        "This CPU's instruction-set features (CPUID, with the OS's register state) among those "
+        "the levels are checked for.");
 }

@@ -2,7 +2,7 @@
 #include "cpu/ops.h"
 #include "dispatch.h"
 
-namespace fcn {
+FCN_NAMESPACE_BEGIN
 namespace cpu {
 
 template <typename L>
@@ -26,4 +26,4 @@ void overlay(uintptr_t frames, uintptr_t labels, int label_dtype, uintptr_t pale
 }
 
 }  // namespace cpu
-}  // namespace fcn
+FCN_NAMESPACE_END

@@ -2,7 +2,7 @@
 #include "cpu/ops.h"
 #include "dispatch.h"
 
-namespace fcn {
+FCN_NAMESPACE_BEGIN
 namespace cpu {
 
 template <typename T>
@@ -14,7 +14,7 @@ static void preprocess_kernel(const uint8_t* src, T* dst, int64_t n, int64_t hw,
     const uint8_t* in = src + img * hw * 3;
     T* o = dst + img * hw * 3;
     for (int oc = 0; oc < 3; ++oc) {
-      const int ic = bgr ? 2 - oc : oc;  // output channel oc reads input channel ic
+      const int ic = preprocess_source_channel(oc, bgr);
       const float m = mean[oc], s = stdev[oc];
       if (channels_last) {
         for (int64_t p = 0; p < hw; ++p)
@@ -37,4 +37,4 @@ void preprocess(uintptr_t frames, int64_t n, int64_t h, int64_t w, float scale,
 }
 
 }  // namespace cpu
-}  // namespace fcn
+FCN_NAMESPACE_END

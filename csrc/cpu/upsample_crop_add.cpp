@@ -22,10 +22,9 @@
 #include <vector>
 
 #include "cpu/ops.h"
-#include "dispatch.h"
-#include "geometry.h"
+#include "upsample_crop_add.h"
 
-namespace fcn {
+FCN_NAMESPACE_BEGIN
 namespace cpu {
 namespace {
 
@@ -53,7 +52,7 @@ inline void gemm_tile(int ntaps, const float* const* as, const float* const* bs,
       for (int m = 0; m < kMR; ++m) {
         const float am = a[m];
 #pragma GCC unroll 16
-        for (int j = 0; j < NR; ++j) acc[m][j] += am * b[j];
+        for (int j = 0; j < NR; ++j) acc[m][j] = mac(acc[m][j], b[j], am);
       }
     }
   }
@@ -376,36 +375,22 @@ void row_kernel(const T* x, const float* weight, const T* skip, const float* ski
   }
 }
 
+// The kernel for one dtype and case (dispatch_upsample_crop_add's Kernel).
 template <typename T, bool BILINEAR, bool HAS_SKIP, bool FUSED>
-void upsample_crop_add_kernel(const T* x, const float* weight, const T* skip, const float* skip_w,
-                              const float* skip_b, T* out, const Geom& g) {
-  if (BILINEAR && !(HAS_SKIP && FUSED))
-    depthwise_kernel<T, HAS_SKIP>(x, weight, skip, out, g);
-  else
-    row_kernel<T, BILINEAR, HAS_SKIP, FUSED>(x, weight, skip, skip_w, skip_b, out, g);
-}
+struct UpsampleCropAdd {
+  static void run(const UpsampleAddPtrs<T>& p, const Geom& g) {
+    if (BILINEAR && !(HAS_SKIP && FUSED))
+      depthwise_kernel<T, HAS_SKIP>(p.x, p.weight, p.skip, p.out, g);
+    else
+      row_kernel<T, BILINEAR, HAS_SKIP, FUSED>(p.x, p.weight, p.skip, p.skip_w, p.skip_b, p.out, g);
+  }
+};
 
 }  // namespace
 
-void upsample_crop_add(uintptr_t x, uintptr_t weight, bool bilinear, uintptr_t skip,
-                       uintptr_t skip_weight, uintptr_t skip_bias, int64_t n, int64_t c, int64_t h,
-                       int64_t w, int64_t k, int64_t s, int64_t oy, int64_t ox, int64_t out_h,
-                       int64_t out_w, int64_t f, int64_t hs, int64_t ws, int64_t soy, int64_t sox,
-                       float skip_scale, uintptr_t out, int dtype) {
-  if (n * c * out_h * out_w == 0) return;
-  const Geom g{n, c, h, w, k, s, oy, ox, out_h, out_w, f, hs, ws, soy, sox, skip_scale};
-  const bool has_skip = skip != 0, fused = skip != 0 && skip_weight != 0;
-  const float* wt = reinterpret_cast<const float*>(weight);
-  const float* sw = reinterpret_cast<const float*>(skip_weight);
-  const float* sb = reinterpret_cast<const float*>(skip_bias);
-  FCN_DISPATCH_FLOAT(dtype, T,
-      FCN_BOOL_SWITCH(bilinear, BILINEAR,
-          FCN_BOOL_SWITCH(has_skip, HAS_SKIP,
-              FCN_BOOL_SWITCH(fused, FUSED,
-                  upsample_crop_add_kernel<T, BILINEAR, HAS_SKIP, FUSED>(
-                      reinterpret_cast<const T*>(x), wt, reinterpret_cast<const T*>(skip), sw, sb,
-                      reinterpret_cast<T*>(out), g)))));
+void upsample_crop_add(const UpsampleAddArgs& args) {
+  dispatch_upsample_crop_add<UpsampleCropAdd>(args);
 }
 
 }  // namespace cpu
-}  // namespace fcn
+FCN_NAMESPACE_END

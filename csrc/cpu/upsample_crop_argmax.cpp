@@ -13,38 +13,30 @@
 //      the chunk — both contiguous, vectorised loops, in L1.
 // The result equals fcn::deconv_value per pixel operation for operation (the CUDA kernel's form).
 // Labels are written (phase-major → row-major) once, after the last class. Non-finite inputs:
-// the spreading rule of fcn::spread_nonfinite, applied per pixel only in chunks where one was seen.
+// the pixels of chunks where one was seen are evaluated again one at a time by
+// fcn::depthwise_argmax_pixel (the CUDA kernel's loop), which adds the spreading rule of
+// fcn::spread_nonfinite.
 //
 // General (learned C×C) path: per output row and phase (output column mod s: same kernel column
 // for all), blocks of 64 output pixels accumulate one class at a time in registers, over the valid
 // taps and input classes (fcn::mac, the CUDA kernel's order), reading contiguous input rows; the
-// running argmax takes each class as it completes. W arrives as (k, k, C_in, C_out).
-//
-// The 64-byte GCC vectors below (and in fcn_math.h's templates) only live in inline code: no
-// ABI to keep when built without AVX-512 (FCNFAST_CPU_MARCH="").
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-
+// running argmax takes each class as it completes. Pixels at the row's edges (a tap outside the
+// input) take fcn::learned_argmax_pixel, the CUDA kernel's loop. W arrives as (k, k, C_in, C_out).
 #include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
 
-#include "cpu/argmax_strip.h"
+#include "cpu/argmax_common.h"
 #include "cpu/ops.h"
 #include "dispatch.h"
 
-namespace fcn {
+FCN_NAMESPACE_BEGIN
 namespace cpu {
 namespace {
 
-// Output rows [y0, y1) of image n; in the depthwise path all share iy0 = (y + oy) / s.
-struct RowRange {
-  int64_t n;
-  int y0, y1;
-};
-
+// Work items of the depthwise path: runs of at most max_rows output rows that share their
+// vertical taps (iy0 = (y + oy) / s).
 std::vector<RowRange> tap_groups(int64_t n, int out_h, int oy, int s, int max_rows) {
   std::vector<RowRange> items;
   for (int64_t img = 0; img < n; ++img)
@@ -84,16 +76,17 @@ void bilinear_argmax(const T* x, const float* filt, bool separable, int64_t n, i
         zeros(std::max(cap, jt + 1), 0.0f), r0(jt + 1), r1(jt + 1);
     std::vector<int> idx(static_cast<size_t>(kGroupRows) * cap);
     std::vector<float> wy0(kGroupRows), wy1(kGroupRows);
-    std::vector<const float*> fy0(kGroupRows), fy1(kGroupRows);
+    std::vector<int> ky0(kGroupRows), ky1(kGroupRows);
     std::vector<char> vy0(kGroupRows), vy1(kGroupRows);
 
     // Horizontal blend of padded row `r` (r[jj] is coarse column ixa + j0 - 1 + jj) with the
-    // kernel row `f` (f[0..k)): out[p][jj] for phases p < s. Returns whether all are finite.
-    auto horizontal = [&](const float* r, const float* f, float* out, int jw) {
+    // weights of kernel row ky: out[p][jj] for phases p < s. Returns whether all are finite.
+    auto horizontal = [&](const float* r, int ky, float* out, int jw) {
       uint32_t exp_max = 0;
       for (int p = 0; p < s; ++p) {
         const bool va = p < k, vb = p + s < k;
-        const float wa = va ? f[p] : 0.0f, wb = vb ? f[p + s] : 0.0f;
+        const float wa = deconv_col_weight(filt, separable, k, va, ky, p);
+        const float wb = deconv_col_weight(filt, separable, k, vb, ky, p + s);
         const float* a = va ? r + 1 : zeros.data();
         const float* b = vb ? r : zeros.data();
         float* o = out + static_cast<int64_t>(p) * jw;
@@ -115,10 +108,10 @@ void bilinear_argmax(const T* x, const float* filt, bool separable, int64_t n, i
         const Taps ty = deconv_taps(rr.y0 + r + oy, s, k, h);
         vy0[r] = ty.v0;
         vy1[r] = ty.v1;
-        wy0[r] = separable ? (ty.v0 ? filt[ty.k0] : 0.0f) : (ty.v0 ? 1.0f : 0.0f);
-        wy1[r] = separable ? (ty.v1 ? filt[ty.k1] : 0.0f) : (ty.v1 ? 1.0f : 0.0f);
-        fy0[r] = separable ? filt : filt + static_cast<int64_t>(ty.k0) * k;
-        fy1[r] = separable ? filt : filt + static_cast<int64_t>(ty.k1) * k;
+        wy0[r] = deconv_row_weight(filt, separable, ty.v0, ty.k0);
+        wy1[r] = deconv_row_weight(filt, separable, ty.v1, ty.k1);
+        ky0[r] = ty.k0;
+        ky1[r] = ty.k1;
       }
       const bool row0_in = iy0 >= 0 && iy0 < h, row1_in = iy1 >= 0 && iy1 < h;
 
@@ -151,13 +144,13 @@ void bilinear_argmax(const T* x, const float* filt, bool separable, int64_t n, i
           load(iy0, row0_in, r0.data());
           load(iy1, row1_in, r1.data());
           bool finite = true;
-          if (separable)
-            finite = horizontal(r0.data(), filt, h0.data(), jw) &
-                     horizontal(r1.data(), filt, h1.data(), jw);
+          if (separable)  // the weights do not depend on the kernel row
+            finite = horizontal(r0.data(), 0, h0.data(), jw) &
+                     horizontal(r1.data(), 0, h1.data(), jw);
           for (int r = 0; r < rows; ++r) {
             if (!separable)
-              finite = horizontal(r0.data(), fy0[r], h0.data(), jw) &
-                       horizontal(r1.data(), fy1[r], h1.data(), jw);
+              finite = horizontal(r0.data(), ky0[r], h0.data(), jw) &
+                       horizontal(r1.data(), ky1[r], h1.data(), jw);
             const float* a = vy0[r] ? h0.data() : zeros.data();
             const float* b = vy1[r] ? h1.data() : zeros.data();
             const float w0 = wy0[r], w1 = wy1[r];
@@ -186,50 +179,15 @@ void bilinear_argmax(const T* x, const float* filt, bool separable, int64_t n, i
                 scores[out_row + xo] = from_float<T>(bst[e_of_x[xo]]);
             continue;
           }
+          // A non-finite input in the chunk: every pixel again, one at a time, with the spreading.
+          const Taps ty = deconv_taps(y + oy, s, k, h);
           for (int xo = x_lo; xo < x_hi; ++xo) {
-            const int e = e_of_x[xo];
-            float bv = bst[e];
-            int bi = ix[e];
-            // Which classes are non-finite at this pixel's valid taps, and is class 0 NaN.
-            const Taps ty = deconv_taps(y + oy, s, k, h), tx = deconv_taps(xo + ox, s, k, w);
-            const bool v00 = ty.v0 && tx.v0, v01 = ty.v0 && tx.v1, v10 = ty.v1 && tx.v0,
-                       v11 = ty.v1 && tx.v1;
-            const int64_t o00 = static_cast<int64_t>(ty.i0) * w + tx.i0,
-                          o01 = static_cast<int64_t>(ty.i0) * w + tx.i1,
-                          o10 = static_cast<int64_t>(ty.i1) * w + tx.i0,
-                          o11 = static_cast<int64_t>(ty.i1) * w + tx.i1;
-            bool bad0 = false, bad_rest = false, v0_nan = false;
-            for (int c = 0; c < C; ++c) {
-              const T* p = xn + c * hw;
-              const float x00 = v00 ? to_float(p[o00]) : 0.0f, x01 = v01 ? to_float(p[o01]) : 0.0f,
-                          x10 = v10 ? to_float(p[o10]) : 0.0f, x11 = v11 ? to_float(p[o11]) : 0.0f;
-              const bool bad = !is_finite(x00) || !is_finite(x01) || !is_finite(x10) ||
-                               !is_finite(x11);
-              if (c == 0) {
-                bad0 = bad;
-                if (bad) {
-                  float w00, w01, w10, w11, a0, a1;
-                  if (separable) {
-                    a0 = ty.v0 ? filt[ty.k0] : 0.0f;
-                    a1 = ty.v1 ? filt[ty.k1] : 0.0f;
-                    w00 = w10 = tx.v0 ? filt[tx.k0] : 0.0f;
-                    w01 = w11 = tx.v1 ? filt[tx.k1] : 0.0f;
-                  } else {
-                    a0 = ty.v0 ? 1.0f : 0.0f;
-                    a1 = ty.v1 ? 1.0f : 0.0f;
-                    w00 = v00 ? filt[ty.k0 * k + tx.k0] : 0.0f;
-                    w01 = v01 ? filt[ty.k0 * k + tx.k1] : 0.0f;
-                    w10 = v10 ? filt[ty.k1 * k + tx.k0] : 0.0f;
-                    w11 = v11 ? filt[ty.k1 * k + tx.k1] : 0.0f;
-                  }
-                  v0_nan = is_nan(deconv_value(a0, a1, w00, w01, w10, w11, x00, x01, x10, x11));
-                }
-              } else if (bad) {
-                bad_rest = true;
-                break;
-              }
-            }
-            spread_nonfinite(bad0, bad_rest, v0_nan, C, bv, bi);
+            const Taps tx = deconv_taps(xo + ox, s, k, w);
+            const PixelTaps t = pixel_taps(ty, tx, w);
+            float bv;
+            int bi;
+            depthwise_argmax_pixel(xn, hw, C, t, deconv_weights(filt, separable, k, ty, tx, t), bv,
+                                   bi);
             labels[out_row + xo] = static_cast<L>(bi);
             if (scores) scores[out_row + xo] = from_float<T>(bv);
           }
@@ -239,24 +197,22 @@ void bilinear_argmax(const T* x, const float* filt, bool separable, int64_t n, i
   }
 }
 
-// A GCC vector of 16 floats (one AVX-512 register; narrower targets split it).
-typedef float vec16 __attribute__((vector_size(64)));
-
-// acc[v] (16 pixels each) = Σ over taps i, input classes ci of x_i[ci·w + lane]·w_i[ci·C], in
-// that order (fcn::mac), for NV·16 consecutive pixels of one phase: the sums stay in registers.
+// out[lane] = Σ over taps i, input classes ci of x_i[ci·w + lane]·w_i[ci·C], in that order
+// (fcn::mac), for NV·16 consecutive pixels of one phase: the sums stay in registers.
 template <int NV>
 inline void learned_block(const float* const* xs, const float* const* ws, int n_taps, int C,
                           int w, float* out) {
-  vec16 acc[NV];
-  for (int v = 0; v < NV; ++v) acc[v] = vec16{};
+  constexpr int kRegs = NV * 16 / kRegLanes;
+  vreg acc[kRegs];
+  for (int v = 0; v < kRegs; ++v) acc[v] = vreg{};
   for (int i = 0; i < n_taps; ++i) {
     const float* xr = xs[i];
     const float* wc = ws[i];
     for (int ci = 0; ci < C; ++ci, xr += w) {
       const float wv = wc[static_cast<int64_t>(ci) * C];
-      for (int v = 0; v < NV; ++v) {
-        vec16 xv;
-        std::memcpy(&xv, xr + 16 * v, sizeof(xv));
+      for (int v = 0; v < kRegs; ++v) {
+        vreg xv;
+        std::memcpy(&xv, xr + kRegLanes * v, sizeof(xv));
         acc[v] = mac(acc[v], xv, wv);
       }
     }
@@ -343,20 +299,8 @@ void general_argmax(const T* x, const float* wt, int64_t n, int C, int h, int w,
         // Edge pixels (a tap's column outside the input: no term at all), one at a time.
         for (int m = 0; m < m_n; ++m) {
           if (m >= m_lo && m < m_hi) continue;
-          const int j = j0 + m;
-          for (int co = 0; co < C; ++co) {
-            float acc = 0.0f;
-            for (int i = 0; i < n_taps; ++i) {
-              const int ix = j - tap_b[i];
-              if (ix < 0 || ix >= w) continue;
-              const float* xc = rows_f.data() + static_cast<int64_t>(tap_a[i]) * C * wp + ix;
-              const float* wc = wt + static_cast<int64_t>(ky[tap_a[i]] * k + p + tap_b[i] * s) *
-                                         tap_stride + co;
-              for (int ci = 0; ci < C; ++ci)
-                acc = mac(acc, xc[static_cast<int64_t>(ci) * wp], wc[static_cast<int64_t>(ci) * C]);
-            }
-            argmax_update(acc, co, best[m], idx[m]);
-          }
+          const Taps tx = deconv_taps(x0 + m * s + ox, s, k, w);
+          learned_argmax_pixel(xn, hw, w, wt, C, k, ty, tx, best[m], idx[m]);
         }
         for (int m = 0; m < m_n; ++m) {
           const int64_t o = out_row + x0 + static_cast<int64_t>(m) * s;
@@ -377,7 +321,7 @@ void upsample_crop_argmax(uintptr_t x, uintptr_t weight, int weight_kind, int64_
   if (n == 0 || out_h == 0 || out_w == 0) return;
   const float* wts = reinterpret_cast<const float*>(weight);
   FCN_DISPATCH_FLOAT(dtype, T,
-    FCN_DISPATCH_LABEL(label_dtype, L, {
+    FCN_DISPATCH_ARGMAX_LABEL(label_dtype, L, {
       const T* xp = reinterpret_cast<const T*>(x);
       L* lp = reinterpret_cast<L*>(labels);
       T* sp = reinterpret_cast<T*>(scores);
@@ -392,4 +336,4 @@ void upsample_crop_argmax(uintptr_t x, uintptr_t weight, int weight_kind, int64_
 }
 
 }  // namespace cpu
-}  // namespace fcn
+FCN_NAMESPACE_END

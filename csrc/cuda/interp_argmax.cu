@@ -18,8 +18,7 @@ __global__ void interp_argmax_kernel(const T* __restrict__ x, int64_t total, int
                                      L* __restrict__ labels, T* __restrict__ scores) {
   const int64_t hw = static_cast<int64_t>(h) * w;
   const int64_t plane = static_cast<int64_t>(out_h) * out_w;
-  for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < total;
-       p += (int64_t)gridDim.x * blockDim.x) {
+  FCN_GRID_STRIDE_LOOP(p, total) {
     const OutPixel px = out_pixel(p, plane, out_w);
     const int64_t img = px.img;
     const int y = px.y, xo = px.x;
@@ -46,7 +45,7 @@ void interp_argmax(uintptr_t x, int64_t n, int64_t c, int64_t h, int64_t w, int6
   const int64_t total = n * out_h * out_w;
   if (total == 0) return;
   FCN_DISPATCH_FLOAT(dtype, T,
-    FCN_DISPATCH_LABEL(label_dtype, L,
+    FCN_DISPATCH_ARGMAX_LABEL(label_dtype, L,
       interp_argmax_kernel<T, L><<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
           reinterpret_cast<const T*>(x), total, (int)c, (int)h, (int)w, (int)out_h, (int)out_w,
           scale_h, scale_w, reinterpret_cast<L*>(labels), reinterpret_cast<T*>(scores))));

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -23,6 +24,11 @@ inline void check_launch(const char* op) {
   if (err != cudaSuccess)
     throw std::runtime_error(std::string(op) + ": CUDA launch failed: " + cudaGetErrorString(err));
 }
+
+// The grid-stride loop of every kernel here: for (int64_t i = thread; i < n; i += threads).
+#define FCN_GRID_STRIDE_LOOP(i, n)                                                     \
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);           \
+       i += (int64_t)gridDim.x * blockDim.x)
 
 // Flat output index p of an (N, out_h, out_w) map → image, row, column.
 struct OutPixel {

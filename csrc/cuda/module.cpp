@@ -14,5 +14,6 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("overlay", &fcn::cuda::overlay, nogil);
   m.def("upsample_crop_argmax", &fcn::cuda::upsample_crop_argmax, nogil);
   m.def("interp_argmax", &fcn::cuda::interp_argmax, nogil);
-  m.def("upsample_crop_add", &fcn::cuda::upsample_crop_add, nogil);
+  m.def("upsample_crop_add", fcn::upsample_crop_add_binding<uintptr_t>(&fcn::cuda::upsample_crop_add),
+        nogil);
 }

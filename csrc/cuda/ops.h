@@ -7,6 +7,8 @@
 #include <array>
 #include <cstdint>
 
+#include "upsample_crop_add.h"
+
 namespace fcn {
 namespace cuda {
 
@@ -18,20 +20,16 @@ void overlay(uintptr_t frames, uintptr_t labels, int label_dtype, uintptr_t pale
              int64_t palette_size, int64_t n, int64_t h, int64_t w, float keep, float alpha,
              uintptr_t out, uintptr_t stream);
 
-// crop(convT(x, W, s)) + crop(skip score); arguments as fcn::cpu::upsample_crop_add, + stream.
-void upsample_crop_add(uintptr_t x, uintptr_t weight, bool bilinear, uintptr_t skip,
-                       uintptr_t skip_weight, uintptr_t skip_bias, int64_t n, int64_t c, int64_t h,
-                       int64_t w, int64_t k, int64_t s, int64_t oy, int64_t ox, int64_t out_h,
-                       int64_t out_w, int64_t f, int64_t hs, int64_t ws, int64_t soy, int64_t sox,
-                       float skip_scale, uintptr_t out, int dtype, uintptr_t stream);
+// crop(convT(x, W, s)) + crop(skip score): arguments as upsample_crop_add.h describes, + stream.
+void upsample_crop_add(const UpsampleAddArgs& args, uintptr_t stream);
 
-// argmax_c crop(convT(x, W, s)); arguments as fcn::cpu::upsample_crop_argmax, + stream.
+// argmax_c crop(convT(x, W, s)); arguments as cpu/ops.h's UpsampleCropArgmaxFn, + stream.
 void upsample_crop_argmax(uintptr_t x, uintptr_t weight, int weight_kind, int64_t n, int64_t c,
                           int64_t h, int64_t w, int64_t k, int64_t s, int64_t oy, int64_t ox,
                           int64_t out_h, int64_t out_w, uintptr_t labels, int label_dtype,
                           uintptr_t scores, int dtype, uintptr_t stream);
 
-// argmax_c F.interpolate(x, (H, W), bilinear); arguments as fcn::cpu::interp_argmax, + stream.
+// argmax_c F.interpolate(x, (H, W), bilinear); arguments as cpu/ops.h's InterpArgmaxFn, + stream.
 void interp_argmax(uintptr_t x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t out_h,
                    int64_t out_w, float scale_h, float scale_w, uintptr_t labels, int label_dtype,
                    uintptr_t scores, int dtype, uintptr_t stream);

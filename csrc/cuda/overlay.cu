@@ -10,8 +10,7 @@ template <typename L>
 __global__ void overlay_kernel(const uint8_t* __restrict__ frames, const L* __restrict__ labels,
                                const uint8_t* __restrict__ palette, int64_t pixels, float keep,
                                float alpha, uint8_t* __restrict__ out) {
-  for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < pixels;
-       p += (int64_t)gridDim.x * blockDim.x) {
+  FCN_GRID_STRIDE_LOOP(p, pixels) {
     const uint8_t* colour = palette + static_cast<int64_t>(labels[p]) * 3;  // range checked in Python
 #pragma unroll
     for (int c = 0; c < 3; ++c) out[p * 3 + c] = overlay_value(frames[p * 3 + c], colour[c], keep, alpha);

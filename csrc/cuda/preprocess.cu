@@ -14,13 +14,12 @@ template <typename T>
 __global__ void preprocess_kernel(const uint8_t* __restrict__ src, T* __restrict__ dst,
                                   int64_t pixels, int64_t hw, float scale, Norm norm, bool bgr,
                                   bool divide, bool channels_last) {
-  for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < pixels;
-       p += (int64_t)gridDim.x * blockDim.x) {
+  FCN_GRID_STRIDE_LOOP(p, pixels) {
     const int64_t img = p / hw, q = p - img * hw;
     const uint8_t* in = src + p * 3;
 #pragma unroll
     for (int oc = 0; oc < 3; ++oc) {
-      const int ic = bgr ? 2 - oc : oc;
+      const int ic = preprocess_source_channel(oc, bgr);
       const float v = preprocess_value(in[ic], scale, norm.mean[oc], norm.stdev[oc], divide);
       const int64_t o = channels_last ? p * 3 + oc : (img * 3 + oc) * hw + q;
       dst[o] = from_float<T>(v);

@@ -13,8 +13,7 @@
 // csrc/cpu/upsample_crop_add.cpp, so both backends round alike.
 #include "cuda/launch.h"
 #include "cuda/ops.h"
-#include "dispatch.h"
-#include "geometry.h"
+#include "upsample_crop_add.h"
 
 namespace fcn {
 namespace cuda {
@@ -30,8 +29,7 @@ __global__ void upsample_crop_add_kernel(const T* __restrict__ x, const float* _
   constexpr bool kFused = HAS_SKIP && FUSED;
   constexpr bool kScores = HAS_SKIP && !FUSED;
   const int64_t plane = g.h * g.w, kk = g.k * g.k, skip_plane = g.hs * g.ws;
-  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
-       idx += (int64_t)gridDim.x * blockDim.x) {
+  FCN_GRID_STRIDE_LOOP(idx, total) {
     int64_t xo, yo, c0, n;
     if (total <= 0x7fffffff) {  // 32-bit index arithmetic when it fits (uniform branch)
       uint32_t t = (uint32_t)idx;
@@ -58,18 +56,14 @@ __global__ void upsample_crop_add_kernel(const T* __restrict__ x, const float* _
     if (BILINEAR) {
       const float f00 = weight[ty.k0 * g.k + tx.k0], f01 = weight[ty.k0 * g.k + tx.k1];
       const float f10 = weight[ty.k1 * g.k + tx.k0], f11 = weight[ty.k1 * g.k + tx.k1];
-      const int64_t o00 = (int64_t)ty.i0 * g.w + tx.i0, o01 = (int64_t)ty.i0 * g.w + tx.i1;
-      const int64_t o10 = (int64_t)ty.i1 * g.w + tx.i0, o11 = (int64_t)ty.i1 * g.w + tx.i1;
-      const bool v00 = ty.v0 && tx.v0, v01 = ty.v0 && tx.v1;
-      const bool v10 = ty.v1 && tx.v0, v11 = ty.v1 && tx.v1;
+      const PixelTaps t = pixel_taps(ty, tx, g.w);
 #pragma unroll
       for (int m = 0; m < CB; ++m) {
         // Lanes past the last class compute a copy of it and are never stored.
         const int64_t ch = c0 + m < g.c ? c0 + m : g.c - 1;
         const T* p = x_img + ch * plane;
-        acc[m] = depthwise_value(v00 ? to_float(p[o00]) : 0.0f, f00, v01 ? to_float(p[o01]) : 0.0f,
-                                 f01, v10 ? to_float(p[o10]) : 0.0f, f10,
-                                 v11 ? to_float(p[o11]) : 0.0f, f11);
+        acc[m] = depthwise_value(tap_value(p, t.o00, t.v00), f00, tap_value(p, t.o01, t.v01), f01,
+                                 tap_value(p, t.o10, t.v10), f10, tap_value(p, t.o11, t.v11), f11);
       }
     } else {
 #pragma unroll
@@ -86,7 +80,7 @@ __global__ void upsample_crop_add_kernel(const T* __restrict__ x, const float* _
           const float* wc = wp + ci * g.c * kk;
 #pragma unroll
           for (int m = 0; m < CB; ++m)
-            if (c0 + m < g.c) acc[m] = acc[m] + wc[m * kk] * xv;
+            if (c0 + m < g.c) acc[m] = mac(acc[m], xv, wc[m * kk]);
         }
       }
     }
@@ -102,7 +96,7 @@ __global__ void upsample_crop_add_kernel(const T* __restrict__ x, const float* _
         const float fv = to_float(fp[f * skip_plane]);
 #pragma unroll
         for (int m = 0; m < CB; ++m)
-          if (c0 + m < g.c) dot[m] = dot[m] + wf[m * g.f + f] * fv;
+          if (c0 + m < g.c) dot[m] = mac(dot[m], fv, wf[m * g.f + f]);
       }
 #pragma unroll
       for (int m = 0; m < CB; ++m)
@@ -121,37 +115,23 @@ __global__ void upsample_crop_add_kernel(const T* __restrict__ x, const float* _
   }
 }
 
+// The launch for one dtype and case (dispatch_upsample_crop_add's Kernel).
 template <typename T, bool BILINEAR, bool HAS_SKIP, bool FUSED>
-void launch(const T* x, const float* weight, const T* skip, const float* skip_w,
-            const float* skip_b, T* out, const Geom& g, cudaStream_t stream) {
-  // Depthwise without scoring: one class per thread; otherwise 8 classes share each x / feature
-  // load.
-  constexpr int CB = (BILINEAR && !(HAS_SKIP && FUSED)) ? 1 : 8;
-  const int64_t cblocks = (g.c + CB - 1) / CB;
-  const int64_t total = g.n * cblocks * g.out_h * g.out_w;
-  upsample_crop_add_kernel<T, BILINEAR, HAS_SKIP, FUSED, CB>
-      <<<grid_for(total), kThreads, 0, stream>>>(x, weight, skip, skip_w, skip_b, out, g, cblocks,
-                                                 total);
-}
+struct UpsampleCropAdd {
+  static void run(const UpsampleAddPtrs<T>& p, const Geom& g, cudaStream_t stream) {
+    // Depthwise without scoring: one class per thread; otherwise 8 classes share each x / feature
+    // load.
+    constexpr int CB = (BILINEAR && !(HAS_SKIP && FUSED)) ? 1 : 8;
+    const int64_t cblocks = (g.c + CB - 1) / CB;
+    const int64_t total = g.n * cblocks * g.out_h * g.out_w;
+    upsample_crop_add_kernel<T, BILINEAR, HAS_SKIP, FUSED, CB>
+        <<<grid_for(total), kThreads, 0, stream>>>(p.x, p.weight, p.skip, p.skip_w, p.skip_b,
+                                                   p.out, g, cblocks, total);
+  }
+};
 
-void upsample_crop_add(uintptr_t x, uintptr_t weight, bool bilinear, uintptr_t skip,
-                       uintptr_t skip_weight, uintptr_t skip_bias, int64_t n, int64_t c, int64_t h,
-                       int64_t w, int64_t k, int64_t s, int64_t oy, int64_t ox, int64_t out_h,
-                       int64_t out_w, int64_t f, int64_t hs, int64_t ws, int64_t soy, int64_t sox,
-                       float skip_scale, uintptr_t out, int dtype, uintptr_t stream) {
-  if (n * c * out_h * out_w == 0) return;
-  const Geom g{n, c, h, w, k, s, oy, ox, out_h, out_w, f, hs, ws, soy, sox, skip_scale};
-  const bool has_skip = skip != 0, fused = skip != 0 && skip_weight != 0;
-  const float* wt = reinterpret_cast<const float*>(weight);
-  const float* sw = reinterpret_cast<const float*>(skip_weight);
-  const float* sb = reinterpret_cast<const float*>(skip_bias);
-  FCN_DISPATCH_FLOAT(dtype, T,
-      FCN_BOOL_SWITCH(bilinear, BILINEAR,
-          FCN_BOOL_SWITCH(has_skip, HAS_SKIP,
-              FCN_BOOL_SWITCH(fused, FUSED,
-                  launch<T, BILINEAR, HAS_SKIP, FUSED>(
-                      reinterpret_cast<const T*>(x), wt, reinterpret_cast<const T*>(skip), sw, sb,
-                      reinterpret_cast<T*>(out), g, as_stream(stream))))));
+void upsample_crop_add(const UpsampleAddArgs& args, uintptr_t stream) {
+  dispatch_upsample_crop_add<UpsampleCropAdd>(args, as_stream(stream));
   check_launch("upsample_crop_add");
 }
 
