@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import fcnfast
+from fcnfast import ops
 from fcnfast.caffe import ATONCE_SCALES
 from fcnfast.checkpoint import CheckpointError, read_checkpoint
 from fcnfast.models import build_model
@@ -82,8 +83,8 @@ def caffemodel(model, path, *, v1=False, packed=True, extra=()):
     return path
 
 
-def randomised(arch, seed=0, **kwargs):
-    model = build_model(arch, 5, **kwargs).eval()
+def randomised(arch, seed=0, classes=5, **kwargs):
+    model = build_model(arch, classes, **kwargs).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -359,7 +360,12 @@ def test_convert_checks_the_prototxt(tmp_path):
 
 
 def test_pascalcontext_layout_is_a_60_class_fcn8s(tmp_path):
-    model = build_model("fcn8s", 60, **NARROW).eval()
+    model = randomised("fcn8s", classes=60, **NARROW)
     path = caffemodel(model, tmp_path / "pascalcontext-fcn8s-heavy.caffemodel")
     ckpt = read_checkpoint(path)
     assert ckpt.arch == "fcn8s" and ckpt.num_classes == 60
+    for backend in ["torch"] + [b for b in ops.backends() if b != "torch"]:
+        seg = fcnfast.load(path, device="cpu", backend=backend)
+        if seg.engine is not None:
+            report = seg.check(scene(33, 41))  # engine vs reference, on firm pixels
+            assert report.ok and report.firm_pixels > 0.5 * report.pixels, (backend, str(report))

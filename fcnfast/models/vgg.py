@@ -239,34 +239,27 @@ class FCN8sAtOnce(FCN8s):
 SIFTFLOW_HEADS = (("semantic", "_sem"), ("geometric", "_geo"))
 
 
-class SIFTFlowFCN32s(FCN32s):
+class _SIFTFlow:
+    """The SIFT Flow defaults over a VGG FCN of any stride: two heads, 33 + 3 classes, its mean."""
+
+    HEADS = SIFTFLOW_HEADS
+    input_convention = SIFTFLOW_BGR
+
+    def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
+                 head_classes: Sequence[int] = (3,)):
+        super().__init__(num_classes, widths, fc_width, head_classes)
+
+
+class SIFTFlowFCN32s(_SIFTFlow, FCN32s):
     arch = "siftflow_fcn32s"
-    HEADS = SIFTFLOW_HEADS
-    input_convention = SIFTFLOW_BGR
-
-    def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
-                 head_classes: Sequence[int] = (3,)):
-        super().__init__(num_classes, widths, fc_width, head_classes)
 
 
-class SIFTFlowFCN16s(FCN16s):
+class SIFTFlowFCN16s(_SIFTFlow, FCN16s):
     arch = "siftflow_fcn16s"
-    HEADS = SIFTFLOW_HEADS
-    input_convention = SIFTFLOW_BGR
-
-    def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
-                 head_classes: Sequence[int] = (3,)):
-        super().__init__(num_classes, widths, fc_width, head_classes)
 
 
-class SIFTFlowFCN8s(FCN8s):
+class SIFTFlowFCN8s(_SIFTFlow, FCN8s):
     arch = "siftflow_fcn8s"
-    HEADS = SIFTFLOW_HEADS
-    input_convention = SIFTFLOW_BGR
-
-    def __init__(self, num_classes: int = 33, widths=VGG16_WIDTHS, fc_width: int = VGG16_FC_WIDTH,
-                 head_classes: Sequence[int] = (3,)):
-        super().__init__(num_classes, widths, fc_width, head_classes)
 
 
 class NYUDFCN32sColorHHA(FCNBase):
