@@ -83,12 +83,14 @@ def caffemodel(model, path, *, v1=False, packed=True, extra=()):
     return path
 
 
-def randomised(arch, seed=0, classes=5, **kwargs):
+def randomised(arch, seed=0, classes=5, learned=True, **kwargs):
+    """Random weights; ``learned=False`` keeps the deconvolutions bilinear, as released."""
     model = build_model(arch, classes, **kwargs).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        for name, p in model.named_parameters():
+            if learned or "upscore" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     return model
 
 
@@ -140,10 +142,13 @@ def test_convert_writes_the_native_format(tmp_path):
 
     model = randomised("fcn16s", **NARROW)
     src = caffemodel(model, tmp_path / "fcn16s.caffemodel")
-    for out in (tmp_path / "fcn16s.safetensors", tmp_path / "fcn16s.pt"):
-        r = subprocess.run([sys.executable, "-m", "fcnfast", "convert", str(src), str(out)],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
+    outs = (tmp_path / "fcn16s.safetensors", tmp_path / "fcn16s.pt")
+    runs = [subprocess.Popen([sys.executable, "-m", "fcnfast", "convert", str(src), str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for out in outs]  # independent: started together
+    for out, p in zip(outs, runs):
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
         img = scene(41, 43)
         assert np.array_equal(fcnfast.load(out, device="cpu", backend="torch").segment(img),
                               fcnfast.Segmenter(model, device="cpu", backend="torch").segment(img))
@@ -350,22 +355,23 @@ def test_convert_checks_the_prototxt(tmp_path):
     good.write_text(VOC_FCN8S_PROTOTXT)
     bad.write_text(VOC_FCN8S_PROTOTXT.replace("kernel_size: 16", "kernel_size: 17"))
     run = [sys.executable, "-m", "fcnfast", "convert", str(src)]
-    r = subprocess.run(run + [str(tmp_path / "a.safetensors"), "--prototxt", str(good)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run(run + [str(tmp_path / "b.safetensors"), "--prototxt", str(bad)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "upscore8: kernel/stride (17, 8)" in r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "b.safetensors").exists()
+    ok, refused = (subprocess.Popen(run + [str(tmp_path / out), "--prototxt", str(txt)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for out, txt in (("a.safetensors", good), ("b.safetensors", bad)))
+    err = ok.communicate(timeout=120)[1]
+    assert ok.returncode == 0, err
+    err = refused.communicate(timeout=120)[1]
+    assert refused.returncode == 2 and "upscore8: kernel/stride (17, 8)" in err
+    assert "Traceback" not in err and not (tmp_path / "b.safetensors").exists()
 
 
 def test_pascalcontext_layout_is_a_60_class_fcn8s(tmp_path):
-    model = randomised("fcn8s", classes=60, **NARROW)
+    model = randomised("fcn8s", classes=60, learned=False, **NARROW)
     path = caffemodel(model, tmp_path / "pascalcontext-fcn8s-heavy.caffemodel")
     ckpt = read_checkpoint(path)
     assert ckpt.arch == "fcn8s" and ckpt.num_classes == 60
     for backend in ["torch"] + [b for b in ops.backends() if b != "torch"]:
         seg = fcnfast.load(path, device="cpu", backend=backend)
         if seg.engine is not None:
-            report = seg.check(scene(33, 41))  # engine vs reference, on firm pixels
+            report = seg.check(scene(23, 29))  # engine vs reference, on firm pixels
             assert report.ok and report.firm_pixels > 0.5 * report.pixels, (backend, str(report))

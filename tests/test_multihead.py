@@ -65,7 +65,9 @@ def test_engine_equals_reference_on_both_heads(arch, dtype):
     model = make(arch)
     pixels = scenes(2, 45, 67)
     ref = reference(model, pixels)
-    for backend in _kernel_backends() or ["auto"]:
+    backends = _kernel_backends() or ["auto"]
+    # float32 is the exact path: one backend shows it; the low-precision default runs on every one.
+    for backend in backends[:1] if dtype == torch.float32 else backends:
         engine = Engine(model, torch.device("cpu"), dtype, backend=backend)
         labels = engine.run(pixels)
         assert labels.shape == (2, 2, 45, 67) and labels.dtype == torch.uint8

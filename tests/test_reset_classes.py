@@ -11,7 +11,8 @@ NARROW = dict(widths=(4, 8, 8, 8, 8), fc_width=16)
 
 
 def _model(arch, device=None):
-    kwargs = dict(NARROW) if arch in ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce") else {}
+    vgg = arch in ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce") or arch.startswith(("siftflow_", "nyud_"))
+    kwargs = dict(NARROW) if vgg else {}
     if arch.startswith("fcn_resnet"):
         kwargs["aux"] = True
     if device == "meta":
