@@ -66,8 +66,11 @@ def test_engine_equals_reference_on_both_heads(arch, dtype):
     pixels = scenes(2, 45, 67)
     ref = reference(model, pixels)
     backends = _kernel_backends() or ["auto"]
-    # float32 is the exact path: one backend shows it; the low-precision default runs on every one.
-    for backend in backends[:1] if dtype == torch.float32 else backends:
+    # float32 is the exact path: one backend shows it; the low-precision default runs on every one
+    # (the interpreted Triton kernels on one stride: the ops are the same at every stride).
+    if dtype == torch.float32 or arch != "siftflow_fcn16s":
+        backends = [b for b in backends if b != "triton"][:1] or backends[:1]
+    for backend in backends:
         engine = Engine(model, torch.device("cpu"), dtype, backend=backend)
         labels = engine.run(pixels)
         assert labels.shape == (2, 2, 45, 67) and labels.dtype == torch.uint8
