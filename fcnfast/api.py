@@ -163,10 +163,15 @@ class Segmenter:
             return torch.stack([contract.argmax_labels(scores[h]).to(dtype) for h in self.heads], 1)
         return contract.argmax_labels(scores)
 
+    @staticmethod
+    def _hand_back_one(t: torch.Tensor, image: Image):
+        """One tensor back as the caller passed the image: numpy, or torch on its device."""
+        return t.to(image.device) if image.as_torch else t.cpu().numpy()
+
     def _hand_back(self, t: torch.Tensor, image: Image):
         """One image's result as the caller passed it: numpy or torch (on the input's device); a
         multi-head model's (heads, ...) result as {head: result}."""
-        out = t.to(image.device) if image.as_torch else t.cpu().numpy()
+        out = self._hand_back_one(t, image)
         if self.heads:
             return {h: out[k] for k, h in enumerate(self.heads)}
         return out
@@ -210,10 +215,6 @@ class Segmenter:
         if isinstance(scores, dict):  # several heads: {head: C×H×W}
             return {h: self._hand_back_one(scores[h][0].float(), image) for h in self.heads}
         return self._hand_back_one(scores[0].float(), image)
-
-    @staticmethod
-    def _hand_back_one(t: torch.Tensor, image: Image):
-        return t.to(image.device) if image.as_torch else t.cpu().numpy()
 
     def segment_batch(self, images, batch_size: int = 8, *, hha=None):
         """Label maps of many images.
