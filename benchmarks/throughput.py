@@ -12,7 +12,7 @@ same frames (fcnfast's synthetic scenes, uint8 RGB N×H×W×3 on the host), in t
   c  ``torch.compile`` of b's model (static shapes, recompiled per configuration; on CPU with
      ``torch._inductor.config.freezing = True``, which prepacks the weights); b's pre/post.
      Compile time (the first call) is reported apart, never in the timings.
-  d  onnxruntime: the fp32 model + argmax exported with ``torch.onnx.export`` (dynamic N/H/W),
+  d  onnxruntime: the fp32 model + argmax exported with ``fcnfast.export_onnx`` (dynamic N/H/W),
      CPUExecutionProvider on CPU, CUDAExecutionProvider on GPU; a's numpy preprocessing. Skipped
      with a note when onnx/onnxruntime (or its CUDA provider on GPU) is missing.
   e  fcnfast: ``fcnfast.Segmenter(model, device=...)`` with its defaults (backend auto, dtype
@@ -38,17 +38,14 @@ H×W. ``--models``/``--sizes``/``--batches`` given: their grid (the others defau
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import importlib
-import io
 import json
 import math
 import os
 import sys
 import tempfile
 import time
-import warnings
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -57,6 +54,7 @@ import torch
 import fcnfast
 from fcnfast.data.synthetic import synthetic_scene
 from fcnfast.engine import cpu_bf16_native
+from fcnfast.export import export_onnx
 from fcnfast.models import ARCHS, build_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -276,15 +274,6 @@ class ArchModels:
         return self._ort
 
 
-class _ArgmaxHead(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x).argmax(1)
-
-
 class OrtModel:
     """The fp32 model + argmax exported to ONNX (dynamic N, H, W), and onnxruntime sessions of it.
 
@@ -294,7 +283,8 @@ class OrtModel:
 
     def __init__(self, model, device: torch.device):
         try:
-            importlib.import_module("onnx")  # torch.onnx.export needs it
+            importlib.import_module("onnx")  # the exporter needs onnx and onnxscript
+            importlib.import_module("onnxscript")
             import onnxruntime as ort
         except ImportError as e:
             raise Skip(f"onnxruntime/onnx not installed ({e.name}); pip install onnx onnxruntime") from None
@@ -307,16 +297,8 @@ class OrtModel:
             providers = ["CPUExecutionProvider"]
         self.tmp = tempfile.TemporaryDirectory(prefix="fcnfast-onnx-")
         path = os.path.join(self.tmp.name, "model.onnx")
-        example = torch.zeros(1, 3, 64, 96, device=next(model.parameters()).device)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            with torch.no_grad():
-                # .eval(): the exporter restores the wrapper's mode afterwards, recursively — a
-                # fresh (training-mode) wrapper would leave the model with dropout switched on.
-                torch.onnx.export(_ArgmaxHead(model).eval(), (example,), path, input_names=["x"],
-                                  output_names=["labels"], opset_version=17, dynamo=False,
-                                  dynamic_axes={"x": {0: "n", 2: "h", 3: "w"},
-                                                "labels": {0: "n", 1: "h", 2: "w"}})
+        # fcnfast's own exporter (dynamic N, H, W): what a user deploying the model gets.
+        export_onnx(model, path, input="float", output="labels", verify=False)
         self.path, self.providers = path, providers
         self.version = ort.__version__
         self.open().close()  # fail here, once, if the session cannot start

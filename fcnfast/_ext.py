@@ -1,5 +1,6 @@
 """The one place that imports optional modules: the kernel backends (Triton, the native modules
-built from csrc/) and the video libraries (PyAV, torchcodec).
+built from csrc/), the video libraries (PyAV, torchcodec), ONNX (the exporter's onnx and
+onnxscript, onnxruntime) and Ray Data.
 
 Each backend answers two questions: can it run here at all (``*_status``), and the module itself
 (``triton_kernels``, ``native_module``), which raises one actionable RuntimeError when it cannot.
@@ -144,3 +145,42 @@ def torchcodec_decoder_class():
     except Exception:  # noqa: BLE001 - missing, or built for another torch/FFmpeg
         return None
     return VideoDecoder
+
+
+# --- deployment and scale-out ---------------------------------------------------------------------
+
+def _missing(e: ImportError, what: str, extra: str, packages: str) -> RuntimeError:
+    return RuntimeError(f"{what} needs {packages}, which is not installed ({e}): "
+                        f"pip install 'fcnfast[{extra}]' (from a checkout: pip install '.[{extra}]')")
+
+
+def onnx_exporter():
+    """The modules ``torch.onnx.export(dynamo=True)`` writes with (onnx, onnxscript); RuntimeError
+    saying how to get them."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise _missing(e, "ONNX export", "onnx", "onnx and onnxscript") from None
+    return onnx
+
+
+def onnxruntime_module(required: bool = True):
+    """onnxruntime; None where it is missing and not ``required`` (else RuntimeError)."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        if not required:
+            return None
+        raise _missing(e, "running an ONNX file", "onnx", "onnxruntime") from None
+    return onnxruntime
+
+
+def ray_module():
+    """Ray with Ray Data (``ray.data``); RuntimeError saying how to get it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise _missing(e, "fcnfast.distributed", "ray", "Ray Data (ray[data])") from None
+    return ray

@@ -1,5 +1,5 @@
-"""``fcnfast`` command line: segment images and videos, check the engine, describe and convert
-checkpoints, benchmark, train, run the demo. Every command names its model with ``--model``."""
+"""``fcnfast`` command line: segment images, videos and whole datasets (on Ray), check the engine,
+describe, convert and export (ONNX) checkpoints, benchmark, train, run the demo. Every command names its model with ``--model``."""
 from __future__ import annotations
 
 import argparse
@@ -8,23 +8,12 @@ import sys
 from typing import Optional
 
 from .hub import HubError
+from .image_files import image_files
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 _CHECKPOINT_EXTS = (".pt", ".pth", ".safetensors", ".caffemodel")
-# Extensions Pillow registers an opener for but cannot read by itself (stub plugins needing a
-# handler, Ghostscript, Windows-only metafiles) or that are mostly not pictures (.mpg: video).
-_NOT_IMAGE_EXTS = frozenset((".bufr", ".grib", ".h5", ".hdf", ".mpeg", ".mpg", ".eps", ".ps",
-                             ".emf", ".wmf"))
-
-
-def _image_exts() -> tuple:
-    """The file extensions a folder walk picks up: those Pillow can open."""
-    from PIL import Image
-
-    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items()
-                        if fmt in Image.OPEN and ext not in _NOT_IMAGE_EXTS))
 
 
 def _model_args(parser) -> None:
@@ -133,38 +122,6 @@ def _cmd_check(args):
     return 0 if report.ok else 1
 
 
-def _expand_inputs(items, skip: Optional[str] = None):
-    """(path, path relative to the inputs' common folder) of every image named by files,
-    directories (recursively) and globs; outputs mirror the relative paths, so names never clash.
-    A folder walk does not enter ``skip`` (the output folder, so a rerun does not segment its own
-    outputs)."""
-    import glob
-
-    exts = _image_exts()
-    skip = os.path.realpath(skip) if skip else None
-    found = []
-    for item in items:
-        if os.path.isdir(item):
-            for root, dirs, files in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != skip)
-                found += [os.path.join(root, f) for f in sorted(files)
-                          if f.lower().endswith(exts)]
-        elif os.path.exists(item):
-            found.append(item)
-        elif glob.has_magic(item):
-            matches = sorted(m for m in glob.glob(item, recursive=True) if os.path.isfile(m))
-            if not matches:
-                raise FileNotFoundError(f"no files match {item}")
-            found += matches
-        else:
-            raise FileNotFoundError(f"image file not found: {item}")
-    found = list(dict.fromkeys(os.path.abspath(p) for p in found))
-    if not found:
-        raise FileNotFoundError(f"no images found in {', '.join(items)}")
-    base = os.path.commonpath([os.path.dirname(p) for p in found])
-    return [(p, os.path.relpath(p, base)) for p in found]
-
-
 def _cmd_segment(args):
     import numpy as np
     from PIL import Image as PILImage
@@ -181,7 +138,7 @@ def _cmd_segment(args):
     args.model = _model_name(args, positionals)  # the deprecated `segment MODEL IMG...` too
     if not positionals:
         raise ValueError("no images given")
-    inputs = _expand_inputs(positionals, skip=args.output)  # before loading: a typo fails fast
+    inputs = image_files(positionals, skip=args.output)  # before loading: a typo fails fast
     seg = _load_for(args)
     failed = 0
     for path, rel in inputs:
@@ -239,6 +196,52 @@ def _cmd_video(args):
         return 130
     print(f"fcnfast video: {summary} [{seg.arch}, {seg.backend} on {seg.device}, "
           f"{str(seg.dtype).replace('torch.', '')}]")
+    return 0
+
+
+def _cmd_segment_dataset(args):
+    from .distributed import segment_dataset
+
+    if args.batch is not None and args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if not args.quiet:  # Ray's own lines would interleave with the progress bar
+        import logging
+
+        logging.getLogger("ray").setLevel(logging.WARNING)
+    summary = segment_dataset(
+        args.source, args.dest, args.model or "default", batch_size=args.batch or 8,
+        concurrency=args.workers, num_gpus_per_worker=args.gpus_per_worker, address=args.address,
+        output=args.output, backend=args.backend,
+        dtype=None if args.dtype == "auto" else args.dtype, arch=args.arch,
+        progress=not args.quiet)
+    print(f"fcnfast segment-dataset: {summary['written']} written, {summary['skipped']} skipped "
+          f"(already done), {summary['failed']} failed in {summary['seconds']:.1f} s "
+          f"({summary['images_per_s']:.2f} images/s) -> {args.dest}")
+    if summary["failed"]:
+        print(f"fcnfast: {summary['failed']} images could not be read: see "
+              f"{os.path.join(args.dest, 'errors.jsonl')}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
+
+
+def _cmd_export(args):
+    import torch
+
+    from .export import export_onnx
+
+    if os.path.exists(args.output) and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
+    size = _hw(args.static) if args.static else None
+    model = args.model
+    if args.arch:
+        from .api import load
+
+        model = load(args.model, device="cpu", backend="torch", arch=args.arch)
+    result = export_onnx(model, args.output, input=args.input, output=args.outputs,
+                         dynamic=size is None, dtype=getattr(torch, args.dtype), opset=args.opset,
+                         size=size, batch_size=args.batch, verify=not args.no_verify)
+    print(f"fcnfast export: {result}")
     return 0
 
 
@@ -546,6 +549,46 @@ def main(argv=None) -> int:
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _engine_args(v)
     v.set_defaults(fn=_cmd_video)
+
+    sd = sub.add_parser("segment-dataset", help="segment a whole dataset on Ray Data (resumable)",
+                        description="Segment every image under SRC (recursively) into DEST on Ray "
+                        "Data: DEST/<relative path>.png label maps, bad images in "
+                        "DEST/errors.jsonl. Rerunning skips what is done and retries the rest. "
+                        "Needs pip install 'fcnfast[ray]'.")
+    sd.add_argument("source", help="folder of images")
+    sd.add_argument("dest", help="output folder (on a cluster: one every node sees)")
+    sd.add_argument("--batch", type=int, help="images per batch (default 8)")
+    sd.add_argument("--workers", type=int, help="Ray actors (default: one per node; one per GPU)")
+    sd.add_argument("--gpus-per-worker", type=float,
+                    help="GPUs per actor (default: 1 where the cluster has GPUs, else 0)")
+    sd.add_argument("--address", help="join this Ray cluster (default: a local one)")
+    sd.add_argument("--output", default="png", choices=("png", "parquet", "png+parquet"),
+                    help="label PNGs, per-image class fractions in DEST/classes/*.parquet, or both")
+    sd.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _engine_args(sd)
+    sd.set_defaults(fn=_cmd_segment_dataset)
+
+    ex = sub.add_parser("export", help="write a model as an ONNX file (dynamic N, H, W)",
+                        description="Export to ONNX with PyTorch's torch.export-based exporter: "
+                        "uint8 RGB frames in (preprocessing inside), labels out, any batch and "
+                        "size; then checked against the reference with onnxruntime where "
+                        "installed. Needs pip install 'fcnfast[onnx]'.")
+    ex.add_argument("model", help="checkpoint, release name or 'default'")
+    ex.add_argument("output", help="OUT.onnx")
+    ex.add_argument("--input", default="uint8", choices=("uint8", "float"),
+                    help="uint8: (N, H, W, 3) RGB frames 'frames' (default); float: the "
+                    "preprocessed (N, 3, H, W) tensor 'x'")
+    ex.add_argument("--output", dest="outputs", default="labels", choices=("labels", "scores"),
+                    help="labels: (N, H, W) class ids (default); scores: (N, C, H, W)")
+    ex.add_argument("--dtype", default="float32", choices=("float32", "float16"),
+                    help="float16 for GPU runtimes (TensorRT, onnxruntime-gpu)")
+    ex.add_argument("--static", metavar="HxW", help="fix the input size (default: dynamic)")
+    ex.add_argument("--batch", type=int, default=1, help="with --static: the fixed batch size")
+    ex.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    ex.add_argument("--arch", help="architecture, overriding detection (e.g. fcn8s_atonce)")
+    ex.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    ex.set_defaults(fn=_cmd_export)
 
     c = sub.add_parser("check", help="compare the engine with the float32 reference on an image")
     c.add_argument("inputs", nargs="*", metavar="image", help="image file (default: a generated scene)")

@@ -197,21 +197,20 @@ def read_image(img, what: str = "image") -> Image:
 def to_network_input(pixels: torch.Tensor, convention, device, dtype) -> torch.Tensor:
     """Normalise (N, H, W, 3) uint8 or (N, 3, H, W) float [0, 1] pixels to the net's (N, 3, H, W).
 
-    Both go through the reference ``preprocess`` formula: uint8 frames as the head op (scale/255
-    per step, exact for the Caffe 0-255 scale), float pixels as its ``normalize`` in float32. A
+    Both go through the one preprocessing formula, ``ops.normalize`` (the reference ``preprocess``
+    head op's): uint8 frames with scale/255 per step (exact for the Caffe 0-255 scale), float
+    pixels as they are, in float32. Plain tensor operations, so the ONNX exporter traces them. A
     model that takes several images (``convention`` a tuple, one per stream) gets their channels
     3 by 3 (N, H, W, 3k), each normalised by its own convention, concatenated.
     """
     x = pixels.to(device, non_blocking=True)
-    parts = []
-    for i, c in enumerate(streams(convention)):
-        if x.dtype == torch.uint8:
-            parts.append(ops.preprocess(x[..., 3 * i:3 * i + 3], mean=c.mean, std=c.std,
-                                        scale=c.scale / 255.0, bgr=c.bgr, dtype=dtype,
-                                        backend="torch"))
-        else:
-            parts.append(ops.normalize(x[:, 3 * i:3 * i + 3], mean=c.mean, std=c.std, scale=c.scale,
-                                       bgr=c.bgr, dtype=dtype).contiguous())
+    frames = x.dtype == torch.uint8
+    if frames:
+        x = x.permute(0, 3, 1, 2)
+    parts = [ops.normalize(x[:, 3 * i:3 * i + 3], mean=c.mean, std=c.std,
+                           scale=c.scale / 255.0 if frames else c.scale, bgr=c.bgr,
+                           dtype=dtype).contiguous()
+             for i, c in enumerate(streams(convention))]
     return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 

@@ -16,13 +16,57 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+# Files whose tests run last: their slow setup (ONNX exports, a Ray cluster) proceeds in the
+# background meanwhile, on the core the other tests leave idle.
+_LAST = ("test_distributed.py", "test_onnx_export.py")
+_BACKGROUND = {}
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name in _LAST)  # stable: the order within stays
+    if any(item.path.name == "test_onnx_export.py" for item in items):
+        _start_onnx_exports()
     if _cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if "needs_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def _start_onnx_exports():
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+
+    if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")):
+        return
+    out = tempfile.mkdtemp(prefix="fcnfast-onnx-cases-")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "onnx_cases.py")
+    log = open(os.path.join(out, "log.txt"), "w")
+    proc = subprocess.Popen([sys.executable, script, out], stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: os.nice(5))
+    _BACKGROUND["onnx"] = (proc, out, log)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    for proc, out, log in _BACKGROUND.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def onnx_exports():
+    """The folder the background exporter (tests/onnx_cases.py) writes into; None when the ONNX
+    modules are not installed."""
+    started = _BACKGROUND.get("onnx")
+    return None if started is None else started[1]
 
 
 @pytest.fixture(scope="session")

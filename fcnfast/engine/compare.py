@@ -39,13 +39,24 @@ class CheckReport:
                 f"{'OK' if self.ok else 'MISMATCH'}")
 
 
-def _head_agreement(labels, scores, ref, dtype):
-    """(pixels, firm pixels, firm agreeing, agreeing, max score error, score range) of one head."""
+def firm_pixels(ref: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(N, H, W) mask of the pixels whose label a ``dtype`` computation must reproduce: the
+    reference scores' (N, C, H, W) top-2 margin exceeds ``FIRM_MARGIN[dtype]`` of their range."""
     ref = ref.float()
     top2 = ref.topk(min(2, ref.shape[1]), dim=1).values
     margin = (top2[:, 0] - top2[:, -1]) if ref.shape[1] > 1 else torch.full_like(top2[:, 0], float("inf"))
-    score_range = float(ref.max() - ref.min()) or 1.0
-    firm = margin > FIRM_MARGIN[dtype] * score_range
+    return margin > FIRM_MARGIN[dtype] * _score_range(ref)
+
+
+def _score_range(ref: torch.Tensor) -> float:
+    return float(ref.max() - ref.min()) or 1.0
+
+
+def _head_agreement(labels, scores, ref, dtype):
+    """(pixels, firm pixels, firm agreeing, agreeing, max score error, score range) of one head."""
+    ref = ref.float()
+    score_range = _score_range(ref)
+    firm = firm_pixels(ref, dtype)
     same = labels.long() == ref.argmax(1)
     picked = ref.gather(1, labels.long()[:, None])[:, 0]
     return (same.numel(), int(firm.sum()), int(same[firm].sum()), int(same.sum()),
