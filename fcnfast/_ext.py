@@ -184,3 +184,13 @@ def ray_module():
     except ImportError as e:
         raise _missing(e, "fcnfast.distributed", "ray", "Ray Data (ray[data])") from None
     return ray
+
+
+def arrow_modules():
+    """(pyarrow, pyarrow.parquet), which Ray Data brings; RuntimeError saying how to get them."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as e:
+        raise _missing(e, "the Parquet table", "ray", "pyarrow") from None
+    return pyarrow, pyarrow.parquet

@@ -101,8 +101,7 @@ def _recorded_paths(dest: str) -> set:
     folder = os.path.join(dest, TABLE_DIR)
     if not os.path.isdir(folder):
         return set()
-    import pyarrow.parquet as pq
-
+    pq = _ext.arrow_modules()[1]
     done = set()
     for f in sorted(os.listdir(folder)):
         if f.endswith(".parquet"):
@@ -173,13 +172,15 @@ class _ErrorLog:
 class _Table:
     """Parquet part files of per-image results under dest/classes/, each written atomically."""
 
-    def __init__(self, dest: str):
+    def __init__(self, dest: str, recorded: set):
         self.folder = os.path.join(dest, TABLE_DIR)
-        self.rows = []
+        self.rows, self.recorded = [], recorded
         self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.parts = 0
 
     def add(self, row: dict) -> None:
+        if row["path"] in self.recorded:  # an earlier run's row (only its PNG was redone)
+            return
         self.rows.append(row)
         if len(self.rows) >= _FLUSH_ROWS:
             self.flush()
@@ -187,9 +188,7 @@ class _Table:
     def flush(self) -> None:
         if not self.rows:
             return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+        pa, pq = _ext.arrow_modules()
         table = pa.Table.from_pylist(self.rows)
         self.rows = []
         path = os.path.join(self.folder, f"part-{self.run}-{self.parts:05d}.parquet")
@@ -316,20 +315,24 @@ def _start_ray(ray, address: Optional[str]) -> bool:
 
 
 def _pool(ray, concurrency: Optional[int], gpus: float):
-    """(actor pool strategy, CPUs per worker, torch threads per worker)."""
+    """(actor pool strategy, torch threads per worker).
+
+    Each worker reserves one logical CPU, so the tasks that read a given Ray dataset still find
+    one (a worker holding every CPU would starve them); its torch threads take its share of the
+    node's cores, which its intra-op parallelism uses.
+    """
     resources = ray.cluster_resources()
     total_cpus = max(1, int(resources.get("CPU", 1)))
-    if gpus > 0:
-        n = concurrency or max(1, int(resources.get("GPU", 0) // gpus))
-        return ray.data.ActorPoolStrategy(size=n), 1, None
-    if concurrency:
-        cpus = max(1, total_cpus // concurrency)
-        return ray.data.ActorPoolStrategy(size=concurrency), cpus, cpus
-    # One worker per node with all its CPUs (the engine's intra-op threads use them): as fast as
-    # one process on one machine, and one more worker per added node.
     nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")]
     per_node = max(1, min(int(n["Resources"]["CPU"]) for n in nodes)) if nodes else total_cpus
-    return ray.data.ActorPoolStrategy(size=max(1, total_cpus // per_node)), per_node, per_node
+    if gpus > 0:
+        n = concurrency or max(1, int(resources.get("GPU", 0) // gpus))
+        return ray.data.ActorPoolStrategy(size=n), None
+    if concurrency:
+        workers_per_node = max(1, -(-concurrency // max(1, len(nodes))))
+        return ray.data.ActorPoolStrategy(size=concurrency), max(1, per_node // workers_per_node)
+    # One worker per node, as fast as one process on one machine, and one more per added node.
+    return ray.data.ActorPoolStrategy(size=max(1, len(nodes))), per_node
 
 
 def segment_dataset(source, dest, model="default", *, batch_size: int = 8,
@@ -414,7 +417,7 @@ def segment_dataset(source, dest, model="default", *, batch_size: int = 8,
         gpus = num_gpus_per_worker
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        compute, cpus, threads = _pool(ray, concurrency, gpus)
+        compute, threads = _pool(ray, concurrency, gpus)
         with open(file, "rb") as f:
             model_copy = ray.put(f.read())
         if given is not None:
@@ -424,13 +427,13 @@ def segment_dataset(source, dest, model="default", *, batch_size: int = 8,
             ds = ray.data.from_items([{"path": p, "name": n} for p, n in todo.items()])
         results = ds.map_batches(
             SegmentWorker, batch_size=batch_size, batch_format="numpy", compute=compute,
-            num_cpus=cpus, num_gpus=gpus or None,
+            num_cpus=1, num_gpus=gpus or None,
             fn_constructor_kwargs=dict(
                 # In a list, the reference reaches the actor unresolved: only a node that cannot
                 # see ``file`` fetches the bytes.
                 model_file=file, model_copy=[model_copy], arch=arch, dest=dest, outputs=outputs, backend=backend, dtype=dtype,
                 device="cuda" if gpus else "cpu", batch_size=batch_size, threads=threads))
-        table = _Table(dest) if "parquet" in outputs else None
+        table = _Table(dest, recorded) if "parquet" in outputs else None
         bar = _progress(len(todo), progress)
         seen = set()
         try:

@@ -169,8 +169,19 @@ def export_onnx(model, path, *, input: str = "uint8", output: str = "labels", dy
         raise ValueError(f"{path}: the output file must end in .onnx")
     _ext.onnx_exporter()
     ref, convention = _resolve(model)
-    ref_device = next(ref.parameters()).device
-    ref = ref.eval()
+    # The caller's model is left as given (a model mid-training stays in training mode).
+    modes = [(m, m.training) for m in ref.modules()]
+    ref.eval()
+    try:
+        return _export(ref, convention, path, input, output, dynamic, dtype, opset, size,
+                       batch_size, verify)
+    finally:
+        for m, training in modes:
+            m.train(training)
+
+
+def _export(ref, convention, path, input, output, dynamic, dtype, opset, size, batch_size,
+            verify) -> OnnxExport:
     inputs, outputs = _names(ref, input, output)
     n_channels = 3 * len(streams(convention))
     # The reference stays as it is; a CPU float copy is traced.
@@ -200,7 +211,7 @@ def export_onnx(model, path, *, input: str = "uint8", output: str = "labels", dy
                            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
     verified = "not verified (verify=False)"
     if verify:
-        verified = _verify(path, ref.to(ref_device), convention, inputs, input, output, dtype,
+        verified = _verify(path, ref, convention, inputs, input, output, dtype,
                            None if dynamic else size, None if dynamic else batch_size)
     return OnnxExport(path, ref.arch, inputs, outputs, dtype, dynamic, verified)
 

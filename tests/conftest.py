@@ -24,8 +24,11 @@ _BACKGROUND = {}
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.path.name in _LAST)  # stable: the order within stays
-    if any(item.path.name == "test_onnx_export.py" for item in items):
-        _start_onnx_exports()
+    names = {item.path.name for item in items}
+    if "test_onnx_export.py" in names:
+        _start_background("onnx", "onnx_cases.py", ("onnx", "onnxscript", "onnxruntime"))
+    if any(item.nodeid.endswith("test_cli_survives_a_killed_worker_and_resumes") for item in items):
+        _start_background("ray_kill", "ray_kill_case.py", ("ray", "pyarrow"))
     if _cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -34,20 +37,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _start_onnx_exports():
+def _start_background(name, script, needs):
+    """Run tests/<script> OUT_DIR in a background process at the lowest priority (so the other
+    tests keep their speed); the ``background`` fixture gives its folder."""
     import importlib.util
     import subprocess
     import sys
     import tempfile
 
-    if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")):
+    if any(importlib.util.find_spec(m) is None for m in needs):
         return
-    out = tempfile.mkdtemp(prefix="fcnfast-onnx-cases-")
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "onnx_cases.py")
+    out = tempfile.mkdtemp(prefix=f"fcnfast-{name}-")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
     log = open(os.path.join(out, "log.txt"), "w")
-    proc = subprocess.Popen([sys.executable, script, out], stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: os.nice(5))
-    _BACKGROUND["onnx"] = (proc, out, log)
+    proc = subprocess.Popen([sys.executable, path, out], stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: os.nice(19))
+    _BACKGROUND[name] = (proc, out, log)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -70,25 +75,12 @@ def onnx_exports():
 
 
 @pytest.fixture(scope="session")
-def torchvision():
-    """torchvision for cross-checks, importable beside a CPU-only torch.
-
-    PyPI's torchvision registers fake kernels for its compiled ops (``torchvision::nms``...), which
-    fail when those ops did not load; the models need none of them, so those registrations are
-    skipped while it imports.
-    """
-    orig = torch.library.register_fake
-
-    def register_fake(op, *args, **kwargs):
-        if str(op).startswith("torchvision::"):
-            return lambda fn: fn
-        return orig(op, *args, **kwargs)
-
-    torch.library.register_fake = register_fake
-    try:
-        import torchvision as tv
-    except Exception as e:  # not installed, or an incompatible build
-        pytest.skip(f"torchvision unavailable: {e}")
-    finally:
-        torch.library.register_fake = orig
-    return tv
+def ray_kill_case():
+    """The background killed-worker scenario (tests/ray_kill_case.py), once it has finished: its
+    folder; None when Ray is not installed."""
+    started = _BACKGROUND.get("ray_kill")
+    if started is None:
+        return None
+    proc, out, log = started
+    proc.wait(timeout=900)
+    return out

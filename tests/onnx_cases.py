@@ -67,10 +67,15 @@ def export(case: str, out_dir: str) -> dict:
         options["dtype"] = getattr(torch, options["dtype"])
     model = build(case)
     fcnfast.save(model, os.path.join(out_dir, f"{case}.safetensors"))
+    # The exporter works on a copy: a model in training mode stays so, its weights untouched.
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     t = time.perf_counter()
     result = fcnfast.export_onnx(model, os.path.join(out_dir, f"{case}.onnx"), verify=False, **options)
-    return {"inputs": list(result.inputs), "outputs": list(result.outputs),
-            "seconds": time.perf_counter() - t}
+    seconds = time.perf_counter() - t
+    untouched = all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    return {"inputs": list(result.inputs), "outputs": list(result.outputs), "seconds": seconds,
+            "model_left_alone": untouched and all(m.training for m in model.modules())}
 
 
 def main(out_dir: str) -> int:

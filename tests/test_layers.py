@@ -136,3 +136,25 @@ def test_no_private_names_across_packages():
             if mod in KNOWN and last.startswith("_") and last != "_ext" and other:
                 found.append(f"{name}: imports private module {mod}")
     assert not found, "\n".join(found)
+
+
+def test_nothing_below_the_faces_imports_them():
+    # The deployment and scale-out faces (ONNX export, Ray Data jobs) sit beside the CLI: the
+    # API, engine, front door and models never reach up to them.
+    faces = ("fcnfast.cli", "fcnfast.video", "fcnfast.distributed", "fcnfast.export")
+    below = [n for n in KNOWN if _in(n, "fcnfast.api", "fcnfast.engine", "fcnfast.ops",
+                                     "fcnfast.models", "fcnfast.images", "fcnfast.contract",
+                                     "fcnfast.checkpoint", "fcnfast.training", "fcnfast.data")]
+    for name in below:
+        bad = {t for t in _targets(name) if _in(t, *faces)}
+        assert not bad, f"{name} imports {bad}"
+
+
+def test_optional_modules_come_through_the_gate():
+    # onnx, onnxruntime and ray are imported by fcnfast._ext alone (the CLI's and the faces'
+    # "pip install fcnfast[...]" hints come from there)
+    for name, imports in TABLE.items():
+        if name == "fcnfast._ext":
+            continue
+        bad = [m for m, _ in imports if m.split(".")[0] in ("onnx", "onnxruntime", "onnxscript", "ray", "pyarrow")]
+        assert not bad, f"{name} imports {bad} directly"

@@ -74,6 +74,7 @@ def assert_firm_equal(labels: np.ndarray, ref: torch.Tensor, what: str, dtype=to
                                   "fcn_resnet50"])
 def test_labels_equal_the_reference_at_every_size(onnx_exports, case):
     session, seg, info = exported(onnx_exports, case)
+    assert info["model_left_alone"]  # still in training mode, weights untouched
     assert [i.name for i in session.get_inputs()] == ["frames"] == info["inputs"]
     assert [o.name for o in session.get_outputs()] == ["labels"]
     # N, H, W are symbolic in the file, not the example's numbers

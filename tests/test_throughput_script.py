@@ -65,22 +65,3 @@ def test_failures_flags_disagreement():
     assert throughput.failures([row]) == []
     row["columns"]["e"] = {"status": "error: RuntimeError: boom"}
     assert "boom" in throughput.failures([row])[0]
-
-
-def test_onnx_export_leaves_the_model_in_eval_mode():
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    import torch
-
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import throughput
-    finally:
-        sys.path.pop(0)
-    model = throughput.random_model("fcn8s", 5, **throughput.QUICK_MODEL)
-    exported = throughput.OrtModel(model, torch.device("cpu"))
-    assert not any(m.training for m in model.modules())
-    x = torch.randn(2, 3, 40, 56)
-    sess = exported.open()
-    with torch.no_grad():
-        assert (sess.run_numpy(x.numpy()) == model(x).argmax(1).numpy()).all()
