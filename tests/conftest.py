@@ -84,3 +84,28 @@ def ray_kill_case():
     proc, out, log = started
     proc.wait(timeout=900)
     return out
+
+
+@pytest.fixture(scope="session")
+def torchvision():
+    """torchvision for cross-checks, importable beside a CPU-only torch.
+
+    PyPI's torchvision registers fake kernels for its compiled ops (``torchvision::nms``...), which
+    fail when those ops did not load; the models need none of them, so those registrations are
+    skipped while it imports.
+    """
+    orig = torch.library.register_fake
+
+    def register_fake(op, *args, **kwargs):
+        if str(op).startswith("torchvision::"):
+            return lambda fn: fn
+        return orig(op, *args, **kwargs)
+
+    torch.library.register_fake = register_fake
+    try:
+        import torchvision as tv
+    except Exception as e:  # not installed, or an incompatible build
+        pytest.skip(f"torchvision unavailable: {e}")
+    finally:
+        torch.library.register_fake = orig
+    return tv
