@@ -34,7 +34,7 @@ def cluster(request):
     ray.shutdown()
 
 
-def make_source(root, n=24):
+def make_source(root, n=16):
     """n scenes of several sizes (some in a subfolder, some RGBA or gray), plus the bad files."""
     os.makedirs(root / "sub", exist_ok=True)
     paths = []
