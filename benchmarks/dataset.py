@@ -15,7 +15,7 @@ label PNG (palette, value = class id) into a fresh folder, so all do the same wo
 perf_counter; one warm-up run of each, then the median of ``--repeats`` runs. Ray's overhead is
 ``loop time / ray time`` (target: ray at most 15% slower than the loop on one machine at 500×500).
 
-    python benchmarks/dataset.py                        # 500x500, 240 images, the built-in model
+    python benchmarks/dataset.py                        # 500x500, 480 images, the built-in model
     python benchmarks/dataset.py --count 48 --size 200x300 --repeats 1 --json out.json
 """
 from __future__ import annotations
@@ -41,13 +41,15 @@ from fcnfast.render import label_png  # noqa: E402
 from timing import cpu_model, git_revision, load_average  # noqa: E402
 
 
-def make_folder(root: str, count: int, h: int, w: int) -> list:
+def make_folder(root: str, count: int, h: int, w: int, distinct: int = 16) -> list:
+    """``count`` PNG files of ``distinct`` scenes in turn (a scene takes about a second to draw)."""
     from PIL import Image
 
+    scenes = [Image.fromarray(synthetic_scene(i, h, w)[0]) for i in range(min(count, distinct))]
     paths = []
     for i in range(count):
         path = os.path.join(root, f"scene{i:05d}.png")
-        Image.fromarray(synthetic_scene(i, h, w)[0]).save(path)
+        scenes[i % len(scenes)].save(path)
         paths.append(path)
     return paths
 
@@ -80,10 +82,12 @@ def run_ray(folder, dest, model, batch):
     t = time.perf_counter()
     summary = segment_dataset(folder, dest, model, batch_size=batch)
     total = time.perf_counter() - t
-    # steady rate: outputs' modification times, from the first written to the last
+    # steady rate: outputs' modification times, from the first batch's last to the last
     times = sorted(os.stat(os.path.join(dest, f)).st_mtime for f in os.listdir(dest)
                    if f.endswith(".png"))
-    steady = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
+    first = min(batch, len(times)) - 1
+    steady = ((len(times) - 1 - first) / (times[-1] - times[first])
+              if len(times) > first + 1 and times[-1] > times[first] else None)
     assert summary["written"] == len(times), summary
     return total, steady
 
@@ -92,9 +96,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default")
     p.add_argument("--size", default="500x500")
-    p.add_argument("--count", type=int, default=240)
+    p.add_argument("--count", type=int, default=480)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--json", help="append the figures as one JSON row")
     args = p.parse_args(argv)
     h, w = (int(v) for v in args.size.split("x"))
@@ -140,6 +144,9 @@ def main(argv=None) -> int:
             "ray": ray.__version__, "onnxruntime": ort.__version__, "ray_start_s": ray_start,
             "loop_images_per_s": n / med["loop"], "ray_images_per_s": n / med["ray"],
             "ray_steady_images_per_s": steady, "ort_images_per_s": n / med["ort"],
+            # what the job pays once (actor process start, imports, model load, first frame)
+            "ray_fixed_s": med["ray"] - n / steady if steady else None,
+            "ray_steady_vs_loop": steady * med["loop"] / n if steady else None,
             "ray_vs_loop": med["loop"] / med["ray"], "ort_vs_fcnfast_loop": med["loop"] / med["ort"],
             "load_average": load_average(),
         }
@@ -152,7 +159,8 @@ def main(argv=None) -> int:
     print(f"  loop  Segmenter.segment      {row['loop_images_per_s']:7.2f} images/s")
     print(f"  ray   segment_dataset        {row['ray_images_per_s']:7.2f} images/s "
           f"({row['ray_vs_loop']:.2f}× the loop; steady "
-          f"{steady and f'{steady:.2f}' or '-'} images/s)")
+          f"{steady and f'{steady:.2f}' or '-'} images/s, {row['ray_steady_vs_loop'] or 0:.2f}× the "
+          f"loop, after a fixed {row['ray_fixed_s'] or 0:.1f} s per job)")
     print(f"  ort   onnxruntime loop       {row['ort_images_per_s']:7.2f} images/s "
           f"(fcnfast loop = {1 / row['ort_vs_fcnfast_loop']:.2f}× onnxruntime)")
     if args.json:

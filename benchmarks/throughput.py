@@ -15,6 +15,11 @@ same frames (fcnfast's synthetic scenes, uint8 RGB N×H×W×3 on the host), in t
   d  onnxruntime: the fp32 model + argmax exported with ``fcnfast.export_onnx`` (dynamic N/H/W),
      CPUExecutionProvider on CPU, CUDAExecutionProvider on GPU; a's numpy preprocessing. Skipped
      with a note when onnx/onnxruntime (or its CUDA provider on GPU) is missing.
+  f  OpenVINO (CPU only): the fp32 model + argmax converted with OpenVINO's own
+     ``openvino.convert_model`` from the PyTorch module, reshaped to the configuration's static
+     size, compiled for the CPU plugin with the latency hint (its default inference precision:
+     bf16 where the CPU has it natively, else fp32; the precision used is reported); a's numpy
+     preprocessing. Skipped with a note when ``openvino`` is missing.
   e  fcnfast: ``fcnfast.Segmenter(model, device=...)`` with its defaults (backend auto, dtype
      auto); end to end ``seg.segment_batch(frames)``; on GPU also ``seg.stream(frames, N)``.
 
@@ -61,7 +66,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import (Timing, cpu_model, device_name, fmt, git_revision, load_average,  # noqa: E402
                     measure, now, short_error, sync, triton_version)
 
-COLUMNS = ("a", "b", "c", "d", "e")
+COLUMNS = ("a", "b", "c", "d", "f", "e")  # in print order; e (fcnfast) last
+PEERS = ("a", "b", "c", "d", "f")
 FIRM_MARGIN = 0.03  # firm pixel: a's top-2 margin > this fraction of the image's score range
 MIN_FIRM_AGREEMENT = 0.999  # fcnfast vs a on firm pixels; below it the run fails
 MODEL_NAMES = {"fcn8s": "FCN-8s (VGG16)", "fcn32s": "FCN-32s (VGG16)", "fcn16s": "FCN-16s (VGG16)",
@@ -240,6 +246,7 @@ class ArchModels:
         self.lp_dtype = low_precision_dtype(device)
         self._lp = None
         self._ort = None
+        self._ov = None
         self._seg = None
         self.setup_s: Dict[str, float] = {}
 
@@ -272,6 +279,54 @@ class ArchModels:
         if isinstance(self._ort, Exception):
             raise self._ort
         return self._ort
+
+
+    def openvino(self):
+        """The model converted by OpenVINO (once per architecture; a failure is remembered)."""
+        if self._ov is None:
+            t0 = time.perf_counter()
+            try:
+                self._ov = OpenVinoModel(self.fp32, self.device)
+            except Exception as e:  # noqa: BLE001 - Skip or a conversion error, re-raised below
+                self._ov = e
+            self.setup_s["f_convert"] = time.perf_counter() - t0
+        if isinstance(self._ov, Exception):
+            raise self._ov
+        return self._ov
+
+
+class OpenVinoModel:
+    """The fp32 model + argmax as OpenVINO converts it from the PyTorch module (dynamic N, H, W),
+    compiled per configuration at its static size for the CPU plugin."""
+
+    def __init__(self, model, device: torch.device):
+        if device.type != "cpu":
+            raise Skip("OpenVINO's column runs on the CPU only")
+        try:
+            import openvino as ov
+        except ImportError:
+            raise Skip("openvino not installed; pip install openvino") from None
+        from fcnfast.export import DeployedFCN
+
+        self.ov, self.version = ov, ov.__version__
+        wrapper = DeployedFCN(copy.deepcopy(model).eval(), model.input_convention, "float", "labels").eval()
+        example = torch.randn(1, 3, 67, 83)
+        with torch.no_grad():
+            self.model = ov.convert_model(wrapper, example_input=example,
+                                          input=[ov.PartialShape([-1, 3, -1, -1])])
+        self.core = ov.Core()
+
+    def compile(self, shape) -> "object":
+        model = self.model.clone()
+        model.reshape({model.inputs[0]: self.ov.PartialShape(list(shape))})
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        return self.core.compile_model(model, "CPU", config)
+
+
+def ov_precision(compiled) -> str:
+    """The precision OpenVINO's CPU plugin computes in (bf16 where native, else f32)."""
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return hint.to_string() if hasattr(hint, "to_string") else str(hint)
 
 
 class OrtModel:
@@ -426,6 +481,28 @@ def col_d(m: ArchModels, frames, st: Settings, x_a) -> dict:
                 export_s=m.setup_s.get("d_export"))
 
 
+def col_f(m: ArchModels, frames, st: Settings, x_a) -> dict:
+    converted = m.openvino()
+    conv = m.conv
+    t0 = time.perf_counter()
+    compiled = converted.compile(tuple(x_a.shape))
+    compile_s = time.perf_counter() - t0
+    request = compiled.create_infer_request()
+    precision = ov_precision(compiled)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.array(request.infer({0: x})[compiled.outputs[0]])
+
+    def e2e():
+        return run(np.stack([numpy_chw(f, conv).astype(np.float32) for f in frames]))
+
+    xn = x_a.contiguous().numpy()
+    t_e2e, labels = _timed_e2e(st, e2e, cuda_events=False)
+    t_model = st.time(lambda: run(xn), cuda_events=False)
+    return dict(dtype=precision, e2e=t_e2e, model=t_model, labels=labels, openvino=converted.version,
+                compile_s=compile_s, convert_s=m.setup_s.get("f_convert"))
+
+
 def col_e(m: ArchModels, frames, st: Settings, x_a) -> dict:
     seg = m.segmenter()
     n = len(frames)
@@ -449,7 +526,7 @@ def col_e(m: ArchModels, frames, st: Settings, x_a) -> dict:
     return out
 
 
-RUNNERS = {"a": col_a, "b": col_b, "c": col_c, "d": col_d, "e": col_e}
+RUNNERS = {"a": col_a, "b": col_b, "c": col_c, "d": col_d, "f": col_f, "e": col_e}
 
 
 def column_title(col: str, device: torch.device) -> str:
@@ -458,6 +535,7 @@ def column_title(col: str, device: torch.device) -> str:
     return {"a": "eager fp32 (pytorch-fcn)", "b": f"eager {lp} {cl}",
             "c": f"torch.compile {lp} {cl}" + (" (freezing)" if device.type == "cpu" else ""),
             "d": "onnxruntime fp32 (" + ("CUDA" if device.type == "cuda" else "CPU") + " EP)",
+            "f": "OpenVINO (CPU plugin, latency hint)",
             "e": "fcnfast Segmenter (defaults)"}[col]
 
 
@@ -469,7 +547,7 @@ def bench_config(m: ArchModels, size, batch: int, columns: List[str], st: Settin
     row = {"model": m.arch, "model_name": MODEL_NAMES.get(m.arch, m.arch), "height": h, "width": w,
            "batch": batch, "num_classes": m.num_classes,
            **{k: meta[k] for k in ("device", "device_type", "torch", "triton", "onnxruntime",
-                                   "fcnfast", "git", "threads")},
+                                   "openvino", "fcnfast", "git", "threads")},
            "date": now(), "loadavg_before": load_average(), "columns": {}}
     frames = make_frames(batch, h, w)
     x_a = pytorch_fcn_input(frames, m.conv, device)
@@ -505,6 +583,15 @@ def bench_config(m: ArchModels, size, batch: int, columns: List[str], st: Settin
             ok = b.get("fps") and c.get("fps")
             c[f"fps_vs_{base}"] = c["fps"] / b["fps"] if ok else None
             c[f"model_speedup_vs_{base}"] = b["model_ms"] / c["model_ms"] if ok else None
+    peers = [c for k, c in row["columns"].items() if k in PEERS and c.get("fps")]
+    e = row["columns"].get("e", {})
+    if peers and e.get("fps"):
+        best_fps = max(peers, key=lambda c: c["fps"])
+        best_model = min(peers, key=lambda c: c["model_ms"])
+        e["fps_vs_best_peer"] = e["fps"] / best_fps["fps"]
+        e["best_peer"] = best_fps["title"]
+        e["model_speedup_vs_best_peer"] = best_model["model_ms"] / e["model_ms"]
+        e["best_model_peer"] = best_model["title"]
     row["loadavg_after"] = load_average()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -537,6 +624,9 @@ def print_config(row: dict):
             notes.append("ops " + ",".join(f"{k}={v}" for k, v in c["op_backends"].items()))
         if "provider" in c:
             notes.append(c["provider"])
+        if c.get("fps_vs_best_peer"):
+            notes.append(f"{c['fps_vs_best_peer']:.2f}× the best peer end to end ({c['best_peer']}), "
+                         f"model {c['model_speedup_vs_best_peer']:.2f}× ({c['best_model_peer']})")
         notes.append(f"n={c['e2e_repeats']}/{c['model_repeats']}")
         firm = None if c["firm_agreement"] is None else 100 * c["firm_agreement"]
         print(f"{col} {c['title']:<44}{c['fps']:>10.2f}{c['e2e_ms']:>10.1f}{c['model_ms']:>10.1f}"
@@ -579,10 +669,10 @@ def _columns(values: List[str]) -> List[str]:
     for v in values:
         for ch in v.replace(",", "").lower():
             if ch not in COLUMNS:
-                raise argparse.ArgumentTypeError(f"unknown column {ch!r}; columns are a b c d e")
+                raise argparse.ArgumentTypeError(f"unknown column {ch!r}; columns are {' '.join(COLUMNS)}")
             if ch not in cols:
                 cols.append(ch)
-    return sorted(cols)
+    return sorted(cols, key=COLUMNS.index)
 
 
 def configs_from(args, device: torch.device) -> List[Tuple[str, Tuple[int, int], int]]:
@@ -604,7 +694,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", "--size", nargs="+", type=_size, default=None, help="HxW sizes")
     p.add_argument("--batches", "--batch", nargs="+", type=int, default=None)
     p.add_argument("--columns", nargs="+", default=None,
-                   help="a subset of a b c d e (default: all; --quick: a b e)")
+                   help="a subset of a b c d f e (default: all; --quick: a b e)")
     p.add_argument("--no-compile", action="store_true", help="leave out column c (torch.compile)")
     p.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
     p.add_argument("--repeats", "--iters", type=int, default=None,
@@ -643,11 +733,17 @@ def main(argv=None) -> int:
         ort_version = onnxruntime.__version__
     except ImportError:
         ort_version = "not installed"
+    try:
+        import openvino
+
+        ov_version = openvino.__version__
+    except ImportError:
+        ov_version = "not installed"
     name = device_name(device) if device.type == "cuda" else f"{cpu_model()}, torch threads: {torch.get_num_threads()}"
     meta = {"device": name, "device_type": device.type,
             "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "triton": triton_version(), "onnxruntime": ort_version,
-            "fcnfast": fcnfast.__version__, "git": git_revision(), "python": sys.version.split()[0],
+            "openvino": ov_version, "fcnfast": fcnfast.__version__, "git": git_revision(), "python": sys.version.split()[0],
             "date": now(), "loadavg_start": load_average(), "columns": columns,
             "column_titles": {c: column_title(c, device) for c in columns},
             "timing": (f"warm-up {st.warmup}, median of >= {st.min_repeats} runs "
@@ -659,7 +755,7 @@ def main(argv=None) -> int:
         meta.update(cudnn_benchmark=torch.backends.cudnn.benchmark,
                     cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                     matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
-    print(f"fcnfast {meta['fcnfast']} throughput on {meta['device']} ({meta['cores']} cores); torch {meta['torch']}, triton {meta['triton']}, onnxruntime {ort_version}, git "
+    print(f"fcnfast {meta['fcnfast']} throughput on {meta['device']} ({meta['cores']} cores); torch {meta['torch']}, triton {meta['triton']}, onnxruntime {ort_version}, openvino {ov_version}, git "
           f"{meta['git']}; {meta['date']}; load avg {meta['loadavg_start']}")
     print(f"timing: {meta['timing']}; frames/s end to end (uint8 host frames → labels on the host); "
           f"model ms: device tensor in, labels on the device; ×a, ×c: ratios (>1 = faster); "
