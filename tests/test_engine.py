@@ -227,6 +227,22 @@ def test_border_skipping_is_exact_on_later_frames(arch):
     assert sum(b is not None for b in buffers.values()) >= 3  # really skipping something
 
 
+def test_a_size_seen_once_keeps_no_border_buffers():
+    """A folder of photos of many sizes: each size's one frame runs whole and holds no memory;
+    a size's second frame keeps the buffers, its third skips the border."""
+    model = make_model("fcn8s", learned=True)
+    whole = Engine(model, torch.device("cpu"), torch.float32, skip_border=False)
+    skipping = Engine(model, torch.device("cpu"), torch.float32)
+    for i, (h, w) in enumerate([(45, 67), (31, 41), (52, 38), (37, 59)]):
+        pixels = scenes(1, h, w, seed=200 + i)
+        assert torch.equal(whole.run(pixels), skipping.run(pixels))
+    assert not skipping.border._shapes and len(skipping.border._seen) == 4
+    skipping.run(scenes(1, 31, 41, seed=1))
+    assert len(skipping.border._shapes) == 1 and len(skipping.border._seen) == 3
+    pixels = scenes(1, 31, 41, seed=2)
+    assert torch.equal(whole.run(pixels), skipping.run(pixels))
+
+
 def test_large_batches_run_frame_by_frame_with_the_same_result(monkeypatch):
     import fcnfast.engine.engine as engine_module
 

@@ -3,7 +3,7 @@
 The Caffe FCNs pad their first convolution by 100 pixels so any input size survives to fc6. In
 each early feature map only a *core* rectangle depends on the image (the outputs whose receptive
 field reaches it); everything around it — the padding seen through the layers — is the same for
-every frame of that size. So the first frame of a size runs whole and its maps are kept as
+every frame of that size. So a frame of a size seen before runs whole and its maps are kept as
 per-layer buffers; later frames recompute just each layer's core (an input slice with its halo)
 into those buffers. On VGG16 at 451×300 the core is ~45% of conv1 and ~60% of conv3: about a
 fifth of the trunk's work is skipped, without approximation: the border values are computed once
@@ -87,11 +87,18 @@ def _leaves(net, names):
 
 
 class BorderCache:
-    """Per-layer output buffers of the frames of one input shape (the last few shapes kept)."""
+    """Per-layer output buffers of the frames of one input shape (the last few shapes kept).
 
-    def __init__(self, capacity: int = 2):
+    A shape's first frame runs whole and keeps nothing: a folder of photos of many sizes never
+    pays for buffers it will not reuse. Its second frame runs whole and keeps its maps; from the
+    third on only the cores are computed. ``seen`` remembers the shapes run once.
+    """
+
+    def __init__(self, capacity: int = 2, seen: int = 64):
         self.capacity = capacity
         self._shapes: "OrderedDict[tuple, dict]" = OrderedDict()
+        self._seen: "OrderedDict[tuple, None]" = OrderedDict()
+        self._seen_capacity = seen
 
     def run(self, net, names, x: torch.Tensor, keep=()):
         """Apply ``net``'s layers ``names`` to ``x`` (see module doc): (output, {kept name: map}).
@@ -100,8 +107,14 @@ class BorderCache:
         holds a lock over a whole batch)."""
         key = (tuple(x.shape), x.dtype, x.device)
         buffers = self._shapes.get(key)
+        if buffers is None and key not in self._seen:
+            self._seen[key] = None
+            while len(self._seen) > self._seen_capacity:
+                self._seen.popitem(last=False)
+            return self._plain(net, names, x, keep)
         first = buffers is None
         if first:
+            self._seen.pop(key, None)
             buffers = {}
             self._shapes[key] = buffers
             while len(self._shapes) > self.capacity:
@@ -123,6 +136,16 @@ class BorderCache:
                 h, core = BorderCache._windowed(name, layer, h, core, geometry, buffers, first)
             if top in keep:
                 kept[top] = h  # a kept layer's last leaf comes last
+        return h, kept
+
+    @staticmethod
+    def _plain(net, names, x, keep):
+        kept = {}
+        h = x
+        for top, _, layer in _leaves(net, names):
+            h = layer(h)
+            if top in keep:
+                kept[top] = h
         return h, kept
 
     @staticmethod
