@@ -243,6 +243,23 @@ def test_a_size_seen_once_keeps_no_border_buffers():
     assert torch.equal(whole.run(pixels), skipping.run(pixels))
 
 
+def test_one_by_one_layers_at_a_new_shape_equal_the_convolution():
+    """A 1×1 layer packed for one shape runs other shapes as a matrix product: same numbers."""
+    from fcnfast.engine.layers import PackedConv2d
+
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(24, 10, 1)
+    layer = PackedConv2d(conv, relu=True)
+    for shape in [(1, 24, 5, 7), (2, 24, 3, 11), (1, 24, 1, 1)]:
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        other = torch.randn(shape[0], 10, *shape[2:]).contiguous(memory_format=torch.channels_last)
+        want = torch.relu(conv(x))
+        torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer.add_relu_(x, other.clone()), torch.relu(conv(x) + other),
+                                   rtol=1e-5, atol=1e-5)
+    assert layer.packed_shape == (1, 24, 5, 7) and layer.matmul is not None
+
+
 def test_large_batches_run_frame_by_frame_with_the_same_result(monkeypatch):
     import fcnfast.engine.engine as engine_module
 

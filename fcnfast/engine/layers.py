@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..models.resnet import Bottleneck
@@ -67,22 +68,45 @@ class PackedConv2d(nn.Module):
         self.packed = None
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size = conv.kernel_size
+        # oneDNN's convolution, given a weight packed for another input shape, may reorder it on
+        # every call (FCN's fc7 at a new image size: 100× slower). A 1×1 layer is a matrix
+        # product over the channels-last pixels, which needs no per-shape layout: at any shape
+        # but the packed one it runs as that.
+        self.matmul = None
+        if (tuple(conv.kernel_size) == (1, 1) and self.stride == [1, 1] and self.padding == [0, 0]
+                and self.groups == 1):
+            self.matmul = self.weight.reshape(self.out_channels, self.in_channels).contiguous()
+        self.packed_shape = None
 
     def _pack(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         if self.packed is None:
+            self.packed_shape = tuple(x.shape)
             self.packed = _mkldnn._reorder_convolution_weight(
                 self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
             self.weight = None  # the packed copy is the only one used from now on (fc6: 200 MB)
         return x
 
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """conv(x) of a 1×1 layer, channels-last (N, C, H, W) like oneDNN's."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        return F.linear(x.permute(0, 2, 3, 1), self.matmul, self.bias).permute(0, 3, 1, 2)
+
+    def _as_matmul(self, x: torch.Tensor) -> bool:
+        return self.matmul is not None and self.packed is not None and tuple(x.shape) != self.packed_shape
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._as_matmul(x):
+            y = self._matmul(x)
+            return y.relu_() if self.attr == "relu" else y
         x = self._pack(x)
         return _mkldnn._convolution_pointwise(x, self.packed, self.bias, self.padding, self.stride,
                                               self.dilation, self.groups, self.attr, [], "")
 
     def forward_unpadded(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of ``x`` taken as already padded (a slice with its halo)."""
+        if self._as_matmul(x):
+            return self.forward(x)
         x = self._pack(x)
         return _mkldnn._convolution_pointwise(x, self.packed, self.bias, [0, 0], self.stride,
                                               self.dilation, self.groups, self.attr, [], "")
@@ -90,9 +114,11 @@ class PackedConv2d(nn.Module):
     def add_relu_(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """other ← relu(conv(x) + other) in one oneDNN call (a residual block's end), in place:
         no new buffer for the block's output."""
-        x = self._pack(x)
         if not other.is_contiguous(memory_format=torch.channels_last):
             other = other.contiguous(memory_format=torch.channels_last)
+        if self._as_matmul(x):
+            return other.add_(self._matmul(x)).relu_()
+        x = self._pack(x)
         return _mkldnn._convolution_pointwise_.binary(
             other, x, self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
             "add", None, "relu", [], "")
