@@ -267,32 +267,28 @@ class ArchModels:
             self.setup_s["e"] = time.perf_counter() - t0
         return self._seg
 
-    def ort(self):
-        """The exported model (once per architecture; a failure is remembered, not retried)."""
-        if self._ort is None:
+    def _once(self, attr: str, setup_key: str, make):
+        """``make(fp32 model, device)`` once per architecture; a failure (Skip or an export or
+        conversion error) is remembered and re-raised, not retried."""
+        if getattr(self, attr) is None:
             t0 = time.perf_counter()
             try:
-                self._ort = OrtModel(self.fp32, self.device)
-            except Exception as e:  # noqa: BLE001 - Skip or an export error, re-raised below
-                self._ort = e
-            self.setup_s["d_export"] = time.perf_counter() - t0
-        if isinstance(self._ort, Exception):
-            raise self._ort
-        return self._ort
+                setattr(self, attr, make(self.fp32, self.device))
+            except Exception as e:  # noqa: BLE001 - re-raised below, now and on every later call
+                setattr(self, attr, e)
+            self.setup_s[setup_key] = time.perf_counter() - t0
+        value = getattr(self, attr)
+        if isinstance(value, Exception):
+            raise value
+        return value
 
+    def ort(self):
+        """The exported model, for onnxruntime."""
+        return self._once("_ort", "d_export", OrtModel)
 
     def openvino(self):
-        """The model converted by OpenVINO (once per architecture; a failure is remembered)."""
-        if self._ov is None:
-            t0 = time.perf_counter()
-            try:
-                self._ov = OpenVinoModel(self.fp32, self.device)
-            except Exception as e:  # noqa: BLE001 - Skip or a conversion error, re-raised below
-                self._ov = e
-            self.setup_s["f_convert"] = time.perf_counter() - t0
-        if isinstance(self._ov, Exception):
-            raise self._ov
-        return self._ov
+        """The model converted by OpenVINO."""
+        return self._once("_ov", "f_convert", OpenVinoModel)
 
 
 class OpenVinoModel:
