@@ -211,7 +211,7 @@ def test_cli_survives_a_killed_worker_and_resumes(ray_kill_case):
     # which frames skipped the border (equal up to one bf16 ulp) differs from an unbroken run.
     seg = fcnfast.load("default", device="cpu", backend="torch", dtype=torch.float32)
     for f in frames:
-        pixels = np.asarray(Image.open(os.path.join(src, f)).convert("RGB"))
+        pixels = np.array(Image.open(os.path.join(src, f)).convert("RGB"))
         with torch.inference_mode():
             ref = model_scores(seg.model, torch.from_numpy(pixels)[None], seg.input_convention)
         got = torch.from_numpy(np.asarray(Image.open(os.path.join(dest, f))).astype(np.int64))
