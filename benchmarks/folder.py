@@ -48,7 +48,7 @@ def sizes(n: int, lo: int, hi: int, seed: int = 0):
     return [(int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))) for _ in range(n)]
 
 
-def column_fns(col: str, model, conv, lp_dtype, threads: int):
+def column_fns(col: str, model, conv, lp_dtype):
     """(setup seconds, fn: uint8 H×W×3 → labels, notes) for one column."""
     t0 = time.perf_counter()
     notes = {}
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
             title = tp.column_title(col, torch.device("cpu")).replace(" (freezing)", ", dynamic=True (freezing)")
             c = row["columns"].setdefault(col, {"title": title})
             try:
-                setup_s, fn, notes = column_fns(col, model, conv, lp_dtype, threads)
+                setup_s, fn, notes = column_fns(col, model, conv, lp_dtype)
                 t0 = time.perf_counter()
                 for img in warm:
                     fn(img)

@@ -107,21 +107,22 @@ class BorderCache:
         holds a lock over a whole batch)."""
         key = (tuple(x.shape), x.dtype, x.device)
         buffers = self._shapes.get(key)
-        if buffers is None and key not in self._seen:
+        plain = buffers is None and key not in self._seen  # a shape's first frame: keep nothing
+        first = buffers is None and not plain
+        if plain:
             self._seen[key] = None
             while len(self._seen) > self._seen_capacity:
                 self._seen.popitem(last=False)
-            return self._plain(net, names, x, keep)
-        first = buffers is None
-        if first:
-            self._seen.pop(key, None)
+        elif first:
+            self._seen.pop(key)
             buffers = {}
             self._shapes[key] = buffers
             while len(self._shapes) > self.capacity:
                 self._shapes.popitem(last=False)
         else:
             self._shapes.move_to_end(key)
-        core: Optional[Rect] = ((0, x.shape[2]), (0, x.shape[3]))  # the image is all core
+        # the image is all core; with no core tracked every layer runs whole
+        core: Optional[Rect] = None if plain else ((0, x.shape[2]), (0, x.shape[3]))
         kept = {}
         h = x
         for top, name, layer in _leaves(net, names):
@@ -136,16 +137,6 @@ class BorderCache:
                 h, core = BorderCache._windowed(name, layer, h, core, geometry, buffers, first)
             if top in keep:
                 kept[top] = h  # a kept layer's last leaf comes last
-        return h, kept
-
-    @staticmethod
-    def _plain(net, names, x, keep):
-        kept = {}
-        h = x
-        for top, _, layer in _leaves(net, names):
-            h = layer(h)
-            if top in keep:
-                kept[top] = h
         return h, kept
 
     @staticmethod
