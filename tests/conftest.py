@@ -18,7 +18,7 @@ def _cuda_available() -> bool:
 
 # Files whose tests run last: their slow setup (ONNX exports, a Ray cluster) proceeds in the
 # background meanwhile, on the core the other tests leave idle.
-_LAST = ("test_distributed.py", "test_onnx_export.py")
+_LAST = ("test_distributed.py", "test_onnx_export.py", "test_ddp.py")
 _BACKGROUND = {}
 
 
@@ -29,6 +29,8 @@ def pytest_collection_modifyitems(config, items):
         _start_background("onnx", "onnx_cases.py", ("onnx", "onnxscript", "onnxruntime"))
     if any(item.nodeid.endswith("test_cli_survives_a_killed_worker_and_resumes") for item in items):
         _start_background("ray_kill", "ray_kill_case.py", ("ray", "pyarrow"))
+    if any(item.nodeid.endswith("test_two_gloo_ranks_hold_identical_weights") for item in items):
+        _start_background("ddp", "test_ddp.py", ())
     if _cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -74,16 +76,27 @@ def onnx_exports():
     return None if started is None else started[1]
 
 
+def _finished(name, timeout=900):
+    """The folder of background run ``name`` once it has ended; None if it was not started."""
+    started = _BACKGROUND.get(name)
+    if started is None:
+        return None
+    proc, out, log = started
+    proc.wait(timeout=timeout)
+    return out
+
+
 @pytest.fixture(scope="session")
 def ray_kill_case():
     """The background killed-worker scenario (tests/ray_kill_case.py), once it has finished: its
     folder; None when Ray is not installed."""
-    started = _BACKGROUND.get("ray_kill")
-    if started is None:
-        return None
-    proc, out, log = started
-    proc.wait(timeout=900)
-    return out
+    return _finished("ray_kill")
+
+
+@pytest.fixture(scope="session")
+def ddp_case():
+    """The background torchrun of tests/test_ddp.py, once it has finished: its folder."""
+    return _finished("ddp", timeout=300)
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +122,26 @@ def torchvision():
     finally:
         torch.library.register_fake = orig
     return tv
+
+
+class CliResult:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run_main(capsys):
+    """``fcnfast ARGS`` in this process (``fcnfast.cli.main``, argparse's exits included): the exit
+    status and what it printed. For the many error cases of a command, where a subprocess each
+    would spend its time starting Python; each command keeps a subprocess test as a user runs it."""
+    def run(*args):
+        from fcnfast.cli import main
+
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 2
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+    return run

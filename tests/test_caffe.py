@@ -136,19 +136,12 @@ def test_alexnet_and_googlenet_releases(tmp_path, arch):
     assert np.array_equal(loaded.segment(img), fcnfast.Segmenter(model, device="cpu").segment(img))
 
 
-def test_convert_writes_the_native_format(tmp_path):
-    import subprocess
-    import sys
-
+def test_convert_writes_the_native_format(tmp_path, run_main):
     model = randomised("fcn16s", **NARROW)
     src = caffemodel(model, tmp_path / "fcn16s.caffemodel")
-    outs = (tmp_path / "fcn16s.safetensors", tmp_path / "fcn16s.pt")
-    runs = [subprocess.Popen([sys.executable, "-m", "fcnfast", "convert", str(src), str(out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for out in outs]  # independent: started together
-    for out, p in zip(outs, runs):
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
+    for out in (tmp_path / "fcn16s.safetensors", tmp_path / "fcn16s.pt"):
+        r = run_main("convert", src, out)
+        assert r.returncode == 0, r.stderr
         img = scene(41, 43)
         assert np.array_equal(fcnfast.load(out, device="cpu", backend="torch").segment(img),
                               fcnfast.Segmenter(model, device="cpu", backend="torch").segment(img))
@@ -201,6 +194,7 @@ def test_cli_reports_a_bad_caffemodel_without_traceback(tmp_path):
 
     path = tmp_path / "bad.caffemodel"
     path.write_bytes(key(100, 2) + varint(10 * 2 ** 30) + b"\x00" * 100)
+    # as a user runs it
     r = subprocess.run([sys.executable, "-m", "fcnfast", "info", str(path)], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "declares" in r.stderr
@@ -346,21 +340,15 @@ def test_prototxt_parser_reads_the_release_layout():
         parse_prototxt("layer { name: 'x'")
 
 
-def test_convert_checks_the_prototxt(tmp_path):
-    import subprocess
-    import sys
-
+def test_convert_checks_the_prototxt(tmp_path, run_main):
     src = caffemodel(randomised("fcn8s", **NARROW), tmp_path / "fcn8s.caffemodel")
     good, bad = tmp_path / "train.prototxt", tmp_path / "bad.prototxt"
     good.write_text(VOC_FCN8S_PROTOTXT)
     bad.write_text(VOC_FCN8S_PROTOTXT.replace("kernel_size: 16", "kernel_size: 17"))
-    run = [sys.executable, "-m", "fcnfast", "convert", str(src)]
-    ok, refused = (subprocess.Popen(run + [str(tmp_path / out), "--prototxt", str(txt)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                   for out, txt in (("a.safetensors", good), ("b.safetensors", bad)))
-    err = ok.communicate(timeout=120)[1]
-    assert ok.returncode == 0, err
-    err = refused.communicate(timeout=120)[1]
+    ok = run_main("convert", src, tmp_path / "a.safetensors", "--prototxt", good)
+    assert ok.returncode == 0, ok.stderr
+    refused = run_main("convert", src, tmp_path / "b.safetensors", "--prototxt", bad)
+    err = refused.stderr
     assert refused.returncode == 2 and "upscore8: kernel/stride (17, 8)" in err
     assert "Traceback" not in err and not (tmp_path / "b.safetensors").exists()
 

@@ -77,10 +77,10 @@ def _png(path, seed, shape=(30, 40, 3)):
     return path
 
 
-def test_version_and_info_default():
-    r = cli("--version")
+def test_version_and_info_default(run_main):
+    r = run_main("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"fcnfast {fcnfast.__version__}"
-    r = cli("info", "default")
+    r = run_main("info", "default")
     assert r.returncode == 0, r.stderr
     assert "arch         fcn8s" in r.stdout and "classes      6" in r.stdout
 
@@ -108,18 +108,18 @@ def test_segment_folders_and_globs_mirror_paths(tmp_path):
                                                                              "b/x_labels.png"]
 
 
-def test_segment_errors_are_clear(tmp_path, capsys):
+def test_segment_errors_are_clear(tmp_path, run_main):
     img = _png(tmp_path / "i.png", 3)
     (tmp_path / "file").write_text("x")
     r = cli("segment", img, "-o", tmp_path / "file")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "existing file" in r.stderr
-    r = cli("segment", img, "--alpha", "3")
+    r = run_main("segment", img, "--alpha", "3")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--alpha" in r.stderr
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG not really")
-    assert main(["segment", str(img), str(bad), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 1
-    captured = capsys.readouterr()
-    assert "broken.png" in captured.err and (tmp_path / "o" / "i_labels.png").exists()
+    r = run_main("segment", img, bad, "-o", tmp_path / "o", "--device", "cpu")
+    assert r.returncode == 1
+    assert "broken.png" in r.stderr and (tmp_path / "o" / "i_labels.png").exists()
 
 
 def test_overlay_leaves_background_undrawn_and_legend(tmp_path):

@@ -302,30 +302,26 @@ def test_the_other_families_convert_with_their_classes_and_means(server, tmp_pat
 
 # --- the command line -------------------------------------------------------------------------
 
-def test_cli_download_and_list(server, tmp_path, capsys):
+def test_cli_download_and_list(server, tmp_path, run_main, monkeypatch):
     env = dict(os.environ, FCNFAST_HUB_MIRROR=server.url, FCNFAST_HOME=str(tmp_path / "home"))
-    offline = dict(env, FCNFAST_HUB_MIRROR=_closed_port_url(), FCNFAST_HOME=str(tmp_path / "off"))
-    runs = {  # started together: each is mostly interpreter start-up
-        "download": (["download", CAFFE_NAME, "-q"], env),
-        "offline": (["download", CAFFE_NAME], offline),
-        "list": (["download", "--list"], env),
-    }
-    procs = {k: subprocess.Popen([sys.executable, "-m", "fcnfast"] + argv, env=e, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for k, (argv, e) in runs.items()}
-    out = {k: (p.communicate(timeout=120), p.returncode) for k, p in procs.items()}
-    (stdout, stderr), rc = out["download"]
-    assert rc == 0, stderr
-    assert stdout.strip() == str(tmp_path / "home" / "models" / "voc-fcn8s.safetensors")
-    (stdout, stderr), rc = out["offline"]
-    assert rc == 2 and "Traceback" not in stderr and stdout == ""
-    assert stderr.startswith("fcnfast: error: cannot download ") and len(stderr.splitlines()) == 1
+    # as a user runs it
+    proc = subprocess.run([sys.executable, "-m", "fcnfast", "download", CAFFE_NAME, "-q"], env=env,
+                          text=True, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "home" / "models" / "voc-fcn8s.safetensors")
+    monkeypatch.setenv("FCNFAST_HUB_MIRROR", _closed_port_url())
+    monkeypatch.setenv("FCNFAST_HOME", str(tmp_path / "off"))
+    r = run_main("download", CAFFE_NAME)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == ""
+    assert r.stderr.startswith("fcnfast: error: cannot download ") and len(r.stderr.splitlines()) == 1
     assert f"place {CAFFE_FILE} (from {OFFICIAL}) at " \
-           f"{tmp_path / 'off' / 'downloads' / CAFFE_FILE}" in stderr
-    (stdout, stderr), rc = out["list"]
-    assert rc == 0, stderr
+           f"{tmp_path / 'off' / 'downloads' / CAFFE_FILE}" in r.stderr
+    monkeypatch.setenv("FCNFAST_HUB_MIRROR", server.url)
+    monkeypatch.setenv("FCNFAST_HOME", str(tmp_path / "home"))
+    r = run_main("download", "--list")
+    assert r.returncode == 0, r.stderr
     for name in hub.REGISTRY:
-        assert re.search(rf"^{re.escape(name)}\s", stdout, re.M), name
-    assert re.search(r"^voc-fcn8s\s+fcn8s\s+21\s+62\.7\s+Caffe release", stdout, re.M)
-    assert main(["download", "voc-fcn9s"]) == 2
-    assert "unknown model 'voc-fcn9s'" in capsys.readouterr().err
+        assert re.search(rf"^{re.escape(name)}\s", r.stdout, re.M), name
+    assert re.search(r"^voc-fcn8s\s+fcn8s\s+21\s+62\.7\s+Caffe release", r.stdout, re.M)
+    r = run_main("download", "voc-fcn9s")
+    assert r.returncode == 2 and "unknown model 'voc-fcn9s'" in r.stderr

@@ -165,18 +165,20 @@ def test_cli_exports_and_verifies_the_default_model(onnx_exports):
     assert_firm_equal(labels, reference(seg, frames), "fcnfast export default")
 
 
-def test_cli_errors_without_traceback(tmp_path):
+def test_cli_errors_without_traceback(tmp_path, run_main):
     cases = [
         (["export", "default", str(tmp_path / "model.txt")], "must end in .onnx"),
         (["export", str(tmp_path / "missing.pt"), str(tmp_path / "m.onnx")], "missing.pt"),
         (["export", "default", str(tmp_path / "m.onnx"), "--static", "0x5"], "--size must be positive"),
     ]
-    procs = [subprocess.Popen([sys.executable, "-m", "fcnfast", *argv], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for argv, _ in cases]
-    for (argv, message), proc in zip(cases, procs):
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2, (argv, out, err)
-        assert message in err and "Traceback" not in err, (argv, err)
+    for argv, message in cases:
+        r = run_main(*argv)
+        assert r.returncode == 2, (argv, r.stdout, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
+    # as a user runs it
+    proc = subprocess.run([sys.executable, "-m", "fcnfast", *cases[0][0]], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and cases[0][1] in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 

@@ -131,7 +131,7 @@ def make_case(case, dtype):
 # the kernel's loads, stores and casts, not its geometry, and the other cases cover those paths.
 INTERPRETER_FLOAT32_ONLY = {"16/8-learned-1x1-in", "4/2-learned-c300-fused", "32/16-learned-crop",
                             "64/32-learned-tap-seam-edge", "32/16-bilinear-c300",
-                            "63/32-learned-edge"}
+                            "63/32-learned-edge", "16/8-learned-primes"}
 
 
 def _matches_params():
