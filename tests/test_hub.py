@@ -18,7 +18,6 @@ import torch
 import fcnfast
 from fcnfast import hub
 from fcnfast.checkpoint import CheckpointError
-from fcnfast.cli import main
 from fcnfast.models import build_model
 from fcnfast.palette import VOC_CLASSES
 from test_caffe import NARROW, caffemodel
