@@ -33,7 +33,7 @@ from fcnfast.engine.layers import PackedConv2d  # noqa: E402
 from fcnfast.models import ARCHS  # noqa: E402
 
 import throughput as tp  # noqa: E402
-from timing import cpu_model, git_revision, now  # noqa: E402
+from timing import cpu_model, git_revision, measure, now  # noqa: E402
 
 
 class LayerClock:
@@ -80,24 +80,15 @@ def gemm_rate(m: int, k: int, n: int, dtype, repeats: int = 5) -> float:
     """GMAC/s of torch.mm (m×k)·(k×n) in ``dtype`` (median of ``repeats`` after one warm-up)."""
     a = torch.randn(m, k).to(dtype)
     b = torch.randn(k, n).to(dtype)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t0)
-    return m * k * n / statistics.median(times) / 1e9
+    t = measure(lambda: torch.mm(a, b), torch.device("cpu"), warmup=1, min_repeats=repeats)
+    return m * k * n / t.median_s / 1e9
 
 
 def openvino_profile(model, shape, frame) -> dict:
     """OpenVINO's per-node real time (ms) for one inference, summed by node type, and its
     convolutions one by one (execution order)."""
     ov_model = tp.OpenVinoModel(model, torch.device("cpu"))
-    model_ = ov_model.model.clone()
-    model_.reshape({model_.inputs[0]: ov_model.ov.PartialShape(list(shape))})
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-              "PERF_COUNT": True}
-    compiled = ov_model.core.compile_model(model_, "CPU", config)
+    compiled = ov_model.compile(shape, profile=True)
     request = compiled.create_infer_request()
     x = tp.numpy_chw(frame, model.input_convention).astype(np.float32)[None]
     runs = []

@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
 
 def _start_background(name, script, needs):
     """Run tests/<script> OUT_DIR in a background process at the lowest priority (so the other
-    tests keep their speed); the ``background`` fixture gives its folder."""
+    tests keep their speed); ``_finished(name)`` waits for it and gives its folder."""
     import importlib.util
     import subprocess
     import sys
@@ -124,24 +124,22 @@ def torchvision():
     return tv
 
 
-class CliResult:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
 @pytest.fixture
 def run_main(capsys):
     """``fcnfast ARGS`` in this process (``fcnfast.cli.main``, argparse's exits included): the exit
     status and what it printed. For the many error cases of a command, where a subprocess each
     would spend its time starting Python; each command keeps a subprocess test as a user runs it."""
+    import subprocess
+
     def run(*args):
         from fcnfast.cli import main
 
+        argv = [str(a) for a in args]
         capsys.readouterr()
         try:
-            code = main([str(a) for a in args])
+            code = main(argv)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 2
         captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
+        return subprocess.CompletedProcess(argv, code, captured.out, captured.err)
     return run
