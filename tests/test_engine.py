@@ -223,24 +223,90 @@ def test_border_skipping_is_exact_on_later_frames(arch):
         torch.testing.assert_close(s2, s1, rtol=1e-5, atol=1e-6)
         assert torch.equal(l1, l2), f"frame {i} ({h}×{w}): labels differ"
     assert len(skipping.border._shapes) == skipping.border.capacity
-    buffers = next(iter(skipping.border._shapes.values()))
+    buffers = next(iter(skipping.border._shapes.values())).buffers
     assert sum(b is not None for b in buffers.values()) >= 3  # really skipping something
 
 
-def test_a_size_seen_once_keeps_no_border_buffers():
-    """A folder of photos of many sizes: each size's one frame runs whole and holds no memory;
-    a size's second frame keeps the buffers, its third skips the border."""
-    model = make_model("fcn8s", learned=True)
+def _biased(arch):
+    """A model whose every convolution has a random bias: the zero input's maps, from which a
+    new size's border is assembled, are then far from zero."""
+    model = make_model(arch, learned=True)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and m.bias is not None:
+                m.bias.uniform_(-0.5, 0.5, generator=g)
+    return model
+
+
+def _whole_maps(net, names, x):
+    """Every tracked layer's whole output (the reference for the assembled borders)."""
+    from fcnfast.engine import border
+
+    maps, h = {}, x
+    for _, name, layer in border._leaves(net, names):
+        if border.window_geometry(layer) is None and not isinstance(layer, border._POINTWISE):
+            break
+        h = layer(h)
+        maps[name] = h.clone()
+    return maps
+
+
+@pytest.mark.parametrize("arch, dtype", [("fcn8s", torch.float32), ("fcn8s", torch.bfloat16),
+                                         ("fcn_alexnet", torch.float32), ("fcn_googlenet", torch.float32)])
+def test_a_new_sizes_border_assembled_from_a_template_equals_the_whole_run(arch, dtype):
+    """Outside each map's core a new size's buffers hold exactly the whole run's values, for
+    sizes of every residue the template must match (1×1, odd, primes, multiples of 32), with the
+    one-frame and the many-frame template."""
+    from fcnfast.engine import border
+
+    engine = Engine(_biased(arch), torch.device("cpu"), dtype)
+    net, names = engine.net, engine.net.trunk_chain
+    deep_seen = False
+    for h, w in [(1, 1), (31, 2), (45, 67), (64, 64), (97, 131)]:
+        x = engine.network_input(scenes(2, h, w, seed=h))
+        with torch.inference_mode():
+            whole = _whole_maps(net, names, x)
+            cache = border.BorderCache()
+            shallow = cache._build(net, names, x, None)
+            shallow_count = sum(b is not None for b in shallow.buffers.values())
+            deep = cache._build(net, names, x, shallow)
+        assert deep.repeated and shallow_count >= 2
+        deep_seen |= sum(b is not None for b in deep.buffers.values()) > shallow_count
+        steps = {s.name: s for s in border._chain_plan(list(border._leaves(net, names)),
+                                                         tuple(x.shape), x.element_size())}
+        for name, buffer in deep.buffers.items():
+            ref = whole[name]
+            assert buffer.shape == ref.shape and buffer.is_contiguous(memory_format=torch.channels_last)
+            outside = torch.ones(ref.shape[2:], dtype=torch.bool)
+            (y0, y1), (x0, x1) = steps[name].core
+            outside[y0:y1, x0:x1] = False
+            assert outside.any()
+            assert torch.equal(buffer[:, :, outside], ref[:, :, outside]), f"{h}×{w} {name}"
+    assert deep_seen or arch == "fcn_googlenet"  # the repeated shape buffers deeper
+
+
+def test_a_new_size_skips_the_border_from_its_first_frame():
+    """A folder of photos of many sizes: every size's first frame already computes only the
+    cores (its border from a template) and equals a whole run; a size's second frame deepens
+    its buffers; a third shape reuses the memory of the one it drops."""
+    model = _biased("fcn8s")
     whole = Engine(model, torch.device("cpu"), torch.float32, skip_border=False)
     skipping = Engine(model, torch.device("cpu"), torch.float32)
-    for i, (h, w) in enumerate([(45, 67), (31, 41), (52, 38), (37, 59)]):
+    arenas = []
+    for i, (h, w) in enumerate([(45, 67), (31, 41), (31, 41), (52, 38), (37, 59)]):
         pixels = scenes(1, h, w, seed=200 + i)
-        assert torch.equal(whole.run(pixels), skipping.run(pixels))
-    assert not skipping.border._shapes and len(skipping.border._seen) == 4
-    skipping.run(scenes(1, 31, 41, seed=1))
-    assert len(skipping.border._shapes) == 1 and len(skipping.border._seen) == 3
-    pixels = scenes(1, 31, 41, seed=2)
-    assert torch.equal(whole.run(pixels), skipping.run(pixels))
+        l1, s1 = whole.run(pixels, return_scores=True)
+        l2, s2 = skipping.run(pixels, return_scores=True)
+        torch.testing.assert_close(s2, s1, rtol=1e-5, atol=1e-6)
+        assert torch.equal(l1, l2), f"{h}×{w}: labels differ"
+        entry = skipping.border._shapes[((1, 3, h, w), torch.float32, torch.device("cpu"))]
+        assert sum(b is not None for b in entry.buffers.values()) >= 3
+        assert entry.repeated == (i == 2)
+        arenas.append(entry.arena)
+    assert len(skipping.border._shapes) == 2
+    assert arenas[2] is arenas[1]  # the second frame keeps the shape's memory
+    assert arenas[3] is arenas[0]  # a smaller new shape takes the dropped one's memory
 
 
 def test_one_by_one_layers_at_a_new_shape_equal_the_convolution():
@@ -286,7 +352,7 @@ def test_border_buffers_stay_within_their_memory_budget(monkeypatch):
     for seed in (1, 2):
         pixels = scenes(1, 45, 67, seed=seed)
         assert torch.equal(whole.run(pixels), skipping.run(pixels))
-    buffers = next(iter(skipping.border._shapes.values())).values()
+    buffers = next(iter(skipping.border._shapes.values())).buffers.values()
     held = [b.numel() * b.element_size() for b in buffers if b is not None]
     assert held and sum(held) <= 300_000
 

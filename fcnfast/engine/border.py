@@ -2,13 +2,21 @@
 
 The Caffe FCNs pad their first convolution by 100 pixels so any input size survives to fc6. In
 each early feature map only a *core* rectangle depends on the image (the outputs whose receptive
-field reaches it); everything around it — the padding seen through the layers — is the same for
-every frame of that size. So a frame of a size seen before runs whole and its maps are kept as
-per-layer buffers; later frames recompute just each layer's core (an input slice with its halo)
-into those buffers. On VGG16 at 451×300 the core is ~45% of conv1 and ~60% of conv3: about a
-fifth of the trunk's work is skipped, without approximation: the border values are computed once
-by the very same layers, and a convolution of a slice is the slice of the convolution (up to the
-accumulation order oneDNN picks for the slice: one ulp in bf16 at most, as measured).
+field reaches it); everything around it — the padding seen through the layers — is what an
+all-zero input (zero after preprocessing) gives. So the engine keeps per-layer buffers of a shape
+holding that border, and every frame recomputes just each layer's core (an input slice with its
+halo) into them. On VGG16 at 451×300 the core is ~45% of conv1 and ~60% of conv3.
+
+The border of a new shape needs no whole run. An all-zero input's first convolution is its bias
+everywhere; each later map of it is constant except in bands along its edges (the zero padding of
+later layers, seen through the layers), and the bands' widths do not depend on the map's size. A
+small *template* — the zero input's maps at a size congruent to the shape's modulo the trunk's
+strides, just big enough to have one row and one column outside every band — holds every distinct
+value: a shape's border is assembled from the template's bands and its constant middle row and
+column. A folder of photos of many sizes pays the template (a few percent of a whole run) per
+size instead of a whole run. Exact: the border values are the same layers' outputs on the same
+zeros, and a convolution of a slice is the slice of the convolution (up to the accumulation order
+oneDNN picks for a shape: one ulp in bf16 at most, as measured).
 
 Layers run this way: convolutions, max pools, and per-pixel layers (ReLU, LRN, dropout); the first
 other layer (an Inception block) ends the tracking and the rest of the trunk runs whole.
@@ -16,7 +24,8 @@ other layer (an Inception block) ends the tracking and the rest of the trunk run
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +44,12 @@ MAX_CORE_FRACTION = 0.85
 # most of the gain). Two shapes are kept, so at most twice this is held.
 MAX_BUFFER_BYTES = 768 << 20
 
+# The frames a shape seen twice is expected to run: its buffers are chosen for that many.
+REPEATED_FRAMES = 16
+
 # Caffe's LRN in the models is a LocalResponseNorm.
 _POINTWISE = (nn.ReLU, nn.Identity, nn.Dropout, nn.Dropout2d, nn.LocalResponseNorm)
+_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d)
 
 
 def _touching(core: Span, k: int, s: int, p: int, d: int, n_out: int) -> Span:
@@ -50,6 +63,23 @@ def _touching(core: Span, k: int, s: int, p: int, d: int, n_out: int) -> Span:
 def _window(span: Span, k: int, s: int, p: int, d: int) -> Span:
     """Input rows (unpadded; may reach outside the map) under outputs ``span``."""
     return span[0] * s - p, (span[1] - 1) * s - p + d * (k - 1) + 1
+
+
+def _out_size(n: int, layer, k: int, s: int, p: int, d: int) -> int:
+    """The output length of a conv or max pool (PyTorch's rule, ceil mode included)."""
+    span = n + 2 * p - d * (k - 1) - 1
+    if not getattr(layer, "ceil_mode", False):
+        return span // s + 1
+    out = -(-span // s) + 1
+    return out - 1 if (out - 1) * s >= n + p else out
+
+
+def _bands(top: int, bottom: int, n: int, n_out: int, k: int, s: int, p: int, d: int) -> Span:
+    """Edge bands of a layer's output over a map whose first ``top`` and last ``bottom`` rows
+    feel its edges: outputs whose window reaches those rows or past the map."""
+    top_out = -(-(top + p) // s) if top + p > 0 else 0
+    clean_end = n - bottom + p - d * (k - 1)  # window ends before the bottom band iff q·s < this
+    return min(n_out, top_out), n_out - min(n_out, max(0, -(-clean_end // s)))
 
 
 def _run_on(layer, x: torch.Tensor, rect: Rect, geometry) -> Optional[torch.Tensor]:
@@ -86,19 +116,259 @@ def _leaves(net, names):
             yield top, name, layer
 
 
+@dataclass
+class _Step:
+    """One layer of the tracked chain at one input shape."""
+    name: str
+    layer: nn.Module
+    geometry: Optional[tuple]  # None: per pixel
+    size: Tuple[int, int]  # output (H, W)
+    core: Rect  # the outputs the image reaches
+    bands: Tuple[Span, Span]  # (top, bottom) edge bands of the zero input's map, per axis
+    buffered: bool = False
+    macs: int = 0  # multiply-adds per output pixel
+    nbytes: int = 0  # of its output
+
+
+def _chain_plan(leaves, shape, element_size: int) -> List[_Step]:
+    """The tracked layers' sizes, cores and edge bands at input ``shape`` (no computation), and
+    which of them keep a border buffer. Empty when the chain does not start with a convolution
+    (its template needs the zero input's first map to be its bias)."""
+    steps: List[_Step] = []
+    n, c, size = shape[0], shape[1], tuple(shape[2:])
+    core: Rect = ((0, size[0]), (0, size[1]))
+    bands = ((0, 0), (0, 0))
+    held = 0
+    for _, name, layer in leaves:
+        geometry = window_geometry(layer)
+        if geometry is None and not isinstance(layer, _POINTWISE):
+            break  # an unknown layer: no tracking from here on
+        if not steps and not (geometry and isinstance(layer, (PackedConv2d, nn.Conv2d))):
+            return []
+        if geometry is None:
+            keeps = not isinstance(layer, _PASS_THROUGH) and not getattr(layer, "inplace", False)
+            step = _Step(name, layer, None, size, core, bands, keeps)
+        else:
+            k, s, p, d = geometry
+            size_in = size
+            out = tuple(_out_size(size[a], layer, k, s, p, d) for a in range(2))
+            core = tuple(_touching(core[a], k, s, p, d, out[a]) for a in range(2))
+            bands = ((0, 0), (0, 0)) if not steps else tuple(
+                _bands(*bands[a], size[a], out[a], k, s, p, d) for a in range(2))
+            size = out
+            c = getattr(layer, "out_channels", c)
+            area = (core[0][1] - core[0][0]) * (core[1][1] - core[1][0])
+            worth = area <= MAX_CORE_FRACTION * size[0] * size[1]
+            if isinstance(layer, nn.MaxPool2d):  # a pool's edge windows are left to a whole run
+                under = [_window(core[a], k, s, p, d) for a in range(2)]
+                worth = worth and all(lo >= 0 and hi <= n_in for (lo, hi), n_in in zip(under, size_in))
+            step = _Step(name, layer, geometry, size, core, bands, worth)
+            if not isinstance(layer, nn.MaxPool2d):
+                step.macs = k * k * (layer.in_channels // layer.groups) * c
+        step.nbytes = n * c * size[0] * size[1] * element_size
+        if step.buffered:
+            step.buffered = held + step.nbytes <= MAX_BUFFER_BYTES
+            held += step.nbytes if step.buffered else 0
+        steps.append(step)
+    return steps
+
+
+def _template_sizes(steps: List[_Step], axis: int, m: int, last: int) -> Optional[List[int]]:
+    """Each step's output length along ``axis`` through step ``last`` from a first map of length
+    ``m``; None unless every map has the shape's edge bands and a row outside them."""
+    size, top_bottom, sizes = m, (0, 0), [m]
+    for step in steps[1:last + 1]:
+        if step.geometry is not None:
+            k, s, p, d = step.geometry
+            out = _out_size(size, step.layer, k, s, p, d)
+            top_bottom = _bands(*top_bottom, size, out, k, s, p, d)
+            size = out
+        if top_bottom != step.bands[axis] or size < sum(top_bottom) + 1:
+            return None
+        sizes.append(size)
+    return sizes
+
+
+def _template_side(steps: List[_Step], axis: int, last: int) -> Optional[List[int]]:
+    """Step sizes along ``axis`` of the smallest template that serves steps up to ``last``: its
+    first map congruent to the shape's modulo the strides after it (so every later map keeps the
+    shape's bands); None if even the shape's own length does not serve."""
+    n1 = steps[0].size[axis]
+    period = 1
+    for step in steps[1:last + 1]:
+        period *= step.geometry[1] if step.geometry else 1
+    for m in range(n1 % period or period, n1 + 1, period):
+        sizes = _template_sizes(steps, axis, m, last)
+        if sizes is not None:
+            return sizes
+    return None
+
+
+def _choose_template(steps: List[_Step], frames: int):
+    """(last buffered step, template first-map sides) that saves the most multiply-adds over
+    ``frames`` frames of a shape: a deeper template serves more buffers but costs more to compute
+    (once). Steps past the chosen one stop being buffered. None when no template pays."""
+    best, saved = None, 0
+    for last, step in enumerate(steps):
+        if not step.buffered:
+            continue
+        (y0, y1), (x0, x1) = step.core
+        saved += (step.size[0] * step.size[1] - (y1 - y0) * (x1 - x0)) * step.macs
+        sides = [_template_side(steps, a, last) for a in range(2)]
+        if None in sides:
+            continue
+        # the template's first map is its bias: no cost
+        cost = sum(h * w * st.macs for st, h, w in zip(steps[1:last + 1], sides[0][1:], sides[1][1:]))
+        gain = saved * frames - cost
+        if gain > 0 and (best is None or gain > best[0]):
+            best = (gain, last, (sides[0][0], sides[1][0]))
+    if best is None:
+        return None
+    for step in steps[best[1] + 1:]:
+        step.buffered = False
+    return best[1:]
+
+
+def _template(steps: List[_Step], sides, like: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The zero input's maps of the buffered steps at first-map size ``sides`` (batch of one)."""
+    first = steps[0].layer
+    c = first.out_channels
+    bias = first.bias if first.bias is not None else torch.zeros(c)
+    value = bias.to(like.dtype).view(1, c, 1, 1)
+    if getattr(first, "attr", "none") == "relu":
+        value = value.relu()
+    h = value.expand(1, c, *sides).contiguous(memory_format=torch.channels_last)
+    maps = {}
+    last = max(i for i, step in enumerate(steps) if step.buffered)
+    for i, step in enumerate(steps[:last + 1]):
+        if i > 0 and not isinstance(step.layer, _PASS_THROUGH):
+            h = step.layer(h)
+        if step.buffered:
+            maps[step.name] = h.clone() if step.geometry is None else h
+    return maps
+
+
+def _axis_segments(n: int, nt: int, bands: Span):
+    """(target lo, hi, template lo, hi) along one axis: the bands copied, the middle repeated."""
+    top, bottom = bands
+    parts = [(0, top, 0, top), (top, n - bottom, top, top + 1), (n - bottom, n, nt - bottom, nt)]
+    return [part for part in parts if part[0] < part[1]]
+
+
+def _fill(out: torch.Tensor, template: torch.Tensor, rows: Span, cols: Span, bands) -> None:
+    """out[..., rows, cols] ← the zero input's values there, from ``template``."""
+    segments = [_axis_segments(out.shape[2 + a], template.shape[2 + a], bands[a]) for a in range(2)]
+    for (ty0, ty1, sy0, sy1) in segments[0]:
+        y0, y1 = max(rows[0], ty0), min(rows[1], ty1)
+        if y0 >= y1:
+            continue
+        if sy1 - sy0 > 1:
+            sy0, sy1 = sy0 + y0 - ty0, sy0 + y1 - ty0
+        for (tx0, tx1, sx0, sx1) in segments[1]:
+            x0, x1 = max(cols[0], tx0), min(cols[1], tx1)
+            if x0 >= x1:
+                continue
+            if sx1 - sx0 > 1:
+                sx0, sx1 = sx0 + x0 - tx0, sx0 + x1 - tx0
+            dst = out[:, :, y0:y1, x0:x1]
+            dst.copy_(template[:, :, sy0:sy1, sx0:sx1].expand_as(dst))
+
+
+class _Arena:
+    """One flat allocation a shape's buffers are carved from, handed on to the next shape when
+    its shape is dropped: fresh memory costs a page fault per 4 KiB on its first write, more than
+    filling the border itself."""
+
+    def __init__(self, nbytes: int, device):
+        self.memory = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        self.used = 0
+
+    def take(self, shape, dtype, device) -> torch.Tensor:
+        """An uninitialised channels-last (N, C, H, W) tensor, from the arena while it has room."""
+        n, c, h, w = shape
+        nbytes = n * c * h * w * torch.empty((), dtype=dtype).element_size()
+        start = -(-self.used // 64) * 64
+        if self.memory.device != torch.device(device) or start + nbytes > self.memory.numel():
+            return torch.empty(shape, dtype=dtype, device=device).contiguous(
+                memory_format=torch.channels_last)
+        self.used = start + nbytes
+        flat = self.memory[start:start + nbytes].view(dtype)
+        return flat.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+@dataclass
+class _Shape:
+    """What the cache holds for one input shape."""
+    buffers: Dict[str, Optional[torch.Tensor]]
+    last: int  # the last buffered step (-1: none)
+    arena: _Arena
+    repeated: bool = False  # buffers chosen for many frames
+
+
+def _border_buffer(step: _Step, template: torch.Tensor, n: int, arena: _Arena) -> torch.Tensor:
+    """A buffer of ``step``'s output at its shape with the border filled (the core is left for
+    the frame to write)."""
+    out = arena.take((n, template.shape[1], *step.size), template.dtype, template.device)
+    (y0, y1), (x0, x1) = step.core
+    h, w = step.size
+    for rows, cols in (((0, y0), (0, w)), ((y1, h), (0, w)), ((y0, y1), (0, x0)), ((y0, y1), (x1, w))):
+        _fill(out, template, rows, cols, step.bands)
+    return out
+
+
 class BorderCache:
-    """Per-layer output buffers of the frames of one input shape (the last few shapes kept).
+    """Per-layer border buffers of the last few input shapes, and the templates they are made of.
 
-    A shape's first frame runs whole and keeps nothing: a folder of photos of many sizes never
-    pays for buffers it will not reuse. Its second frame runs whole and keeps its maps; from the
-    third on only the cores are computed. ``seen`` remembers the shapes run once.
-    """
+    A new shape's buffers are assembled from a template (see module doc), chosen to pay on that
+    one frame (a folder of photos); when the shape comes again (a video), from a deeper template
+    that pays over many frames."""
 
-    def __init__(self, capacity: int = 2, seen: int = 64):
+    def __init__(self, capacity: int = 2, templates: int = 4):
         self.capacity = capacity
-        self._shapes: "OrderedDict[tuple, dict]" = OrderedDict()
-        self._seen: "OrderedDict[tuple, None]" = OrderedDict()
-        self._seen_capacity = seen
+        self._shapes: "OrderedDict[tuple, _Shape]" = OrderedDict()
+        self._templates: "OrderedDict[tuple, dict]" = OrderedDict()
+        self._template_capacity = templates
+        self._spare: Optional[_Arena] = None  # the last dropped shape's memory
+
+    def _template_maps(self, steps, sides, last, x):
+        key = (sides, last, x.dtype, x.device)
+        maps = self._templates.get(key)
+        if maps is None:
+            maps = self._templates[key] = _template(steps, sides, x)
+            while len(self._templates) > self._template_capacity:
+                self._templates.popitem(last=False)
+        self._templates.move_to_end(key)
+        return maps
+
+    def _arena(self, steps, x: torch.Tensor) -> _Arena:
+        """Room for every buffer the shape could hold (pages never written cost nothing)."""
+        need = sum(s.nbytes + 64 for s in steps if s.buffered)
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.memory.numel() >= need and spare.memory.device == x.device:
+            spare.used = 0
+            return spare
+        return _Arena(need + need // 4, x.device)  # slack: the next shape may be a bit larger
+
+    def _build(self, net, names, x: torch.Tensor, old: Optional[_Shape]) -> _Shape:
+        """Border buffers of ``x``'s shape; ``old``: this shape's buffers so far (kept where the
+        deeper template still buffers the step)."""
+        steps = _chain_plan(_leaves(net, names), tuple(x.shape), x.element_size())
+        arena = old.arena if old is not None else self._arena(steps, x)
+        chosen = _choose_template(steps, REPEATED_FRAMES if old is not None else 1)
+        if chosen is None:
+            return _Shape({}, -1, arena, old is not None)
+        last, sides = chosen
+        if old is not None and last == old.last:
+            old.repeated = True
+            return old
+        maps = self._template_maps(steps, sides, last, x)
+        buffers = {}
+        for step in steps:
+            if step.buffered:
+                kept = old.buffers.get(step.name) if old is not None else None
+                buffers[step.name] = kept if kept is not None else _border_buffer(
+                    step, maps[step.name], x.shape[0], arena)
+        return _Shape(buffers, last, arena, old is not None)
 
     def run(self, net, names, x: torch.Tensor, keep=()):
         """Apply ``net``'s layers ``names`` to ``x`` (see module doc): (output, {kept name: map}).
@@ -106,23 +376,17 @@ class BorderCache:
         The kept maps may be this cache's buffers: use them before the next call (the engine
         holds a lock over a whole batch)."""
         key = (tuple(x.shape), x.dtype, x.device)
-        buffers = self._shapes.get(key)
-        plain = buffers is None and key not in self._seen  # a shape's first frame: keep nothing
-        first = buffers is None and not plain
-        if plain:
-            self._seen[key] = None
-            while len(self._seen) > self._seen_capacity:
-                self._seen.popitem(last=False)
-        elif first:
-            self._seen.pop(key)
-            buffers = {}
-            self._shapes[key] = buffers
-            while len(self._shapes) > self.capacity:
-                self._shapes.popitem(last=False)
-        else:
-            self._shapes.move_to_end(key)
-        # the image is all core; with no core tracked every layer runs whole
-        core: Optional[Rect] = None if plain else ((0, x.shape[2]), (0, x.shape[3]))
+        entry = self._shapes.get(key)
+        if entry is None:
+            while len(self._shapes) >= self.capacity:
+                self._spare = self._shapes.popitem(last=False)[1].arena
+            entry = self._shapes[key] = self._build(net, names, x, None)
+        elif not entry.repeated:
+            entry = self._shapes[key] = self._build(net, names, x, entry)
+        self._shapes.move_to_end(key)
+        buffers = entry.buffers
+        # the image is all core
+        core: Optional[Rect] = ((0, x.shape[2]), (0, x.shape[3]))
         kept = {}
         h = x
         for top, name, layer in _leaves(net, names):
@@ -132,44 +396,32 @@ class BorderCache:
             if core is None:
                 h = layer(h)
             elif geometry is None:  # per pixel: the core stays where it is
-                h = BorderCache._pointwise(name, layer, h, core, buffers, first)
+                h = BorderCache._pointwise(name, layer, h, core, buffers)
             else:
-                h, core = BorderCache._windowed(name, layer, h, core, geometry, buffers, first)
+                h, core = BorderCache._windowed(name, layer, h, core, geometry, buffers)
             if top in keep:
                 kept[top] = h  # a kept layer's last leaf comes last
         return h, kept
 
     @staticmethod
-    def _pointwise(name, layer, h, core, buffers, first):
-        if isinstance(layer, (nn.Identity, nn.Dropout, nn.Dropout2d)):
+    def _pointwise(name, layer, h, core, buffers):
+        if isinstance(layer, _PASS_THROUGH):
             return h
-        if first or buffers.get(name) is None:
-            out = layer(h)
-            held = sum(b.numel() * b.element_size() for b in buffers.values() if b is not None)
-            fits = held + out.numel() * out.element_size() <= MAX_BUFFER_BYTES
-            if first and fits and out.data_ptr() != h.data_ptr():  # in-place: no buffer
-                buffers[name] = out
-            return out
-        out = buffers[name]
+        out = buffers.get(name)
+        if out is None:
+            return layer(h)
         (y0, y1), (x0, x1) = core
         out[:, :, y0:y1, x0:x1] = layer(h[:, :, y0:y1, x0:x1])
         return out
 
     @staticmethod
-    def _windowed(name, layer, h, core, geometry, buffers, first):
+    def _windowed(name, layer, h, core, geometry, buffers):
         k, s, p, d = geometry
         out = buffers.get(name)
-        if first or out is None:  # None: this layer runs whole at this size
+        if out is None:  # this layer runs whole at this size
             out = layer(h)
             size = out.shape[2:]
-            new_core = tuple(_touching(core[a], k, s, p, d, size[a]) for a in range(2))
-            area = (new_core[0][1] - new_core[0][0]) * (new_core[1][1] - new_core[1][0])
-            if first:  # keep its border, unless the core is most of it or memory is spent
-                held = sum(b.numel() * b.element_size() for b in buffers.values() if b is not None)
-                worth = area <= MAX_CORE_FRACTION * size[0] * size[1]
-                fits = held + out.numel() * out.element_size() <= MAX_BUFFER_BYTES
-                buffers[name] = out if worth and fits else None
-            return out, new_core
+            return out, tuple(_touching(core[a], k, s, p, d, size[a]) for a in range(2))
         size = out.shape[2:]
         new_core = tuple(_touching(core[a], k, s, p, d, size[a]) for a in range(2))
         part = _run_on(layer, h, new_core, geometry)
