@@ -14,9 +14,11 @@ uniformly from ``--min``..``--max``), one at a time, uint8 host image in → lab
   e  fcnfast: ``fcnfast.Segmenter(model).segment(image)``, defaults
 
 Before the timed pass every column runs two images of sizes outside the pass (warm-up: weights
-packed, sessions created, the dynamic graph compiled); the pass is timed once with perf_counter
-(each image a new size, so there is nothing to take a median over within it; ``--repeats`` runs
-the pass again and reports the median pass). Labels are compared with a on firm pixels (a's top-2
+packed, sessions created, the dynamic graph compiled). The pass goes image by image, each image
+through every column in turn (the order rotating), timed with perf_counter and summed per column:
+the machine's speed drifts, and interleaving gives every column the same drift (each image is a
+new size for every column, so there is nothing to take a median over within a pass;
+``--repeats`` runs the pass again and reports the median pass). Labels are compared with a on firm pixels (a's top-2
 margin > 3% of its score range).
 
     python benchmarks/folder.py --models fcn8s fcn_resnet50 --json benchmarks/data/folder_cpu.json
@@ -134,6 +136,7 @@ def main(argv=None) -> int:
                 refs.append(tp.reference_labels(model, tp.pytorch_fcn_input(img[None], conv, "cpu")))
         row = {"model": arch, "columns": {}, **meta}
         print(f"{tp.MODEL_NAMES.get(arch, arch)}")
+        fns = {}
         for col in args.columns:
             title = tp.column_title(col, torch.device("cpu")).replace(" (freezing)", ", dynamic=True (freezing)")
             c = row["columns"].setdefault(col, {"title": title})
@@ -142,33 +145,52 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 for img in warm:
                     fn(img)
-                c["warmup_s"] = time.perf_counter() - t0
-                passes, labels = [], []
-                for _ in range(args.repeats):
-                    labels = []
-                    t0 = time.perf_counter()
-                    for img in frames:
-                        labels.append(fn(img))
-                    passes.append(time.perf_counter() - t0)
+                c.update(setup_s=setup_s, warmup_s=time.perf_counter() - t0, **notes)
+                fns[col] = fn
             except tp.Skip as e:
                 c["status"] = f"skipped: {e}"
-                print(f"  {col} {title:<52} {c['status']}")
-                continue
             except Exception as e:  # noqa: BLE001 - one column failing must not stop the others
                 c["status"] = tp.short_error(e)
-                print(f"  {col} {title:<52} {c['status']}")
+        # Image by image, every column in turn (the order rotating): this VM's speed drifts by 2×
+        # over minutes, so columns timed one whole pass after another are not comparable.
+        passes = {col: [] for col in fns}
+        labels = {col: [] for col in fns}
+        for r in range(args.repeats):
+            spent = dict.fromkeys(fns, 0.0)
+            for i, img in enumerate(frames):
+                order = list(fns)
+                order = order[i % len(order):] + order[:i % len(order)]
+                for col in order:
+                    if col not in spent:
+                        continue
+                    try:
+                        t0 = time.perf_counter()
+                        out = fns[col](img)
+                        spent[col] += time.perf_counter() - t0
+                    except Exception as e:  # noqa: BLE001
+                        row["columns"][col]["status"] = tp.short_error(e)
+                        del spent[col]
+                        continue
+                    if r == 0:
+                        labels[col].append(out)
+            for col, seconds in spent.items():
+                passes[col].append(seconds)
+        for col in args.columns:
+            c = row["columns"][col]
+            if col not in passes or not passes[col] or "status" in c:
+                print(f"  {col} {c['title']:<52} {c.get('status')}")
                 continue
             firm_same = firm_n = 0
-            for lab, (ref, firm) in zip(labels, refs):
+            for lab, (ref, firm) in zip(labels[col], refs):
                 same = np.asarray(lab).astype(np.int64) == ref[0]
                 firm_same += int(same[firm[0]].sum())
                 firm_n += int(firm[0].sum())
-            seconds = statistics.median(passes)
-            c.update(status="ok", setup_s=setup_s, pass_s=seconds, passes_s=passes,
-                     images_per_s=args.images / seconds, ms_per_image=1e3 * seconds / args.images,
-                     firm_agreement=firm_same / max(1, firm_n), **notes)
-            print(f"  {col} {title:<52} {c['images_per_s']:7.3f} images/s {c['ms_per_image']:8.1f} ms/image  "
-                  f"firm {100 * c['firm_agreement']:.3f}%  (setup {setup_s:.1f} s, warm-up {c['warmup_s']:.1f} s"
+            seconds = statistics.median(passes[col])
+            c.update(status="ok", pass_s=seconds, passes_s=passes[col], images_per_s=args.images / seconds,
+                     ms_per_image=1e3 * seconds / args.images, firm_agreement=firm_same / max(1, firm_n))
+            notes = {k: c[k] for k in ("onnxruntime", "openvino", "precision", "dtype") if k in c}
+            print(f"  {col} {c['title']:<52} {c['images_per_s']:7.3f} images/s {c['ms_per_image']:8.1f} ms/image  "
+                  f"firm {100 * c['firm_agreement']:.3f}%  (setup {c['setup_s']:.1f} s, warm-up {c['warmup_s']:.1f} s"
                   + "".join(f", {k} {v}" for k, v in notes.items()) + ")")
             sys.stdout.flush()
         peers = [c for k, c in row["columns"].items() if k != "e" and c.get("status") == "ok"]
