@@ -11,6 +11,7 @@ engine (``run_trunk``, ``head_plan``, ``trunk_chain``); only its layers change:
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,9 @@ def _fold_all_batchnorms(model: nn.Module) -> None:
                 setattr(parent, f"bn{i}", nn.Identity())
 
 
+_SHAPES_REMEMBERED = 16
+
+
 class PackedConv2d(nn.Module):
     """A Conv2d (and optionally the ReLU after it) as one oneDNN call with a pre-reordered weight.
 
@@ -77,6 +81,7 @@ class PackedConv2d(nn.Module):
                 and self.groups == 1):
             self.matmul = self.weight.reshape(self.out_channels, self.in_channels).contiguous()
         self.packed_shape = None
+        self._shapes_seen: "OrderedDict[tuple, None]" = OrderedDict()  # of ``_matmul``
 
     def _pack(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -88,8 +93,20 @@ class PackedConv2d(nn.Module):
         return x
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """conv(x) of a 1×1 layer, channels-last (N, C, H, W) like oneDNN's."""
+        """conv(x) of a 1×1 layer, channels-last (N, C, H, W) like oneDNN's.
+
+        oneDNN creates (JIT-compiles) a kernel for every new shape; a plain convolution's costs
+        less to create than a matrix product's, the product runs faster once created. So a shape
+        this layer has not seen runs as the convolution (a folder of photos: every image a new
+        size) and a shape seen before as the product (figures: benchmarks/RESULTS.md)."""
         x = x.contiguous(memory_format=torch.channels_last)
+        shape = tuple(x.shape)
+        if shape not in self._shapes_seen:
+            self._shapes_seen[shape] = None
+            while len(self._shapes_seen) > _SHAPES_REMEMBERED:
+                self._shapes_seen.popitem(last=False)
+            return F.conv2d(x, self.matmul.view(self.out_channels, self.in_channels, 1, 1), self.bias)
+        self._shapes_seen.move_to_end(shape)
         return F.linear(x.permute(0, 2, 3, 1), self.matmul, self.bias).permute(0, 3, 1, 2)
 
     def _as_matmul(self, x: torch.Tensor) -> bool:
