@@ -50,6 +50,7 @@ def _fold_all_batchnorms(model: nn.Module) -> None:
 
 
 _SHAPES_REMEMBERED = 16
+_CONV_FIRST_MAX_WEIGHT = 4 << 20  # elements (ResNet's largest 1×1 layer: 2M; fc7: 16M)
 
 
 class PackedConv2d(nn.Module):
@@ -95,18 +96,22 @@ class PackedConv2d(nn.Module):
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         """conv(x) of a 1×1 layer, channels-last (N, C, H, W) like oneDNN's.
 
-        oneDNN creates (JIT-compiles) a kernel for every new shape; a plain convolution's costs
-        less to create than a matrix product's, the product runs faster once created. So a shape
-        this layer has not seen runs as the convolution (a folder of photos: every image a new
-        size) and a shape seen before as the product (figures: benchmarks/RESULTS.md)."""
+        oneDNN creates (JIT-compiles) a kernel for every new shape; for a ResNet-sized layer a
+        plain convolution's costs less to create than a matrix product's, the product runs faster
+        once created. So there a shape this layer has not seen runs as the convolution (a folder
+        of photos: every image a new size) and a shape seen before as the product. A large weight
+        (fc7) or few outputs (class scores) make the convolution's per-call weight reorder cost
+        more than the product's creation (figures: benchmarks/RESULTS.md)."""
         x = x.contiguous(memory_format=torch.channels_last)
         shape = tuple(x.shape)
-        if shape not in self._shapes_seen:
-            self._shapes_seen[shape] = None
-            while len(self._shapes_seen) > _SHAPES_REMEMBERED:
-                self._shapes_seen.popitem(last=False)
-            return F.conv2d(x, self.matmul.view(self.out_channels, self.in_channels, 1, 1), self.bias)
-        self._shapes_seen.move_to_end(shape)
+        convolution_first = self.out_channels >= 64 and self.matmul.numel() <= _CONV_FIRST_MAX_WEIGHT
+        if convolution_first:
+            if shape not in self._shapes_seen:
+                self._shapes_seen[shape] = None
+                while len(self._shapes_seen) > _SHAPES_REMEMBERED:
+                    self._shapes_seen.popitem(last=False)
+                return F.conv2d(x, self.matmul.view(self.out_channels, self.in_channels, 1, 1), self.bias)
+            self._shapes_seen.move_to_end(shape)
         return F.linear(x.permute(0, 2, 3, 1), self.matmul, self.bias).permute(0, 3, 1, 2)
 
     def _as_matmul(self, x: torch.Tensor) -> bool:
