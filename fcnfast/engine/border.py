@@ -255,23 +255,25 @@ def _axis_segments(n: int, nt: int, bands: Span):
     return [part for part in parts if part[0] < part[1]]
 
 
+def _clip(span: Span, segment):
+    """``segment`` (target lo, hi, template lo, hi) cut to the target rows ``span``; None if
+    they miss. A repeated middle row stays one template row."""
+    t0, t1, s0, s1 = segment
+    lo, hi = max(span[0], t0), min(span[1], t1)
+    if lo >= hi:
+        return None
+    if s1 - s0 > 1:
+        s0, s1 = s0 + lo - t0, s0 + hi - t0
+    return lo, hi, s0, s1
+
+
 def _fill(out: torch.Tensor, template: torch.Tensor, rows: Span, cols: Span, bands) -> None:
     """out[..., rows, cols] ← the zero input's values there, from ``template``."""
     segments = [_axis_segments(out.shape[2 + a], template.shape[2 + a], bands[a]) for a in range(2)]
-    for (ty0, ty1, sy0, sy1) in segments[0]:
-        y0, y1 = max(rows[0], ty0), min(rows[1], ty1)
-        if y0 >= y1:
-            continue
-        if sy1 - sy0 > 1:
-            sy0, sy1 = sy0 + y0 - ty0, sy0 + y1 - ty0
-        for (tx0, tx1, sx0, sx1) in segments[1]:
-            x0, x1 = max(cols[0], tx0), min(cols[1], tx1)
-            if x0 >= x1:
-                continue
-            if sx1 - sx0 > 1:
-                sx0, sx1 = sx0 + x0 - tx0, sx0 + x1 - tx0
-            dst = out[:, :, y0:y1, x0:x1]
-            dst.copy_(template[:, :, sy0:sy1, sx0:sx1].expand_as(dst))
+    for ys in filter(None, (_clip(rows, seg) for seg in segments[0])):
+        for xs in filter(None, (_clip(cols, seg) for seg in segments[1])):
+            dst = out[:, :, ys[0]:ys[1], xs[0]:xs[1]]
+            dst.copy_(template[:, :, ys[2]:ys[3], xs[2]:xs[3]].expand_as(dst))
 
 
 class _Arena:
