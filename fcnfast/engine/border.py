@@ -82,6 +82,13 @@ def _bands(top: int, bottom: int, n: int, n_out: int, k: int, s: int, p: int, d:
     return min(n_out, top_out), n_out - min(n_out, max(0, -(-clean_end // s)))
 
 
+def _advance(n: int, bands: Span, layer, geometry) -> Tuple[int, Span]:
+    """(output length, output edge bands) of a windowed layer along one axis."""
+    k, s, p, d = geometry
+    out = _out_size(n, layer, k, s, p, d)
+    return out, _bands(*bands, n, out, k, s, p, d)
+
+
 def _run_on(layer, x: torch.Tensor, rect: Rect, geometry) -> Optional[torch.Tensor]:
     """``layer``'s outputs ``rect`` from the slice of ``x`` under them; None when that needs the
     map's edge (zero padding for a conv is added; a pool's edge windows are left to a whole run)."""
@@ -151,11 +158,10 @@ def _chain_plan(leaves, shape, element_size: int) -> List[_Step]:
         else:
             k, s, p, d = geometry
             size_in = size
-            out = tuple(_out_size(size[a], layer, k, s, p, d) for a in range(2))
-            core = tuple(_touching(core[a], k, s, p, d, out[a]) for a in range(2))
-            bands = ((0, 0), (0, 0)) if not steps else tuple(
-                _bands(*bands[a], size[a], out[a], k, s, p, d) for a in range(2))
-            size = out
+            size, bands = zip(*(_advance(size[a], bands[a], layer, geometry) for a in range(2)))
+            if not steps:  # the zero input's first map is its bias everywhere
+                bands = ((0, 0), (0, 0))
+            core = tuple(_touching(core[a], k, s, p, d, size[a]) for a in range(2))
             c = getattr(layer, "out_channels", c)
             area = (core[0][1] - core[0][0]) * (core[1][1] - core[1][0])
             worth = area <= MAX_CORE_FRACTION * size[0] * size[1]
@@ -179,10 +185,7 @@ def _template_sizes(steps: List[_Step], axis: int, m: int, last: int) -> Optiona
     size, top_bottom, sizes = m, (0, 0), [m]
     for step in steps[1:last + 1]:
         if step.geometry is not None:
-            k, s, p, d = step.geometry
-            out = _out_size(size, step.layer, k, s, p, d)
-            top_bottom = _bands(*top_bottom, size, out, k, s, p, d)
-            size = out
+            size, top_bottom = _advance(size, top_bottom, step.layer, step.geometry)
         if top_bottom != step.bands[axis] or size < sum(top_bottom) + 1:
             return None
         sizes.append(size)
@@ -229,8 +232,9 @@ def _choose_template(steps: List[_Step], frames: int):
     return best[1:]
 
 
-def _template(steps: List[_Step], sides, like: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """The zero input's maps of the buffered steps at first-map size ``sides`` (batch of one)."""
+def _template(steps: List[_Step], sides, last: int, like: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The zero input's maps of the buffered steps (through step ``last``) at first-map size
+    ``sides`` (batch of one)."""
     first = steps[0].layer
     c = first.out_channels
     bias = first.bias if first.bias is not None else torch.zeros(c)
@@ -239,7 +243,6 @@ def _template(steps: List[_Step], sides, like: torch.Tensor) -> Dict[str, torch.
         value = value.relu()
     h = value.expand(1, c, *sides).contiguous(memory_format=torch.channels_last)
     maps = {}
-    last = max(i for i, step in enumerate(steps) if step.buffered)
     for i, step in enumerate(steps[:last + 1]):
         if i > 0 and not isinstance(step.layer, _PASS_THROUGH):
             h = step.layer(h)
@@ -285,13 +288,13 @@ class _Arena:
         self.memory = torch.empty(nbytes, dtype=torch.uint8, device=device)
         self.used = 0
 
-    def take(self, shape, dtype, device) -> torch.Tensor:
+    def take(self, shape, dtype) -> torch.Tensor:
         """An uninitialised channels-last (N, C, H, W) tensor, from the arena while it has room."""
         n, c, h, w = shape
-        nbytes = n * c * h * w * torch.empty((), dtype=dtype).element_size()
+        nbytes = n * c * h * w * dtype.itemsize
         start = -(-self.used // 64) * 64
-        if self.memory.device != torch.device(device) or start + nbytes > self.memory.numel():
-            return torch.empty(shape, dtype=dtype, device=device).contiguous(
+        if start + nbytes > self.memory.numel():
+            return torch.empty(shape, dtype=dtype, device=self.memory.device).contiguous(
                 memory_format=torch.channels_last)
         self.used = start + nbytes
         flat = self.memory[start:start + nbytes].view(dtype)
@@ -310,7 +313,7 @@ class _Shape:
 def _border_buffer(step: _Step, template: torch.Tensor, n: int, arena: _Arena) -> torch.Tensor:
     """A buffer of ``step``'s output at its shape with the border filled (the core is left for
     the frame to write)."""
-    out = arena.take((n, template.shape[1], *step.size), template.dtype, template.device)
+    out = arena.take((n, template.shape[1], *step.size), template.dtype)
     (y0, y1), (x0, x1) = step.core
     h, w = step.size
     for rows, cols in (((0, y0), (0, w)), ((y1, h), (0, w)), ((y0, y1), (0, x0)), ((y0, y1), (x1, w))):
@@ -336,7 +339,7 @@ class BorderCache:
         key = (sides, last, x.dtype, x.device)
         maps = self._templates.get(key)
         if maps is None:
-            maps = self._templates[key] = _template(steps, sides, x)
+            maps = self._templates[key] = _template(steps, sides, last, x)
             while len(self._templates) > self._template_capacity:
                 self._templates.popitem(last=False)
         self._templates.move_to_end(key)

@@ -83,6 +83,8 @@ class PackedConv2d(nn.Module):
             self.matmul = self.weight.reshape(self.out_channels, self.in_channels).contiguous()
         self.packed_shape = None
         self._shapes_seen: "OrderedDict[tuple, None]" = OrderedDict()  # of ``_matmul``
+        self._convolution_first = (self.matmul is not None and self.out_channels >= 64
+                                   and self.matmul.numel() <= _CONV_FIRST_MAX_WEIGHT)
 
     def _pack(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -104,8 +106,7 @@ class PackedConv2d(nn.Module):
         more than the product's creation (figures: benchmarks/RESULTS.md)."""
         x = x.contiguous(memory_format=torch.channels_last)
         shape = tuple(x.shape)
-        convolution_first = self.out_channels >= 64 and self.matmul.numel() <= _CONV_FIRST_MAX_WEIGHT
-        if convolution_first:
+        if self._convolution_first:
             if shape not in self._shapes_seen:
                 self._shapes_seen[shape] = None
                 while len(self._shapes_seen) > _SHAPES_REMEMBERED:
