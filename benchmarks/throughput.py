@@ -29,7 +29,8 @@ device ms (peers: forward + argmax of a device tensor already preprocessed; fcnf
 agreement with a on firm pixels (a's top-2 score margin > 3% of the image's score range) and on
 all pixels. CUDA events on GPU (perf_counter around synchronisations for onnxruntime and the
 stream), perf_counter on CPU; warm-up, then the median of repeats that adapt to the time (at least
-3 on CPU, 10 on GPU). The load average is printed and stored (other jobs share small machines).
+3 on CPU, 10 on GPU). The columns of a configuration are timed side by side: each round calls every
+column once, the order rotating, so a machine whose speed drifts slows them all alike. The load average is printed and stored (other jobs share small machines).
 Exits 1 when fcnfast's labels fail (error, or firm agreement < 99.9%).
 
     python benchmarks/throughput.py --quick                 # CI smoke run: tiny CPU config, seconds
@@ -51,6 +52,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -63,8 +65,8 @@ from fcnfast.export import export_onnx
 from fcnfast.models import ARCHS, build_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import (Timing, cpu_model, device_name, fmt, git_revision, load_average,  # noqa: E402
-                    measure, now, short_error, sync, triton_version)
+from timing import (cpu_model, device_name, fmt, git_revision, load_average, measure,  # noqa: E402
+                    measure_interleaved, now, short_error, sync, triton_version)
 
 COLUMNS = ("a", "b", "c", "d", "f", "e")  # in print order; e (fcnfast) last
 PEERS = ("a", "b", "c", "d", "f")
@@ -212,21 +214,11 @@ class Settings:
         if warmup is not None:
             self.warmup = warmup
 
-    def time(self, fn, cuda_events: bool = True) -> Timing:
-        return measure(fn, self.device, warmup=self.warmup, min_repeats=self.min_repeats,
-                       budget_s=self.budget_s, max_repeats=200 if self.device.type == "cuda" else 50,
-                       cuda_events=cuda_events)
-
-
-def _timed_e2e(st: Settings, fn: Callable[[], object], cuda_events: bool = True):
-    """Time ``fn`` (host frames → host labels) and keep its last output."""
-    out = {}
-
-    def call():
-        out["labels"] = fn()
-
-    t = st.time(call, cuda_events)
-    return t, out["labels"]
+    def time_side_by_side(self, fns: Dict[str, Tuple[Callable[[], object], bool]]):
+        """``measure_interleaved`` with this run's warm-up, repeats and budget."""
+        return measure_interleaved(fns, self.device, warmup=self.warmup, min_repeats=self.min_repeats,
+                                   budget_s=self.budget_s,
+                                   max_repeats=200 if self.device.type == "cuda" else 50)
 
 
 def low_precision_dtype(device: torch.device) -> torch.dtype:
@@ -398,7 +390,20 @@ class OrtSession:
         return run
 
 
-def col_a(m: ArchModels, frames, st: Settings, x_a) -> dict:
+@dataclass
+class Prepared:
+    """One column ready to time: ``e2e`` (uint8 host frames → labels on the host), ``model`` (the
+    preprocessed device tensor in, labels left on the device), ``events`` (CUDA events can time it;
+    False for another runtime's streams), the facts its row reports, and what to release after the
+    configuration."""
+    e2e: Callable[[], object]
+    model: Callable[[], object]
+    info: dict
+    events: bool = True
+    close: Callable[[], None] = lambda: None
+
+
+def prep_a(m: ArchModels, frames, x_a) -> Prepared:
     model, conv, device = m.fp32, m.conv, m.device
 
     @torch.no_grad()
@@ -410,13 +415,13 @@ def col_a(m: ArchModels, frames, st: Settings, x_a) -> dict:
     def model_only():
         return model(x_a).argmax(1)
 
-    t_e2e, labels = _timed_e2e(st, e2e)
-    return dict(dtype="float32", e2e=t_e2e, model=st.time(model_only), labels=labels)
+    return Prepared(e2e, model_only, dict(dtype="float32"))
 
 
-def col_b(m: ArchModels, frames, st: Settings, x_a, compiled=False) -> dict:
+def prep_b(m: ArchModels, frames, x_a, compiled=False) -> Prepared:
     model = m.low_precision
-    extra = {}
+    info = dict(dtype=str(m.lp_dtype).replace("torch.", ""))
+    close = lambda: None  # noqa: E731
     if compiled:
         import torch._dynamo as dynamo
         import torch._inductor.config as inductor_config
@@ -425,6 +430,7 @@ def col_b(m: ArchModels, frames, st: Settings, x_a, compiled=False) -> dict:
         if m.device.type == "cpu":
             inductor_config.freezing = True  # constant weights, prepacked for oneDNN
         model = torch.compile(model, dynamic=False)
+        close = dynamo.reset  # frees the compiled graphs (and frozen weights) of this configuration
     pre = torch_preprocessor(m.conv, m.device, m.lp_dtype)
     ldt = label_dtype(m.num_classes)
     x_b = pre(frames)
@@ -434,7 +440,7 @@ def col_b(m: ArchModels, frames, st: Settings, x_a, compiled=False) -> dict:
         with torch.no_grad():
             model(x_b)
         sync(m.device)
-        extra["compile_s"] = time.perf_counter() - t0
+        info["compile_s"] = time.perf_counter() - t0
 
     @torch.no_grad()
     def e2e():
@@ -444,21 +450,14 @@ def col_b(m: ArchModels, frames, st: Settings, x_a, compiled=False) -> dict:
     def model_only():
         return model(x_b).argmax(1)
 
-    t_e2e, labels = _timed_e2e(st, e2e)
-    return dict(dtype=str(m.lp_dtype).replace("torch.", ""), e2e=t_e2e, model=st.time(model_only),
-                labels=labels, **extra)
+    return Prepared(e2e, model_only, info, close=close)
 
 
-def col_c(m, frames, st, x_a) -> dict:
-    try:
-        return col_b(m, frames, st, x_a, compiled=True)
-    finally:
-        import torch._dynamo as dynamo
-
-        dynamo.reset()  # frees the compiled graphs (and frozen weights) of this configuration
+def prep_c(m, frames, x_a) -> Prepared:
+    return prep_b(m, frames, x_a, compiled=True)
 
 
-def col_d(m: ArchModels, frames, st: Settings, x_a) -> dict:
+def prep_d(m: ArchModels, frames, x_a) -> Prepared:
     exported = m.ort()
     conv = m.conv
     if m.device.type == "cuda":
@@ -466,28 +465,23 @@ def col_d(m: ArchModels, frames, st: Settings, x_a) -> dict:
     t0 = time.perf_counter()
     sess = exported.open()
     open_s = time.perf_counter() - t0
-    try:
-        def e2e():
-            x = np.stack([numpy_chw(f, conv).astype(np.float32) for f in frames])
-            return sess.run_numpy(x)
 
-        t_e2e, labels = _timed_e2e(st, e2e, cuda_events=False)
-        t_model = st.time(sess.model_only(x_a), cuda_events=False)
-    finally:
-        sess.close()
-    return dict(dtype="float32", e2e=t_e2e, model=t_model, labels=labels, provider=sess.provider,
-                onnxruntime=exported.version, session_s=open_s,
-                export_s=m.setup_s.get("d_export"))
+    def e2e():
+        x = np.stack([numpy_chw(f, conv).astype(np.float32) for f in frames])
+        return sess.run_numpy(x)
+
+    info = dict(dtype="float32", provider=sess.provider, onnxruntime=exported.version,
+                session_s=open_s, export_s=m.setup_s.get("d_export"))
+    return Prepared(e2e, sess.model_only(x_a), info, events=False, close=sess.close)
 
 
-def col_f(m: ArchModels, frames, st: Settings, x_a) -> dict:
+def prep_f(m: ArchModels, frames, x_a) -> Prepared:
     converted = m.openvino()
     conv = m.conv
     t0 = time.perf_counter()
     compiled = converted.compile(tuple(x_a.shape))
     compile_s = time.perf_counter() - t0
     request = compiled.create_infer_request()
-    precision = ov_precision(compiled)
 
     def run(x: np.ndarray) -> np.ndarray:
         return np.array(request.infer({0: x})[compiled.outputs[0]])
@@ -496,36 +490,37 @@ def col_f(m: ArchModels, frames, st: Settings, x_a) -> dict:
         return run(np.stack([numpy_chw(f, conv).astype(np.float32) for f in frames]))
 
     xn = x_a.contiguous().numpy()
-    t_e2e, labels = _timed_e2e(st, e2e, cuda_events=False)
-    t_model = st.time(lambda: run(xn), cuda_events=False)
-    return dict(dtype=precision, e2e=t_e2e, model=t_model, labels=labels, openvino=converted.version,
-                compile_s=compile_s, convert_s=m.setup_s.get("f_convert"))
+    info = dict(dtype=ov_precision(compiled), openvino=converted.version, compile_s=compile_s,
+                convert_s=m.setup_s.get("f_convert"))
+    return Prepared(e2e, lambda: run(xn), info, events=False)
 
 
-def col_e(m: ArchModels, frames, st: Settings, x_a) -> dict:
+def prep_e(m: ArchModels, frames, x_a) -> Prepared:
     seg = m.segmenter()
     n = len(frames)
     pixels = torch.from_numpy(frames).to(m.device)
-    t_e2e, labels = _timed_e2e(st, lambda: seg.segment_batch(frames, batch_size=n))
-    out = dict(dtype=str(seg.dtype).replace("torch.", ""), e2e=t_e2e,
-               model=st.time(lambda: seg.engine.run(pixels) if seg.engine is not None
-                             else seg._labels(pixels)),
-               labels=labels, backend=seg.backend, op_backends=dict(seg.op_backends))
-    if m.device.type == "cuda":
-        stream_frames = [frames[i % n] for i in range(max(8 * n, 32))]
-
-        def stream():
-            for _ in seg.stream(iter(stream_frames), batch_size=n):
-                pass
-
-        t = measure(stream, m.device, warmup=1, min_repeats=3, budget_s=st.budget_s,
-                    max_repeats=20, cuda_events=False)
-        out["stream_fps"] = len(stream_frames) / t.median_s
-        out["stream_frames"] = len(stream_frames)
-    return out
+    info = dict(dtype=str(seg.dtype).replace("torch.", ""), backend=seg.backend,
+                op_backends=dict(seg.op_backends))
+    return Prepared(lambda: seg.segment_batch(frames, batch_size=n),
+                    lambda: seg.engine.run(pixels) if seg.engine is not None else seg._labels(pixels),
+                    info)
 
 
-RUNNERS = {"a": col_a, "b": col_b, "c": col_c, "d": col_d, "f": col_f, "e": col_e}
+def stream_fps(m: ArchModels, frames, st: Settings) -> dict:
+    """fcnfast's ``stream`` over a few batches of the frames (GPU): frames/s."""
+    seg, n = m.segmenter(), len(frames)
+    stream_frames = [frames[i % n] for i in range(max(8 * n, 32))]
+
+    def stream():
+        for _ in seg.stream(iter(stream_frames), batch_size=n):
+            pass
+
+    t = measure(stream, m.device, warmup=1, min_repeats=3, budget_s=st.budget_s,
+                max_repeats=20, cuda_events=False)
+    return dict(stream_fps=len(stream_frames) / t.median_s, stream_frames=len(stream_frames))
+
+
+PREPARE = {"a": prep_a, "b": prep_b, "c": prep_c, "d": prep_d, "f": prep_f, "e": prep_e}
 
 
 def column_title(col: str, device: torch.device) -> str:
@@ -553,26 +548,48 @@ def bench_config(m: ArchModels, size, batch: int, columns: List[str], st: Settin
     ref_labels, firm = reference_labels(m.fp32, x_a)
     row["firm_fraction"] = float(firm.mean())
     row["label_histogram"] = np.bincount(ref_labels.ravel(), minlength=m.num_classes).tolist()
+    prepared: Dict[str, Prepared] = {}
     for col in columns:
         c = {"title": column_title(col, device), "status": "ok"}
         row["columns"][col] = c
         try:
-            r = RUNNERS[col](m, frames, st, x_a)
+            prepared[col] = PREPARE[col](m, frames, x_a)
         except Skip as e:
             c["status"] = f"skipped: {e}"
-            continue
         except Exception as e:  # noqa: BLE001 - one column failing must not stop the others
             c["status"] = short_error(e)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    # Side by side, round by round: a small machine's speed drifts over minutes, and columns timed
+    # one after another would carry that drift as a difference between them.
+    labels: Dict[str, object] = {}
+
+    def keep(col: str, fn: Callable[[], object]) -> Callable[[], None]:
+        def call():
+            labels[col] = fn()
+        return call
+
+    try:
+        t_e2e, errors = st.time_side_by_side({col: (keep(col, p.e2e), p.events)
+                                              for col, p in prepared.items()})
+        t_model, more = st.time_side_by_side({col: (p.model, p.events) for col, p in prepared.items()
+                                              if col not in errors})
+        errors.update(more)
+        if "e" in t_model and device.type == "cuda":
+            prepared["e"].info.update(stream_fps(m, frames, st))
+    finally:
+        for p in prepared.values():
+            p.close()
+    for col, p in prepared.items():
+        c = row["columns"][col]
+        if col in errors:
+            c["status"] = short_error(errors[col])
             continue
-        t_e2e, t_model, labels = r.pop("e2e"), r.pop("model"), r.pop("labels")
-        firm_agree, all_agree = agreement(labels, ref_labels, firm)
-        c.update(r, fps=batch / t_e2e.median_s, e2e_ms=t_e2e.ms, model_ms=t_model.ms,
-                 e2e_repeats=t_e2e.repeats, model_repeats=t_model.repeats,
-                 e2e_timer=t_e2e.timer, model_timer=t_model.timer,
-                 e2e_samples_ms=[round(v * 1e3, 3) for v in t_e2e.samples],
-                 model_samples_ms=[round(v * 1e3, 3) for v in t_model.samples],
+        e2e, model_t = t_e2e[col], t_model[col]
+        firm_agree, all_agree = agreement(labels[col], ref_labels, firm)
+        c.update(p.info, fps=batch / e2e.median_s, e2e_ms=e2e.ms, model_ms=model_t.ms,
+                 e2e_repeats=e2e.repeats, model_repeats=model_t.repeats,
+                 e2e_timer=e2e.timer, model_timer=model_t.timer,
+                 e2e_samples_ms=[round(v * 1e3, 3) for v in e2e.samples],
+                 model_samples_ms=[round(v * 1e3, 3) for v in model_t.samples],
                  firm_agreement=firm_agree, agreement=all_agree)
         if col in m.setup_s:
             c["setup_s"] = m.setup_s[col]

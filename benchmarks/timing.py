@@ -12,7 +12,7 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -60,20 +60,67 @@ def measure(fn: Callable[[], object], device: torch.device, *, warmup: int = 1,
     start = time.perf_counter()
     while len(samples) < min_repeats or (time.perf_counter() - start < budget_s
                                          and len(samples) < max_repeats):
-        if events:
-            t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            t0.record()
-            fn()
-            t1.record()
-            t1.synchronize()
-            samples.append(t0.elapsed_time(t1) / 1e3)
-        else:
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            samples.append(time.perf_counter() - t0)
+        samples.append(_one_sample(fn, device, cuda_events))
     return Timing(statistics.median(samples), samples, "cuda events" if events else "perf_counter")
+
+
+def measure_interleaved(fns: Dict[str, Tuple[Callable[[], object], bool]], device: torch.device, *,
+                        warmup: int = 1, min_repeats: int = 3, budget_s: float = 0.0,
+                        max_repeats: int = 200) -> Tuple[Dict[str, Timing], Dict[str, BaseException]]:
+    """Time several calls side by side: ``fns`` maps a name to (fn, cuda_events) as ``measure``
+    takes them. Each round calls every fn once, the order rotating round by round, so a machine
+    whose speed drifts over minutes slows every column alike. Rounds go on until every fn has
+    ``min_repeats`` samples and, beyond that, while the rounds have taken less than ``budget_s``
+    per fn (at most ``max_repeats`` rounds). A fn that raises is dropped from the later rounds;
+    its exception is returned instead of a timing."""
+    errors: Dict[str, BaseException] = {}
+    live = list(fns)
+
+    def call(name: str, timed: bool, samples: List[float]) -> None:
+        fn, cuda_events = fns[name]
+        try:
+            if timed:
+                samples.append(_one_sample(fn, device, cuda_events))
+            else:
+                fn()
+                sync(device)
+        except Exception as e:  # noqa: BLE001 - reported per column, the others go on
+            errors[name] = e
+            live.remove(name)
+
+    for name in list(live):
+        for _ in range(warmup):
+            if name in live:
+                call(name, False, [])
+    samples: Dict[str, List[float]] = {name: [] for name in fns}
+    start, rounds = time.perf_counter(), 0
+    while live and (rounds < min_repeats or (time.perf_counter() - start < budget_s * len(fns)
+                                             and rounds < max_repeats)):
+        k = rounds % len(live)
+        for name in live[k:] + live[:k]:
+            if name in live:
+                call(name, True, samples[name])
+        rounds += 1
+    events = device.type == "cuda"
+    timings = {name: Timing(statistics.median(s), s, "cuda events" if events and fns[name][1]
+                            else "perf_counter")
+               for name, s in samples.items() if s and name not in errors}
+    return timings, errors
+
+
+def _one_sample(fn: Callable[[], object], device: torch.device, cuda_events: bool) -> float:
+    if device.type == "cuda" and cuda_events:
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0.record()
+        fn()
+        t1.record()
+        t1.synchronize()
+        return t0.elapsed_time(t1) / 1e3
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
 
 
 # --- machine and versions ----------------------------------------------------------------------

@@ -65,3 +65,29 @@ def test_failures_flags_disagreement():
     assert throughput.failures([row]) == []
     row["columns"]["e"] = {"status": "error: RuntimeError: boom"}
     assert "boom" in throughput.failures([row])[0]
+
+
+def test_interleaved_timing_rotates_and_drops_a_failing_column():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import timing
+    finally:
+        sys.path.pop(0)
+    import torch
+
+    calls = []
+
+    def make(name, fail_at=None):
+        def fn():
+            calls.append(name)
+            if fail_at is not None and calls.count(name) == fail_at:
+                raise RuntimeError(f"{name} broke")
+        return fn
+
+    fns = {"a": (make("a"), True), "b": (make("b"), True), "c": (make("c", fail_at=3), True)}
+    timings, errors = timing.measure_interleaved(fns, torch.device("cpu"), warmup=1, min_repeats=4)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up, one each
+    assert calls[3:6] == ["a", "b", "c"] and calls[6:8] == ["b", "c"]  # round 2 starts at b; c fails
+    assert set(timings) == {"a", "b"} and "broke" in str(errors["c"])
+    assert timings["a"].repeats == timings["b"].repeats == 4
+    assert timings["a"].median_s >= 0
