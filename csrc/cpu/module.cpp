@@ -32,6 +32,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("overlay", chosen(&fcn::CpuKernels::overlay), nogil);
   m.def("upsample_crop_argmax", chosen(&fcn::CpuKernels::upsample_crop_argmax), nogil);
   m.def("interp_argmax", chosen(&fcn::CpuKernels::interp_argmax), nogil);
+  m.def("winograd_input", chosen(&fcn::CpuKernels::winograd_input), nogil);
+  m.def("winograd_output", chosen(&fcn::CpuKernels::winograd_output), nogil);
   m.def("upsample_crop_add", fcn::upsample_crop_add_binding(chosen(&fcn::CpuKernels::upsample_crop_add)),
         nogil);
 

@@ -41,6 +41,14 @@ using InterpArgmaxFn = void(uintptr_t x, int64_t n, int64_t c, int64_t h, int64_
                             int64_t out_h, int64_t out_w, float scale_h, float scale_w,
                             uintptr_t labels, int label_dtype, uintptr_t scores, int dtype);
 
+// Winograd F(2×2, 3×3) of a stride-1 3×3 convolution, dilation d, zero padding p (cpu/winograd.cpp):
+// x channels-last (N, H, W, C) → V (16, tiles, C); M = V·U (16, tiles, K) → y channels-last
+// (N, H + 2p − 2d, W + 2p − 2d, K), plus bias (float32, K, or 0), then ReLU when `relu`.
+using WinogradInputFn = void(uintptr_t x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t d,
+                             int64_t p, uintptr_t v, int dtype);
+using WinogradOutputFn = void(uintptr_t m, uintptr_t bias, bool relu, int64_t n, int64_t h,
+                              int64_t w, int64_t k, int64_t d, int64_t p, uintptr_t y, int dtype);
+
 // One level's kernels (kernel_table.cpp defines one table per level that setup.py compiled).
 struct CpuKernels {
   const char* name;    // "default", "avx2", "avx512", or "march=<cpu>" (FCNFAST_CPU_MARCH)
@@ -51,6 +59,8 @@ struct CpuKernels {
   UpsampleCropAddFn* upsample_crop_add;
   UpsampleCropArgmaxFn* upsample_crop_argmax;
   InterpArgmaxFn* interp_argmax;
+  WinogradInputFn* winograd_input;
+  WinogradOutputFn* winograd_output;
 };
 
 }  // namespace fcn
@@ -64,6 +74,8 @@ OverlayFn overlay;
 UpsampleCropAddFn upsample_crop_add;
 UpsampleCropArgmaxFn upsample_crop_argmax;
 InterpArgmaxFn interp_argmax;
+WinogradInputFn winograd_input;
+WinogradOutputFn winograd_output;
 
 }  // namespace cpu
 FCN_NAMESPACE_END

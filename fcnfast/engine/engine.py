@@ -23,6 +23,7 @@ from .backends import OpRunner
 from .graphs import GraphCache
 from .layers import inference_copy
 from .precision import compute_dtype
+from .winograd import available as winograd_available, use_winograd
 
 
 # Above this many pixels per batch the CPU engine runs frame by frame (see ``_run_device``).
@@ -38,6 +39,7 @@ class Engine:
                  backend: str = "auto", cuda_graphs: Optional[bool] = None,
                  graph_cache_size: int = 8, fc_tile_rows: Optional[int] = None,
                  skip_border: Optional[bool] = None,
+                 winograd: Optional[bool] = None,
                  convention=None):
         self.reference = model
         self.device = torch.device(device)
@@ -54,6 +56,15 @@ class Engine:
         self.label_dtype = contract.label_dtype(max(self.head_classes))
         self._skip_layers = tuple(dict.fromkeys(name for p in plans for name in p.skip_layers))
         self.net = inference_copy(model, self.device, self.dtype)
+        # Wide 3×3 convolutions as Winograd F(2×2, 3×3) (``winograd``): by default on CPU for the
+        # trunks without a pad-100 border (ResNet), whose border buffers are assembled from
+        # direct convolutions bit for bit. True forces it (CPU only), False keeps every layer direct.
+        if winograd is None:
+            winograd = (self.device.type == "cpu" and not model.trunk_chain
+                        and winograd_available())
+        if winograd and self.device.type != "cpu":
+            raise ValueError("winograd=True needs the CPU (on CUDA, cuDNN chooses its algorithms)")
+        self.winograd_layers = use_winograd(self.net) if winograd else 0
         self._preprocess = OpRunner("preprocess", backend, self.device)
         self._skip_runners = [[OpRunner("upsample_crop_add", backend, self.device, step.geometry)
                                for step in p.skips] for p in plans]

@@ -1,0 +1,105 @@
+"""Winograd F(2×2, 3×3) convolutions (fcnfast/engine/winograd.py, csrc/cpu/winograd.cpp) against
+the float64 convolution: awkward sizes, dilations 1/2/4, padding d and 0, both dtypes; and the
+engine's use of them (ResNet by default, never the border-skipping chains)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcnfast import _ext
+from fcnfast.engine import Engine
+from fcnfast.engine.layers import PackedConv2d
+from fcnfast.engine.winograd import WinogradConv2d, available, eligible, use_winograd
+from fcnfast.models import build_model
+
+pytestmark = pytest.mark.skipif(not available(), reason="fcnfast._C with the Winograd kernels is not built")
+
+# Max error relative to the output's largest magnitude: float32 near its rounding; bf16 about 2×
+# the direct convolution's (products rounded once more before the output transform).
+TOL = {torch.float32: 2e-6, torch.bfloat16: 1.5e-2}
+
+
+def layer(c, k, d, relu, dtype, seed=0):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(c, k, 3, padding=d, dilation=d)
+    with torch.no_grad():
+        conv.bias.normal_(0, 0.5)
+    return conv.to(dtype), PackedConv2d(conv.to(dtype), relu)
+
+
+def reference(conv, x, pad, d, relu):
+    y = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=pad, dilation=d)
+    return y.relu() if relu else y
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n,c,k,h,w,d,relu", [
+    (1, 128, 128, 1, 1, 1, True),     # one pixel: every tap but the centre is padding
+    (2, 130, 129, 7, 5, 2, False),    # channels off the 64-channel block, batch 2
+    (1, 131, 128, 13, 3, 4, True),    # dilation 4 wider than the map
+    (1, 192, 200, 11, 17, 1, True),   # primes: tiles that end past the edge
+])
+def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu):
+    conv, packed = layer(c, k, d, relu, dtype)
+    wino = WinogradConv2d(packed)
+    x = torch.randn(n, c, h, w).to(dtype).contiguous(memory_format=torch.channels_last)
+    for pad, run in ((d, wino.forward), (0, wino.forward_unpadded)):
+        if pad == 0 and min(h, w) <= 2 * d:
+            continue
+        ref = reference(conv, x, pad, d, relu)
+        y = run(x)
+        assert y.shape == ref.shape and y.dtype == dtype
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
+        assert err < TOL[dtype], (pad, err)
+
+
+def test_output_kernel_writes_every_pixel_and_nothing_past_the_edge():
+    """Into a NaN-poisoned buffer with a guard band after it."""
+    n, c, k, h, w, d = 1, 128, 128, 5, 7, 2
+    conv, packed = layer(c, k, d, False, torch.float32, seed=3)
+    wino = WinogradConv2d(packed)
+    x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
+    ref = reference(conv, x, d, d, False)
+    mod = _ext.native_module("cpp")
+    th, tw = -(-h // (2 * d)), -(-w // (2 * d))
+    tiles = n * th * d * tw * d
+    v = torch.full((16, tiles, c), float("nan"))
+    mod.winograd_input(x.data_ptr(), n, h, w, c, d, d, v.data_ptr(), 0)
+    assert not v.isnan().any()
+    m = torch.bmm(v, wino.u)
+    buf = torch.full((n * h * w * k + 1000,), float("nan"))
+    mod.winograd_output(m.data_ptr(), wino.bias.data_ptr(), False, n, h, w, k, d, d, buf.data_ptr(), 0)
+    assert buf[n * h * w * k:].isnan().all()
+    y = buf[:n * h * w * k].view(n, h, w, k).permute(0, 3, 1, 2)
+    torch.testing.assert_close(y.double(), ref, rtol=0, atol=2e-6 * ref.abs().max().item())
+
+
+def test_eligibility():
+    assert eligible(layer(128, 128, 2, True, torch.float32)[1])
+    assert not eligible(layer(64, 128, 1, True, torch.float32)[1])  # too narrow to pay
+    assert not eligible(PackedConv2d(nn.Conv2d(128, 128, 3, stride=2, padding=1), True))
+    assert not eligible(PackedConv2d(nn.Conv2d(128, 128, 3, padding=100), True))  # not 'same'
+    assert not eligible(PackedConv2d(nn.Conv2d(128, 128, 3, padding=1).half(), True))
+    with pytest.raises(ValueError, match="not a Winograd-eligible"):
+        WinogradConv2d(PackedConv2d(nn.Conv2d(128, 128, 1), True))
+
+
+def test_engine_uses_it_for_resnet_only_and_keeps_the_labels():
+    torch.manual_seed(0)
+    model = build_model("fcn_resnet50", 5).eval()
+    with torch.no_grad():
+        model.classifier[4].weight.normal_(0, 0.02)
+    pixels = torch.randint(0, 256, (1, 45, 61, 3), dtype=torch.uint8)
+    fast = Engine(model, torch.device("cpu"), torch.float32)
+    direct = Engine(model, torch.device("cpu"), torch.float32, winograd=False)
+    assert fast.winograd_layers == 13 and direct.winograd_layers == 0  # layer2-4 and the head
+    assert sum(isinstance(m, WinogradConv2d) for m in fast.net.modules()) == 13
+    # float32 rounding apart, the same scores: labels equal but at (rare) near-ties
+    assert (fast.run(pixels) == direct.run(pixels)).float().mean() >= 0.999
+    vgg = Engine(build_model("fcn8s", 5, widths=(8, 8, 16, 16, 128), fc_width=32).eval(),
+                 torch.device("cpu"), torch.float32)
+    assert vgg.winograd_layers == 0  # the border assembly needs the direct convolutions' bits
+    assert use_winograd(vgg.net) == 2  # conv5_2, conv5_3 (128 wide both sides), when forced
+    with pytest.raises(ValueError, match="needs the CPU"):
+        Engine(model, torch.device("meta"), torch.float32, winograd=True)
