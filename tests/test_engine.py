@@ -573,3 +573,15 @@ def test_graph_cache_keys_by_shape_evicts_oldest_and_returns_copies(monkeypatch)
     assert len(captures) == 4
     with pytest.raises(ValueError, match="graph_cache_size"):
         graphs.GraphCache(fn, capacity=0)
+
+
+def test_a_repeated_shapes_template_reaches_past_pools_and_lrn():
+    """Pools and LRNs cost time though no multiply-adds: the template's depth counts them, so
+    GoogLeNet's border buffers reach its conv2 LRN and pool2 (before, they ran whole)."""
+    from fcnfast.engine import border
+
+    net = inference_copy(build_model("fcn_googlenet", CLASSES).eval(), torch.device("cpu"), torch.float32)
+    steps = border._chain_plan(border._leaves(net, net.trunk_chain), (1, 3, 300, 451), 4)
+    last, _ = border._choose_template(steps, border.REPEATED_FRAMES)
+    assert steps[last].name == "pool2.3x3_s2"
+    assert {s.name for s in steps if s.buffered} >= {"conv2.norm2", "pool2.3x3_s2", "pool1.norm1"}

@@ -46,6 +46,10 @@ MAX_BUFFER_BYTES = 768 << 20
 
 # The frames a shape seen twice is expected to run: its buffers are chosen for that many.
 REPEATED_FRAMES = 16
+# What one output value of a pool or an LRN costs, in a convolution's multiply-adds: memory-bound
+# work against AMX/AVX-512 arithmetic. Without it a template never reached past conv2 of
+# GoogLeNet, leaving its LRN and pool to run whole (benchmarks/RESULTS.md, issue 15).
+_ELEMENT_COST = 32
 
 # Caffe's LRN in the models is a LocalResponseNorm.
 _POINTWISE = (nn.ReLU, nn.Identity, nn.Dropout, nn.Dropout2d, nn.LocalResponseNorm)
@@ -155,6 +159,7 @@ def _chain_plan(leaves, shape, element_size: int) -> List[_Step]:
         if geometry is None:
             keeps = not isinstance(layer, _PASS_THROUGH) and not getattr(layer, "inplace", False)
             step = _Step(name, layer, None, size, core, bands, keeps)
+            step.macs = _ELEMENT_COST * c if keeps else 0
         else:
             k, s, p, d = geometry
             size_in = size
@@ -169,7 +174,9 @@ def _chain_plan(leaves, shape, element_size: int) -> List[_Step]:
                 under = [_window(core[a], k, s, p, d) for a in range(2)]
                 worth = worth and all(lo >= 0 and hi <= n_in for (lo, hi), n_in in zip(under, size_in))
             step = _Step(name, layer, geometry, size, core, bands, worth)
-            if not isinstance(layer, nn.MaxPool2d):
+            if isinstance(layer, nn.MaxPool2d):
+                step.macs = _ELEMENT_COST * c
+            else:
                 step.macs = k * k * (layer.in_channels // layer.groups) * c
         step.nbytes = n * c * size[0] * size[1] * element_size
         if step.buffered:
