@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcnfast import _ext
+from fcnfast.ops import native
 from fcnfast.engine import Engine
 from fcnfast.engine.layers import PackedConv2d
 from fcnfast.engine.winograd import WinogradConv2d, available, eligible, use_winograd
@@ -54,25 +54,37 @@ def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu):
         assert err < TOL[dtype], (pad, err)
 
 
-def test_output_kernel_writes_every_pixel_and_nothing_past_the_edge():
-    """Into a NaN-poisoned buffer with a guard band after it."""
+def test_transforms_write_every_value_and_nothing_past_the_edge():
+    """Into NaN-poisoned buffers; the output's with a guard band after it."""
     n, c, k, h, w, d = 1, 128, 128, 5, 7, 2
     conv, packed = layer(c, k, d, False, torch.float32, seed=3)
     wino = WinogradConv2d(packed)
     x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
     ref = reference(conv, x, d, d, False)
-    mod = _ext.native_module("cpp")
-    th, tw = -(-h // (2 * d)), -(-w // (2 * d))
-    tiles = n * th * d * tw * d
-    v = torch.full((16, tiles, c), float("nan"))
-    mod.winograd_input(x.data_ptr(), n, h, w, c, d, d, v.data_ptr(), 0)
-    assert not v.isnan().any()
+    v = torch.full((16, native.winograd_tiles(n, h, w, d, d), c), float("nan"))
+    assert not native.winograd_input(x, d, d, v).isnan().any()
     m = torch.bmm(v, wino.u)
     buf = torch.full((n * h * w * k + 1000,), float("nan"))
-    mod.winograd_output(m.data_ptr(), wino.bias.data_ptr(), False, n, h, w, k, d, d, buf.data_ptr(), 0)
+    y = buf[:n * h * w * k].view(n, h, w, k).permute(0, 3, 1, 2)  # channels-last view
+    native.winograd_output(m, wino.bias, False, (h, w), d, d, y)
     assert buf[n * h * w * k:].isnan().all()
-    y = buf[:n * h * w * k].view(n, h, w, k).permute(0, 3, 1, 2)
     torch.testing.assert_close(y.double(), ref, rtol=0, atol=2e-6 * ref.abs().max().item())
+
+
+def test_transforms_reject_what_they_cannot_take():
+    x = torch.randn(1, 128, 6, 6).contiguous(memory_format=torch.channels_last)
+    v = torch.empty(16, native.winograd_tiles(1, 6, 6, 1, 1), 128)
+    with pytest.raises(ValueError, match="channels-last"):
+        native.winograd_input(x.contiguous(), 1, 1, v)
+    with pytest.raises(ValueError, match="expected"):
+        native.winograd_input(x, 2, 2, v)  # v sized for dilation 1
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        native.winograd_input(x.half(), 1, 1, v)
+    with pytest.raises(ValueError, match="too small"):
+        native.winograd_tiles(1, 3, 3, 4, 0)
+    y = torch.empty(1, 128, 5, 6).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="the convolution of 6×6 gives 6×6"):
+        native.winograd_output(torch.empty(16, v.shape[1], 128), torch.zeros(128), True, (6, 6), 1, 1, y)
 
 
 def test_eligibility():

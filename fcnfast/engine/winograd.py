@@ -14,21 +14,19 @@ import threading
 
 import torch
 
-from .. import _ext
+from ..ops import native
 from .layers import PackedConv2d
 
 # G of F(2×2, 3×3): U = G g Gᵀ (Lavin & Gray).
 _G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
                   dtype=torch.float64)
-_DTYPE_CODE = {torch.float32: 0, torch.bfloat16: 2}
+_DTYPES = (torch.float32, torch.bfloat16)
 # Narrow layers run faster direct: their GEMMs are too small for the transforms to pay
 # (benchmarks/RESULTS.md, issue 15).
 MIN_CHANNELS = 128
 
 
-def available() -> bool:
-    """The native transforms are built (a module built before them lacks them)."""
-    return _ext.has_cpp_ops() and hasattr(_ext.native_module("cpp"), "winograd_input")
+available = native.winograd_available
 
 
 def eligible(conv: PackedConv2d) -> bool:
@@ -38,7 +36,7 @@ def eligible(conv: PackedConv2d) -> bool:
             and conv.stride == [1, 1] and conv.groups == 1
             and conv.padding[0] == conv.padding[1] == conv.dilation[0] == conv.dilation[1]
             and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
-            and conv.weight is not None and conv.weight.dtype in _DTYPE_CODE
+            and conv.weight is not None and conv.weight.dtype in _DTYPES
             and conv.weight.device.type == "cpu")
 
 
@@ -60,7 +58,6 @@ class WinogradConv2d(PackedConv2d):
         self.bias = bias.float().contiguous()  # the output transform adds it in float32
         self.weight = None
         self.dilation_ = int(conv.dilation[0])
-        self._native = _ext.native_module("cpp")
         self._work = threading.local()  # (shape, V, M) of the last call, per thread
 
     def _run(self, x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -69,11 +66,8 @@ class WinogradConv2d(PackedConv2d):
                              f"got {tuple(x.shape)} {x.dtype}")
         d = self.dilation_
         n, c, h, w = x.shape
-        oh, ow = h + 2 * pad - 2 * d, w + 2 * pad - 2 * d
-        if oh < 1 or ow < 1:
-            raise ValueError(f"WinogradConv2d: input {h}×{w} too small for dilation {d}, padding {pad}")
+        tiles = native.winograd_tiles(n, h, w, d, pad)
         x = x.contiguous(memory_format=torch.channels_last)
-        tiles = n * -(-oh // (2 * d)) * d * -(-ow // (2 * d)) * d
         k = self.out_channels
         work = getattr(self._work, "bufs", None)
         if work is None or work[0] != (tiles, x.dtype):
@@ -82,14 +76,11 @@ class WinogradConv2d(PackedConv2d):
                     torch.empty((16, tiles, k), dtype=x.dtype))
             self._work.bufs = work
         _, v, m = work
-        code = _DTYPE_CODE[x.dtype]
-        self._native.winograd_input(x.data_ptr(), n, h, w, c, d, pad, v.data_ptr(), code)
+        native.winograd_input(x, d, pad, v)
         torch.bmm(v, self.u, out=m)
-        y = torch.empty((n, k, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
-        self._native.winograd_output(m.data_ptr(), self.bias.data_ptr(), self.attr == "relu",
-                                     n, h, w,
-                                     k, d, pad, y.data_ptr(), code)
-        return y
+        y = torch.empty((n, k, h + 2 * pad - 2 * d, w + 2 * pad - 2 * d), dtype=x.dtype,
+                        memory_format=torch.channels_last)
+        return native.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, self.padding[0])

@@ -157,3 +157,64 @@ def interp_argmax(x, size, *, return_scores=False):
                                  scores.data_ptr() if return_scores else 0, DTYPE_CODE[x.dtype],
                                  *_stream_args(x))
     return (labels, scores) if return_scores else labels
+
+
+# --- Winograd F(2×2, 3×3) transforms of the CPU engine's 3×3 convolutions (engine/winograd.py) ---
+
+_WINOGRAD_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def winograd_available() -> bool:
+    """fcnfast._C is built with the Winograd transforms (a module built before them lacks them)."""
+    return _ext.has_cpp_ops() and hasattr(_ext.native_module("cpp"), "winograd_input")
+
+
+def winograd_tiles(n: int, h: int, w: int, dilation: int, padding: int) -> int:
+    """Tiles of a stride-1 3×3 convolution's output (csrc/cpu/winograd.cpp's tiling)."""
+    oh, ow = h + 2 * padding - 2 * dilation, w + 2 * padding - 2 * dilation
+    if oh < 1 or ow < 1:
+        raise ValueError(f"a {h}×{w} input is too small for a 3×3 convolution of dilation {dilation} "
+                         f"and padding {padding}")
+    return n * -(-oh // (2 * dilation)) * dilation * -(-ow // (2 * dilation)) * dilation
+
+
+def _check_winograd(name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype, layout: str):
+    if t.device.type != "cpu":
+        raise ValueError(f"{name}: the Winograd transforms run on CPU tensors, got {t.device}")
+    if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+        raise ValueError(f"{name}: expected {tuple(shape)} {dtype}, got {tuple(t.shape)} {t.dtype}")
+    ok = t.is_contiguous(memory_format=torch.channels_last) if layout == "nhwc" else t.is_contiguous()
+    if not ok:
+        raise ValueError(f"{name} must be {'channels-last' if layout == 'nhwc' else 'contiguous'}")
+
+
+def winograd_input(x: torch.Tensor, dilation: int, padding: int, v: torch.Tensor) -> torch.Tensor:
+    """x channels-last (N, C, H, W) float32/bfloat16 → v (16, tiles, C), the transformed tiles."""
+    if x.dim() != 4 or x.dtype not in _WINOGRAD_DTYPES:
+        raise ValueError(f"winograd_input: x must be (N, C, H, W) float32 or bfloat16, got "
+                         f"{tuple(x.shape)} {x.dtype}")
+    n, c, h, w = x.shape
+    _check_winograd("x", x, x.shape, x.dtype, "nhwc")
+    _check_winograd("v", v, (16, winograd_tiles(n, h, w, dilation, padding), c), x.dtype, "rows")
+    _ext.native_module("cpp").winograd_input(x.data_ptr(), n, h, w, c, dilation, padding,
+                                             v.data_ptr(), DTYPE_CODE[x.dtype])
+    return v
+
+
+def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilation: int,
+                    padding: int, y: torch.Tensor) -> torch.Tensor:
+    """m (16, tiles, K), the tiles' products → y channels-last (N, K, H', W') of the convolution
+    of an (H, W) = ``size`` input, plus ``bias`` (float32, K), then ReLU when ``relu``."""
+    n, k, oh, ow = y.shape
+    h, w = size
+    if (oh, ow) != (h + 2 * padding - 2 * dilation, w + 2 * padding - 2 * dilation):
+        raise ValueError(f"winograd_output: y is {oh}×{ow}, the convolution of {h}×{w} gives "
+                         f"{h + 2 * padding - 2 * dilation}×{w + 2 * padding - 2 * dilation}")
+    if m.dtype not in _WINOGRAD_DTYPES:
+        raise ValueError(f"winograd_output: m must be float32 or bfloat16, got {m.dtype}")
+    _check_winograd("m", m, (16, winograd_tiles(n, h, w, dilation, padding), k), m.dtype, "rows")
+    _check_winograd("bias", bias, (k,), torch.float32, "rows")
+    _check_winograd("y", y, y.shape, m.dtype, "nhwc")
+    _ext.native_module("cpp").winograd_output(m.data_ptr(), bias.data_ptr(), bool(relu), n, h, w, k,
+                                              dilation, padding, y.data_ptr(), DTYPE_CODE[m.dtype])
+    return y
