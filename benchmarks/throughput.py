@@ -29,7 +29,7 @@ device ms (peers: forward + argmax of a device tensor already preprocessed; fcnf
 agreement with a on firm pixels (a's top-2 score margin > 3% of the image's score range) and on
 all pixels. CUDA events on GPU (perf_counter around synchronisations for onnxruntime and the
 stream), perf_counter on CPU; warm-up, then the median of repeats that adapt to the time (at least
-3 on CPU, 10 on GPU). The columns of a configuration are timed side by side: each round calls every
+5 on CPU, 10 on GPU). The columns of a configuration are timed side by side: each round calls every
 column once, the order rotating, so a machine whose speed drifts slows them all alike. The load average is printed and stored (other jobs share small machines).
 Exits 1 when fcnfast's labels fail (error, or firm agreement < 99.9%).
 
@@ -208,7 +208,7 @@ class Settings:
         elif cuda:
             self.warmup, self.min_repeats, self.budget_s = 3, 10, 1.0
         else:  # CPU: a 500x500 VGG frame takes seconds
-            self.warmup, self.min_repeats, self.budget_s = 1, 3, 4.0
+            self.warmup, self.min_repeats, self.budget_s = 1, 5, 4.0
         if repeats is not None:
             self.min_repeats, self.budget_s = repeats, 0.0
         if warmup is not None:
