@@ -115,3 +115,27 @@ def test_engine_uses_it_for_resnet_only_and_keeps_the_labels():
     assert use_winograd(vgg.net) == 2  # conv5_2, conv5_3 (128 wide both sides), when forced
     with pytest.raises(ValueError, match="needs the CPU"):
         Engine(model, torch.device("meta"), torch.float32, winograd=True)
+
+
+def test_threads_and_copies_get_their_own_workspace():
+    import copy
+    import threading
+
+    conv, packed = layer(128, 128, 1, True, torch.float32, seed=5)
+    wino = WinogradConv2d(packed)
+    xs = [torch.randn(1, 128, 9 + i, 11).contiguous(memory_format=torch.channels_last) for i in range(2)]
+    want = [wino(x) for x in xs]
+    bad = []
+
+    def work(i):
+        for _ in range(20):
+            if not torch.equal(wino(xs[i]), want[i]):
+                bad.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+    assert torch.equal(copy.deepcopy(wino)(xs[0]), want[0])

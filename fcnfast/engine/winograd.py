@@ -82,6 +82,15 @@ class WinogradConv2d(PackedConv2d):
                         memory_format=torch.channels_last)
         return native.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y)
 
+    def __getstate__(self):  # copies and pickles get their own (empty) workspace
+        state = self.__dict__.copy()
+        state.pop("_work", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._work = threading.local()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, self.padding[0])
 
