@@ -115,6 +115,7 @@ const CpuKernels FCN_PASTE(kernels_, FCN_CPU_CAPABILITY) = {
     FCN_CPU_CAPABILITY_NAME, FCN_CPU_FLAGS, kCompiledFeatures,
     &cpu::preprocess, &cpu::overlay, &cpu::upsample_crop_add, &cpu::upsample_crop_argmax,
     &cpu::interp_argmax, &cpu::winograd_input, &cpu::winograd_output,
+    &cpu::lrn,
 };
 
 }  // namespace fcn

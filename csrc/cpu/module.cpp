@@ -34,6 +34,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("interp_argmax", chosen(&fcn::CpuKernels::interp_argmax), nogil);
   m.def("winograd_input", chosen(&fcn::CpuKernels::winograd_input), nogil);
   m.def("winograd_output", chosen(&fcn::CpuKernels::winograd_output), nogil);
+  m.def("lrn", chosen(&fcn::CpuKernels::lrn), nogil);
   m.def("upsample_crop_add", fcn::upsample_crop_add_binding(chosen(&fcn::CpuKernels::upsample_crop_add)),
         nogil);
 

@@ -49,6 +49,11 @@ using WinogradInputFn = void(uintptr_t x, int64_t n, int64_t h, int64_t w, int64
 using WinogradOutputFn = void(uintptr_t m, uintptr_t bias, bool relu, int64_t n, int64_t h,
                               int64_t w, int64_t k, int64_t d, int64_t p, uintptr_t y, int dtype);
 
+// Cross-channel LRN (cpu/lrn.cpp): x channels-last (N, H, W, C) with pixel strides sn, sh, sw
+// (elements; channels contiguous) → y contiguous (N, H, W, C).
+using LrnFn = void(uintptr_t x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t sn, int64_t sh,
+                   int64_t sw, int64_t size, float alpha, float beta, float k, uintptr_t y, int dtype);
+
 // One level's kernels (kernel_table.cpp defines one table per level that setup.py compiled).
 struct CpuKernels {
   const char* name;    // "default", "avx2", "avx512", or "march=<cpu>" (FCNFAST_CPU_MARCH)
@@ -61,6 +66,7 @@ struct CpuKernels {
   InterpArgmaxFn* interp_argmax;
   WinogradInputFn* winograd_input;
   WinogradOutputFn* winograd_output;
+  LrnFn* lrn;
 };
 
 }  // namespace fcn
@@ -76,6 +82,7 @@ UpsampleCropArgmaxFn upsample_crop_argmax;
 InterpArgmaxFn interp_argmax;
 WinogradInputFn winograd_input;
 WinogradOutputFn winograd_output;
+LrnFn lrn;
 
 }  // namespace cpu
 FCN_NAMESPACE_END

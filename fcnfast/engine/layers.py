@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.resnet import Bottleneck
+from ..ops import native
 from .precision import cpu_bf16_native
 
 _mkldnn = torch.ops.mkldnn
@@ -219,6 +220,24 @@ class PackedBottleneck(nn.Module):
         return self.conv3.add_relu_(self.conv2(self.conv1(x)), identity)
 
 
+class NativeLRN(nn.LocalResponseNorm):
+    """A cross-channel LRN as one native pass over a channels-last map (float32 arithmetic, like
+    the reference's CaffeLRN), instead of torch's pad + avg_pool3d + pow + div in float32 copies."""
+
+    def __init__(self, lrn: nn.LocalResponseNorm):
+        super().__init__(lrn.size, alpha=lrn.alpha, beta=lrn.beta, k=lrn.k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return native.lrn(x, self.size, self.alpha, self.beta, self.k)
+
+
+def _native_lrns(model: nn.Module) -> None:
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, nn.LocalResponseNorm):
+                parent._modules[name] = NativeLRN(child)
+
+
 def mkldnn_usable() -> bool:
     return torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()
 
@@ -239,4 +258,6 @@ def inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype) -
             p.requires_grad_(False)
         if device.type == "cpu" and mkldnn_usable() and _packs(dtype):
             _pack_convolutions(net)
+        if device.type == "cpu" and native.lrn_available():
+            _native_lrns(net)
     return net

@@ -218,3 +218,30 @@ def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilat
     _ext.native_module("cpp").winograd_output(m.data_ptr(), bias.data_ptr(), bool(relu), n, h, w, k,
                                               dilation, padding, y.data_ptr(), DTYPE_CODE[m.dtype])
     return y
+
+
+# --- cross-channel LRN of the CPU engine's AlexNet/GoogLeNet trunks (engine/layers.py) -------------
+
+def lrn_available() -> bool:
+    """fcnfast._C is built with the LRN kernel (a module built before it lacks it)."""
+    return _ext.has_cpp_ops() and hasattr(_ext.native_module("cpp"), "lrn")
+
+
+def lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """torch.nn.functional.local_response_norm(x, size, alpha, beta, k) of a (N, C, H, W) CPU
+    float32/bfloat16/float16 map whose channels are contiguous per pixel (channels-last, or a
+    view of one), computed in float32; the result channels-last in x's dtype."""
+    if x.device.type != "cpu" or x.dim() != 4 or not x.dtype.is_floating_point or x.dtype not in DTYPE_CODE:
+        raise ValueError(f"lrn: expected a (N, C, H, W) float CPU tensor, got {tuple(x.shape)} {x.dtype} "
+                         f"on {x.device}")
+    if size < 1:
+        raise ValueError(f"lrn: size must be >= 1, got {size}")
+    n, c, h, w = x.shape
+    if x.stride(1) != 1 and c > 1:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.empty((n, c, h, w), dtype=x.dtype, memory_format=torch.channels_last)
+    if y.numel():
+        _ext.native_module("cpp").lrn(x.data_ptr(), n, c, h, w, x.stride(0), x.stride(2), x.stride(3),
+                                      int(size), float(alpha), float(beta), float(k), y.data_ptr(),
+                                      DTYPE_CODE[x.dtype])
+    return y
