@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.resnet import Bottleneck
-from ..ops import native
+from .. import ops
 from .precision import cpu_bf16_native
 
 _mkldnn = torch.ops.mkldnn
@@ -228,7 +228,7 @@ class NativeLRN(nn.LocalResponseNorm):
         super().__init__(lrn.size, alpha=lrn.alpha, beta=lrn.beta, k=lrn.k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return native.lrn(x, self.size, self.alpha, self.beta, self.k)
+        return ops.lrn(x, self.size, self.alpha, self.beta, self.k)
 
 
 def _native_lrns(model: nn.Module) -> None:
@@ -258,6 +258,6 @@ def inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype) -
             p.requires_grad_(False)
         if device.type == "cpu" and mkldnn_usable() and _packs(dtype):
             _pack_convolutions(net)
-        if device.type == "cpu" and native.lrn_available():
+        if device.type == "cpu" and ops.lrn_available():
             _native_lrns(net)
     return net

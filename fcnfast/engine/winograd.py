@@ -14,7 +14,7 @@ import threading
 
 import torch
 
-from ..ops import native
+from .. import ops
 from .layers import PackedConv2d
 
 # G of F(2×2, 3×3): U = G g Gᵀ (Lavin & Gray).
@@ -26,7 +26,7 @@ _DTYPES = (torch.float32, torch.bfloat16)
 MIN_CHANNELS = 128
 
 
-available = native.winograd_available
+available = ops.winograd_available
 
 
 def eligible(conv: PackedConv2d) -> bool:
@@ -66,7 +66,7 @@ class WinogradConv2d(PackedConv2d):
                              f"got {tuple(x.shape)} {x.dtype}")
         d = self.dilation_
         n, c, h, w = x.shape
-        tiles = native.winograd_tiles(n, h, w, d, pad)
+        tiles = ops.winograd_tiles(n, h, w, d, pad)
         x = x.contiguous(memory_format=torch.channels_last)
         k = self.out_channels
         work = getattr(self._work, "bufs", None)
@@ -76,11 +76,11 @@ class WinogradConv2d(PackedConv2d):
                     torch.empty((16, tiles, k), dtype=x.dtype))
             self._work.bufs = work
         _, v, m = work
-        native.winograd_input(x, d, pad, v)
+        ops.winograd_input(x, d, pad, v)
         torch.bmm(v, self.u, out=m)
         y = torch.empty((n, k, h + 2 * pad - 2 * d, w + 2 * pad - 2 * d), dtype=x.dtype,
                         memory_format=torch.channels_last)
-        return native.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y)
+        return ops.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y)
 
     def __getstate__(self):  # copies and pickles get their own (empty) workspace
         state = self.__dict__.copy()

@@ -213,6 +213,15 @@ def overlay(frames, labels, palette, alpha=0.5, backend="auto"):
     return _resolve("overlay", backend, frames)(frames, labels, palette, alpha)
 
 
+# The CPU engine's trunk kernels (engine/winograd.py, engine/layers.py): native only, no backend
+# choice; the engine asks whether they are built and uses them where they are.
+winograd_available = native.winograd_available
+winograd_tiles = native.winograd_tiles
+winograd_input = native.winograd_input
+winograd_output = native.winograd_output
+lrn_available = native.lrn_available
+lrn = native.lrn
+
 __all__ = ["upsample_crop_add", "upsample_crop_argmax", "interp_argmax", "preprocess", "overlay",
            "BACKENDS", "OPS", "DISPATCH", "availability", "candidates", "implementation",
            "backends", "bilinear_filter", "label_dtype", "normalize"]
