@@ -193,14 +193,8 @@ def _pack_convolutions(model: nn.Module) -> None:
                 if relu:
                     parent._modules[nxt] = nn.Identity()
     # Convolutions outside ordered chains (ResNet blocks, head layers) are packed without fusion.
-    for parent in list(model.modules()):
-        for name, conv in list(parent._modules.items()):
-            if _packable(conv):
-                parent._modules[name] = PackedConv2d(conv, relu=False)
-    for parent in list(model.modules()):
-        for name, child in list(parent._modules.items()):
-            if isinstance(child, Bottleneck):
-                parent._modules[name] = PackedBottleneck(child)
+    replace_modules(model, _packable, lambda conv: PackedConv2d(conv, relu=False))
+    replace_modules(model, lambda m: isinstance(m, Bottleneck), PackedBottleneck)
 
 
 class PackedBottleneck(nn.Module):
@@ -231,11 +225,16 @@ class NativeLRN(nn.LocalResponseNorm):
         return ops.lrn(x, self.size, self.alpha, self.beta, self.k)
 
 
-def _native_lrns(model: nn.Module) -> None:
+def replace_modules(model: nn.Module, wanted, make) -> int:
+    """Every submodule of ``model`` for which ``wanted(module)`` holds replaced, in place, by
+    ``make(module)``; how many were."""
+    count = 0
     for parent in list(model.modules()):
         for name, child in list(parent._modules.items()):
-            if isinstance(child, nn.LocalResponseNorm):
-                parent._modules[name] = NativeLRN(child)
+            if child is not None and wanted(child):
+                parent._modules[name] = make(child)
+                count += 1
+    return count
 
 
 def mkldnn_usable() -> bool:
@@ -259,5 +258,5 @@ def inference_copy(model: nn.Module, device: torch.device, dtype: torch.dtype) -
         if device.type == "cpu" and mkldnn_usable() and _packs(dtype):
             _pack_convolutions(net)
         if device.type == "cpu" and ops.lrn_available():
-            _native_lrns(net)
+            replace_modules(net, lambda m: isinstance(m, nn.LocalResponseNorm), NativeLRN)
     return net

@@ -15,12 +15,11 @@ import threading
 import torch
 
 from .. import ops
-from .layers import PackedConv2d
+from .layers import PackedConv2d, replace_modules
 
 # G of F(2×2, 3×3): U = G g Gᵀ (Lavin & Gray).
 _G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
                   dtype=torch.float64)
-_DTYPES = (torch.float32, torch.bfloat16)
 # Narrow layers run faster direct: their GEMMs are too small for the transforms to pay
 # (benchmarks/RESULTS.md, issue 15).
 MIN_CHANNELS = 128
@@ -36,7 +35,7 @@ def eligible(conv: PackedConv2d) -> bool:
             and conv.stride == [1, 1] and conv.groups == 1
             and conv.padding[0] == conv.padding[1] == conv.dilation[0] == conv.dilation[1]
             and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
-            and conv.weight is not None and conv.weight.dtype in _DTYPES
+            and conv.weight is not None and conv.weight.dtype in ops.WINOGRAD_DTYPES
             and conv.weight.device.type == "cpu")
 
 
@@ -78,7 +77,7 @@ class WinogradConv2d(PackedConv2d):
         _, v, m = work
         ops.winograd_input(x, d, pad, v)
         torch.bmm(v, self.u, out=m)
-        y = torch.empty((n, k, h + 2 * pad - 2 * d, w + 2 * pad - 2 * d), dtype=x.dtype,
+        y = torch.empty((n, k, *ops.winograd_output_size(h, w, d, pad)), dtype=x.dtype,
                         memory_format=torch.channels_last)
         return ops.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y)
 
@@ -106,10 +105,4 @@ class WinogradConv2d(PackedConv2d):
 
 def use_winograd(net: torch.nn.Module) -> int:
     """Replace every eligible packed 3×3 convolution of ``net`` in place; how many were."""
-    count = 0
-    for parent in list(net.modules()):
-        for name, child in list(parent._modules.items()):
-            if isinstance(child, PackedConv2d) and eligible(child):
-                parent._modules[name] = WinogradConv2d(child)
-                count += 1
-    return count
+    return replace_modules(net, eligible, WinogradConv2d)

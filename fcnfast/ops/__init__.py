@@ -216,6 +216,8 @@ def overlay(frames, labels, palette, alpha=0.5, backend="auto"):
 # The CPU engine's trunk kernels (engine/winograd.py, engine/layers.py): native only, no backend
 # choice; the engine asks whether they are built and uses them where they are.
 winograd_available = native.winograd_available
+WINOGRAD_DTYPES = native.WINOGRAD_DTYPES
+winograd_output_size = native.winograd_output_size
 winograd_tiles = native.winograd_tiles
 winograd_input = native.winograd_input
 winograd_output = native.winograd_output

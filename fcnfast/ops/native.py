@@ -161,20 +161,31 @@ def interp_argmax(x, size, *, return_scores=False):
 
 # --- Winograd F(2×2, 3×3) transforms of the CPU engine's 3×3 convolutions (engine/winograd.py) ---
 
-_WINOGRAD_DTYPES = (torch.float32, torch.bfloat16)
+WINOGRAD_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _cpp_has(entry: str) -> bool:
+    """fcnfast._C is built with ``entry`` (a module built before it lacks it)."""
+    return _ext.has_cpp_ops() and hasattr(_ext.native_module("cpp"), entry)
 
 
 def winograd_available() -> bool:
-    """fcnfast._C is built with the Winograd transforms (a module built before them lacks them)."""
-    return _ext.has_cpp_ops() and hasattr(_ext.native_module("cpp"), "winograd_input")
+    """fcnfast._C is built with the Winograd transforms."""
+    return _cpp_has("winograd_input")
 
 
-def winograd_tiles(n: int, h: int, w: int, dilation: int, padding: int) -> int:
-    """Tiles of a stride-1 3×3 convolution's output (csrc/cpu/winograd.cpp's tiling)."""
+def winograd_output_size(h: int, w: int, dilation: int, padding: int) -> tuple:
+    """(H', W') of a stride-1 3×3 convolution of an H×W input; ValueError when empty."""
     oh, ow = h + 2 * padding - 2 * dilation, w + 2 * padding - 2 * dilation
     if oh < 1 or ow < 1:
         raise ValueError(f"a {h}×{w} input is too small for a 3×3 convolution of dilation {dilation} "
                          f"and padding {padding}")
+    return oh, ow
+
+
+def winograd_tiles(n: int, h: int, w: int, dilation: int, padding: int) -> int:
+    """Tiles of a stride-1 3×3 convolution's output (csrc/cpu/winograd.cpp's tiling)."""
+    oh, ow = winograd_output_size(h, w, dilation, padding)
     return n * -(-oh // (2 * dilation)) * dilation * -(-ow // (2 * dilation)) * dilation
 
 
@@ -190,7 +201,7 @@ def _check_winograd(name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype
 
 def winograd_input(x: torch.Tensor, dilation: int, padding: int, v: torch.Tensor) -> torch.Tensor:
     """x channels-last (N, C, H, W) float32/bfloat16 → v (16, tiles, C), the transformed tiles."""
-    if x.dim() != 4 or x.dtype not in _WINOGRAD_DTYPES:
+    if x.dim() != 4 or x.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_input: x must be (N, C, H, W) float32 or bfloat16, got "
                          f"{tuple(x.shape)} {x.dtype}")
     n, c, h, w = x.shape
@@ -207,10 +218,11 @@ def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilat
     of an (H, W) = ``size`` input, plus ``bias`` (float32, K), then ReLU when ``relu``."""
     n, k, oh, ow = y.shape
     h, w = size
-    if (oh, ow) != (h + 2 * padding - 2 * dilation, w + 2 * padding - 2 * dilation):
+    want = winograd_output_size(h, w, dilation, padding)
+    if (oh, ow) != want:
         raise ValueError(f"winograd_output: y is {oh}×{ow}, the convolution of {h}×{w} gives "
-                         f"{h + 2 * padding - 2 * dilation}×{w + 2 * padding - 2 * dilation}")
-    if m.dtype not in _WINOGRAD_DTYPES:
+                         f"{want[0]}×{want[1]}")
+    if m.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_output: m must be float32 or bfloat16, got {m.dtype}")
     _check_winograd("m", m, (16, winograd_tiles(n, h, w, dilation, padding), k), m.dtype, "rows")
     _check_winograd("bias", bias, (k,), torch.float32, "rows")
@@ -223,8 +235,8 @@ def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilat
 # --- cross-channel LRN of the CPU engine's AlexNet/GoogLeNet trunks (engine/layers.py) -------------
 
 def lrn_available() -> bool:
-    """fcnfast._C is built with the LRN kernel (a module built before it lacks it)."""
-    return _ext.has_cpp_ops() and hasattr(_ext.native_module("cpp"), "lrn")
+    """fcnfast._C is built with the LRN kernel."""
+    return _cpp_has("lrn")
 
 
 def lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
