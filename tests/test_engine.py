@@ -310,15 +310,18 @@ def test_a_new_size_skips_the_border_from_its_first_frame():
     assert arenas[3] is arenas[0]  # a smaller new shape takes the dropped one's memory
 
 
-@pytest.mark.parametrize("outputs", [10, 64])  # scores: always the product; ResNet-sized: conv first
-def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs):
-    """A 1×1 layer packed for one shape runs other shapes as a plain convolution (first time, where
-    that is cheaper) or a matrix product: same numbers."""
-    from fcnfast.engine.layers import PackedConv2d
+@pytest.mark.parametrize("outputs", [10, 64])
+@pytest.mark.parametrize("large", [False, True])  # small: the packed weight; large (fc7): a product
+def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs, large, monkeypatch):
+    """A 1×1 layer packed for one shape runs other shapes with its packed weight or, when that is
+    large, as a matrix product: same numbers."""
+    import fcnfast.engine.layers as layers
 
+    if large:
+        monkeypatch.setattr(layers, "_PACKED_ANY_SHAPE_MAX_WEIGHT", 24 * outputs - 1)
     torch.manual_seed(3)
     conv = torch.nn.Conv2d(24, outputs, 1)
-    layer = PackedConv2d(conv, relu=True)
+    layer = layers.PackedConv2d(conv, relu=True)
     for shape in [(1, 24, 5, 7), (2, 24, 3, 11), (1, 24, 1, 1)]:
         x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
         other = torch.randn(shape[0], outputs, *shape[2:]).contiguous(memory_format=torch.channels_last)
@@ -327,8 +330,7 @@ def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs):
             torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(layer.add_relu_(x, other.clone()), torch.relu(conv(x) + other),
                                        rtol=1e-5, atol=1e-5)
-    assert layer.packed_shape == (1, 24, 5, 7) and layer.matmul is not None
-    assert len(layer._shapes_seen) == (2 if outputs == 64 else 0)
+    assert layer.packed_shape == (1, 24, 5, 7) and (layer.matmul is not None) == large
 
 
 def test_large_batches_run_frame_by_frame_with_the_same_result(monkeypatch):

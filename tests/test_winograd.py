@@ -71,6 +71,41 @@ def test_transforms_write_every_value_and_nothing_past_the_edge():
     torch.testing.assert_close(y.double(), ref, rtol=0, atol=2e-6 * ref.abs().max().item())
 
 
+def test_buffers_with_more_rows_than_tiles():
+    """The rows past the tiles are neither written nor read: poisoned, they stay poisoned and the
+    output is the one of exact-size buffers."""
+    n, c, k, h, w, d = 1, 128, 130, 9, 6, 2
+    conv, packed = layer(c, k, d, True, torch.float32, seed=4)
+    wino = WinogradConv2d(packed)
+    x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
+    tiles = native.winograd_tiles(n, h, w, d, d)
+    v = torch.full((16, tiles + 37, c), float("nan"))
+    native.winograd_input(x, d, d, v)
+    assert not v[:, :tiles].isnan().any() and v[:, tiles:].isnan().all()
+    m = torch.full((16, tiles + 37, k), float("nan"))
+    m[:, :tiles] = torch.bmm(v[:, :tiles], wino.u)
+    y = torch.empty(n, k, h, w).contiguous(memory_format=torch.channels_last)
+    native.winograd_output(m, wino.bias, True, (h, w), d, d, y)
+    torch.testing.assert_close(y.double(), reference(conv, x, d, d, True), rtol=0, atol=2e-5)
+    with pytest.raises(ValueError, match="rows ≥"):
+        native.winograd_input(x, d, d, v[:, :tiles - 1])
+
+
+def test_sizes_that_share_a_workspace_do_not_see_each_others_tiles():
+    """Two sizes whose tiles round to the same GEMM rows: the smaller, after the larger, is right."""
+    from fcnfast.engine.winograd import gemm_rows
+
+    conv, packed = layer(128, 128, 1, False, torch.float32, seed=6)
+    wino = WinogradConv2d(packed)
+    big = torch.randn(1, 128, 14, 16).contiguous(memory_format=torch.channels_last)
+    small = torch.randn(1, 128, 11, 15).contiguous(memory_format=torch.channels_last)
+    t_big, t_small = (native.winograd_tiles(1, *x.shape[2:], 1, 1) for x in (big, small))
+    assert t_small < t_big and gemm_rows(t_small) == gemm_rows(t_big)
+    wino(big)
+    ref = reference(conv, small, 1, 1, False)
+    torch.testing.assert_close(wino(small).double(), ref, rtol=0, atol=2e-6 * ref.abs().max().item())
+
+
 def test_transforms_reject_what_they_cannot_take():
     x = torch.randn(1, 128, 6, 6).contiguous(memory_format=torch.channels_last)
     v = torch.empty(16, native.winograd_tiles(1, 6, 6, 1, 1), 128)
@@ -139,3 +174,26 @@ def test_threads_and_copies_get_their_own_workspace():
         t.join()
     assert not bad
     assert torch.equal(copy.deepcopy(wino)(xs[0]), want[0])
+
+
+def test_a_nets_layers_share_one_workspace_and_a_copy_gets_its_own():
+    """One pair of tile buffers for all the layers (grown to the largest, not reallocated for a
+    smaller size); a deep copy or pickle of the net shares none of it with the original."""
+    import copy
+    import pickle
+
+    torch.manual_seed(1)
+    net = nn.Sequential(*[PackedConv2d(nn.Conv2d(c, k, 3, padding=1), True)
+                          for c, k in ((128, 256), (256, 128))])
+    assert use_winograd(net) == 2
+    a, b = net
+    assert a.workspace is b.workspace
+    x = torch.randn(1, 128, 12, 10).contiguous(memory_format=torch.channels_last)
+    want = net(x)
+    v, _ = a.workspace.buffers(1, 1, 1, torch.float32)
+    grown = v.data_ptr()
+    net(x[:, :, :5, :7].contiguous(memory_format=torch.channels_last))  # smaller: the same memory
+    assert a.workspace.buffers(1, 1, 1, torch.float32)[0].data_ptr() == grown
+    for twin in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert twin[0].workspace is twin[1].workspace and twin[0].workspace is not a.workspace
+        assert torch.equal(twin(x), want)

@@ -6,6 +6,8 @@
 // 2d·I + pa + d·u and columns 2d·J + pb + d·v (u, v ∈ {0, 1}) from the inputs at rows
 // 2d·I + pa + d·a − p and columns 2d·J + pb + d·b − p (a, b ∈ 0..3), zero outside the image.
 // Tile t = (((n·th + I)·d + pa)·tw + J)·d + pb, th = ⌈out_h / 2d⌉, tw = ⌈out_w / 2d⌉.
+// V and M hold tile t in row t of each of their 16 planes; a buffer may have more rows than there
+// are tiles (the rows past them are neither written nor read).
 #include <algorithm>
 #include <vector>
 
@@ -38,7 +40,7 @@ Tiling tiling(int64_t n, int64_t h, int64_t w, int64_t d, int64_t p) {
 }
 
 template <typename T>
-void input_kernel(const T* x, T* v, int64_t c, const Tiling& g) {
+void input_kernel(const T* x, T* v, int64_t rows, int64_t c, const Tiling& g) {
   const int64_t tiles = g.tiles();
   const std::vector<T> zeros(c, from_float<T>(0.0f));
 #pragma omp parallel for schedule(static)
@@ -55,23 +57,23 @@ void input_kernel(const T* x, T* v, int64_t c, const Tiling& g) {
       }
     }
     T* dst = v + t * c;
-    const int64_t plane = tiles * c;  // V is (16, tiles, c)
+    const int64_t plane = rows * c;  // V is (16, rows, c)
     // A block of channels at a time, through float buffers, so the loops over channels vectorize.
     for (int64_t c0 = 0; c0 < c; c0 += kBlock) {
       const int nb = static_cast<int>(std::min<int64_t>(kBlock, c - c0));
-      float in[16][kBlock], rows[16][kBlock];
+      float in[16][kBlock], cols[16][kBlock];
       for (int q = 0; q < 16; ++q)
         for (int i = 0; i < nb; ++i) in[q][i] = to_float(src[q][c0 + i]);
-      for (int b = 0; b < 4; ++b)  // Bᵀ down each column b: rows[4i + b]
+      for (int b = 0; b < 4; ++b)  // Bᵀ down each column b: cols[4i + b]
         for (int i = 0; i < nb; ++i) {
           float r[4];
           winograd_input_1d(in[b][i], in[4 + b][i], in[8 + b][i], in[12 + b][i], r);
-          for (int q = 0; q < 4; ++q) rows[4 * q + b][i] = r[q];
+          for (int q = 0; q < 4; ++q) cols[4 * q + b][i] = r[q];
         }
       for (int a = 0; a < 4; ++a)  // then along each row: V[4a + j]
         for (int i = 0; i < nb; ++i) {
           float r[4];
-          winograd_input_1d(rows[4 * a][i], rows[4 * a + 1][i], rows[4 * a + 2][i], rows[4 * a + 3][i], r);
+          winograd_input_1d(cols[4 * a][i], cols[4 * a + 1][i], cols[4 * a + 2][i], cols[4 * a + 3][i], r);
           for (int j = 0; j < 4; ++j) in[4 * a + j][i] = r[j];
         }
       for (int q = 0; q < 16; ++q) {
@@ -83,9 +85,10 @@ void input_kernel(const T* x, T* v, int64_t c, const Tiling& g) {
 }
 
 template <typename T>
-void output_kernel(const T* m, const float* bias, bool relu, T* y, int64_t k, const Tiling& g) {
+void output_kernel(const T* m, int64_t rows, const float* bias, bool relu, T* y, int64_t k,
+                   const Tiling& g) {
   const int64_t tiles = g.tiles();
-  const int64_t plane = tiles * k;  // M is (16, tiles, k)
+  const int64_t plane = rows * k;  // M is (16, rows, k)
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tiles; ++t) {
     int64_t img, y0, x0;
@@ -134,17 +137,17 @@ void output_kernel(const T* m, const float* bias, bool relu, T* y, int64_t k, co
 }  // namespace
 
 void winograd_input(uintptr_t x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t d, int64_t p,
-                    uintptr_t v, int dtype) {
+                    uintptr_t v, int64_t rows, int dtype) {
   const Tiling g = tiling(n, h, w, d, p);
   FCN_DISPATCH_FLOAT(dtype, T,
-      input_kernel<T>(reinterpret_cast<const T*>(x), reinterpret_cast<T*>(v), c, g));
+      input_kernel<T>(reinterpret_cast<const T*>(x), reinterpret_cast<T*>(v), rows, c, g));
 }
 
-void winograd_output(uintptr_t m, uintptr_t bias, bool relu, int64_t n, int64_t h, int64_t w,
-                     int64_t k, int64_t d, int64_t p, uintptr_t y, int dtype) {
+void winograd_output(uintptr_t m, int64_t rows, uintptr_t bias, bool relu, int64_t n, int64_t h,
+                     int64_t w, int64_t k, int64_t d, int64_t p, uintptr_t y, int dtype) {
   const Tiling g = tiling(n, h, w, d, p);
   FCN_DISPATCH_FLOAT(dtype, T,
-      output_kernel<T>(reinterpret_cast<const T*>(m), reinterpret_cast<const float*>(bias), relu,
+      output_kernel<T>(reinterpret_cast<const T*>(m), rows, reinterpret_cast<const float*>(bias), relu,
                        reinterpret_cast<T*>(y), k, g));
 }
 

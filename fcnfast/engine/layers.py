@@ -11,7 +11,6 @@ engine (``run_trunk``, ``head_plan``, ``trunk_chain``); only its layers change:
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +49,7 @@ def _fold_all_batchnorms(model: nn.Module) -> None:
                 setattr(parent, f"bn{i}", nn.Identity())
 
 
-_SHAPES_REMEMBERED = 16
-_CONV_FIRST_MAX_WEIGHT = 4 << 20  # elements (ResNet's largest 1×1 layer: 2M; fc7: 16M)
+_PACKED_ANY_SHAPE_MAX_WEIGHT = 4 << 20  # elements (ResNet's largest 1×1 layer: 2M; fc7: 16M)
 
 
 class PackedConv2d(nn.Module):
@@ -77,15 +75,14 @@ class PackedConv2d(nn.Module):
         # oneDNN's convolution, given a weight packed for another input shape, may reorder it on
         # every call (FCN's fc7 at a new image size: 100× slower). A 1×1 layer is a matrix
         # product over the channels-last pixels, which needs no per-shape layout: at any shape
-        # but the packed one it runs as that.
+        # but the packed one it runs as that, unless its weight is small enough for such a reorder
+        # to cost less than the product's kernel creation at every new shape (ResNet's 1×1 layers,
+        # the class scores: a folder of photos is all new shapes; benchmarks/RESULTS.md).
         self.matmul = None
         if (tuple(conv.kernel_size) == (1, 1) and self.stride == [1, 1] and self.padding == [0, 0]
-                and self.groups == 1):
+                and self.groups == 1 and self.weight.numel() > _PACKED_ANY_SHAPE_MAX_WEIGHT):
             self.matmul = self.weight.reshape(self.out_channels, self.in_channels).contiguous()
         self.packed_shape = None
-        self._shapes_seen: "OrderedDict[tuple, None]" = OrderedDict()  # of ``_matmul``
-        self._convolution_first = (self.matmul is not None and self.out_channels >= 64
-                                   and self.matmul.numel() <= _CONV_FIRST_MAX_WEIGHT)
 
     def _pack(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -97,23 +94,8 @@ class PackedConv2d(nn.Module):
         return x
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """conv(x) of a 1×1 layer, channels-last (N, C, H, W) like oneDNN's.
-
-        oneDNN creates (JIT-compiles) a kernel for every new shape; for a ResNet-sized layer a
-        plain convolution's costs less to create than a matrix product's, the product runs faster
-        once created. So there a shape this layer has not seen runs as the convolution (a folder
-        of photos: every image a new size) and a shape seen before as the product. A large weight
-        (fc7) or few outputs (class scores) make the convolution's per-call weight reorder cost
-        more than the product's creation (figures: benchmarks/RESULTS.md)."""
+        """conv(x) of a 1×1 layer, channels-last (N, C, H, W) like oneDNN's."""
         x = x.contiguous(memory_format=torch.channels_last)
-        shape = tuple(x.shape)
-        if self._convolution_first:
-            if shape not in self._shapes_seen:
-                self._shapes_seen[shape] = None
-                while len(self._shapes_seen) > _SHAPES_REMEMBERED:
-                    self._shapes_seen.popitem(last=False)
-                return F.conv2d(x, self.matmul.view(self.out_channels, self.in_channels, 1, 1), self.bias)
-            self._shapes_seen.move_to_end(shape)
         return F.linear(x.permute(0, 2, 3, 1), self.matmul, self.bias).permute(0, 3, 1, 2)
 
     def _as_matmul(self, x: torch.Tensor) -> bool:

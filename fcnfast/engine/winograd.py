@@ -23,6 +23,15 @@ _G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0
 # Narrow layers run faster direct: their GEMMs are too small for the transforms to pay
 # (benchmarks/RESULTS.md, issue 15).
 MIN_CHANNELS = 128
+# The GEMM's rows are the tile count rounded up to this: oneDNN builds a matmul kernel for every new
+# shape (milliseconds each), which a folder of photos of many sizes would otherwise pay on every
+# image; rounding makes the shapes repeat, at the price of a few rows of zeros.
+ROW_STEP = 64
+
+
+def gemm_rows(tiles: int) -> int:
+    """The row count of the tile buffers (and of the GEMM) for ``tiles`` tiles."""
+    return -(-tiles // ROW_STEP) * ROW_STEP
 
 
 available = ops.winograd_available
@@ -45,10 +54,40 @@ def filter_transform(weight: torch.Tensor) -> torch.Tensor:
     return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
-class WinogradConv2d(PackedConv2d):
-    """A PackedConv2d (same geometry, same ReLU fusion) computed as Winograd F(2×2, 3×3)."""
+class Workspace:
+    """The V and M tile buffers of a net's Winograd layers, shared by all of them (they run one
+    after another), one pair per thread. Kept between calls and grown to the largest layer seen:
+    fresh memory page-faults on every first touch, which a new image size would otherwise pay in
+    every layer. Copies and pickles get their own, empty."""
 
-    def __init__(self, conv: PackedConv2d):
+    def __init__(self):
+        self._local = threading.local()
+
+    def buffers(self, rows: int, c: int, k: int, dtype: torch.dtype):
+        """(V (16, rows, c), M (16, rows, k)) of ``dtype``, views of this thread's buffers. Rows
+        past a call's tiles hold what earlier calls left there (zeros at first): they only ever
+        reach rows of M that the output transform does not read."""
+        bufs = getattr(self._local, "bufs", None)
+        need = (16 * rows * c, 16 * rows * k)
+        if bufs is None or bufs[0].dtype != dtype or any(b.numel() < n for b, n in zip(bufs, need)):
+            sizes = need if bufs is None or bufs[0].dtype != dtype else \
+                [max(n, b.numel()) for b, n in zip(bufs, need)]
+            bufs = tuple(torch.zeros(n, dtype=dtype) for n in sizes)
+            self._local.bufs = bufs
+        return bufs[0][:need[0]].view(16, rows, c), bufs[1][:need[1]].view(16, rows, k)
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self._local = threading.local()
+
+
+class WinogradConv2d(PackedConv2d):
+    """A PackedConv2d (same geometry, same ReLU fusion) computed as Winograd F(2×2, 3×3), its tile
+    buffers from ``workspace`` (shared with the net's other Winograd layers; its own if None)."""
+
+    def __init__(self, conv: PackedConv2d, workspace: "Workspace | None" = None):
         if not eligible(conv):
             raise ValueError(f"not a Winograd-eligible 3×3 convolution: {conv}")
         super().__init__(conv, relu=conv.attr == "relu")  # the geometry, read off the packed layer
@@ -57,7 +96,7 @@ class WinogradConv2d(PackedConv2d):
         self.bias = bias.float().contiguous()  # the output transform adds it in float32
         self.weight = None
         self.dilation_ = int(conv.dilation[0])
-        self._work = threading.local()  # (shape, V, M) of the last call, per thread
+        self.workspace = workspace if workspace is not None else Workspace()
 
     def _run(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         if x.dtype != self.u.dtype or x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -65,30 +104,15 @@ class WinogradConv2d(PackedConv2d):
                              f"got {tuple(x.shape)} {x.dtype}")
         d = self.dilation_
         n, c, h, w = x.shape
-        tiles = ops.winograd_tiles(n, h, w, d, pad)
+        rows = gemm_rows(ops.winograd_tiles(n, h, w, d, pad))
         x = x.contiguous(memory_format=torch.channels_last)
         k = self.out_channels
-        work = getattr(self._work, "bufs", None)
-        if work is None or work[0] != (tiles, x.dtype):
-            # Kept between calls: fresh memory of this size page-faults on every first touch.
-            work = ((tiles, x.dtype), torch.empty((16, tiles, c), dtype=x.dtype),
-                    torch.empty((16, tiles, k), dtype=x.dtype))
-            self._work.bufs = work
-        _, v, m = work
+        v, m = self.workspace.buffers(rows, c, k, x.dtype)
         ops.winograd_input(x, d, pad, v)
         torch.bmm(v, self.u, out=m)
         y = torch.empty((n, k, *ops.winograd_output_size(h, w, d, pad)), dtype=x.dtype,
                         memory_format=torch.channels_last)
         return ops.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y)
-
-    def __getstate__(self):  # copies and pickles get their own (empty) workspace
-        state = self.__dict__.copy()
-        state.pop("_work", None)
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._work = threading.local()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, self.padding[0])
@@ -104,5 +128,7 @@ class WinogradConv2d(PackedConv2d):
 
 
 def use_winograd(net: torch.nn.Module) -> int:
-    """Replace every eligible packed 3×3 convolution of ``net`` in place; how many were."""
-    return replace_modules(net, eligible, WinogradConv2d)
+    """Replace every eligible packed 3×3 convolution of ``net`` in place, all of them with one
+    workspace; how many were."""
+    workspace = Workspace()
+    return replace_modules(net, eligible, lambda conv: WinogradConv2d(conv, workspace))

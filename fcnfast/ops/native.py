@@ -199,23 +199,34 @@ def _check_winograd(name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype
         raise ValueError(f"{name} must be {'channels-last' if layout == 'nhwc' else 'contiguous'}")
 
 
+def _winograd_rows(name: str, t: torch.Tensor, tiles: int) -> int:
+    """The row count of a (16, rows, ·) tile buffer, at least ``tiles``."""
+    rows = t.shape[1] if t.dim() == 3 else -1
+    if rows < tiles:
+        raise ValueError(f"{name}: expected (16, rows ≥ {tiles}, ·), got {tuple(t.shape)}")
+    return rows
+
+
 def winograd_input(x: torch.Tensor, dilation: int, padding: int, v: torch.Tensor) -> torch.Tensor:
-    """x channels-last (N, C, H, W) float32/bfloat16 → v (16, tiles, C), the transformed tiles."""
+    """x channels-last (N, C, H, W) float32/bfloat16 → v (16, rows ≥ tiles, C): the transformed
+    tiles in its first rows, the rest left as they were."""
     if x.dim() != 4 or x.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_input: x must be (N, C, H, W) float32 or bfloat16, got "
                          f"{tuple(x.shape)} {x.dtype}")
     n, c, h, w = x.shape
     _check_winograd("x", x, x.shape, x.dtype, "nhwc")
-    _check_winograd("v", v, (16, winograd_tiles(n, h, w, dilation, padding), c), x.dtype, "rows")
+    rows = _winograd_rows("v", v, winograd_tiles(n, h, w, dilation, padding))
+    _check_winograd("v", v, (16, rows, c), x.dtype, "rows")
     _ext.native_module("cpp").winograd_input(x.data_ptr(), n, h, w, c, dilation, padding,
-                                             v.data_ptr(), DTYPE_CODE[x.dtype])
+                                             v.data_ptr(), rows, DTYPE_CODE[x.dtype])
     return v
 
 
 def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilation: int,
                     padding: int, y: torch.Tensor) -> torch.Tensor:
-    """m (16, tiles, K), the tiles' products → y channels-last (N, K, H', W') of the convolution
-    of an (H, W) = ``size`` input, plus ``bias`` (float32, K), then ReLU when ``relu``."""
+    """m (16, rows ≥ tiles, K), the tiles' products in its first rows → y channels-last
+    (N, K, H', W') of the convolution of an (H, W) = ``size`` input, plus ``bias`` (float32, K),
+    then ReLU when ``relu``."""
     n, k, oh, ow = y.shape
     h, w = size
     want = winograd_output_size(h, w, dilation, padding)
@@ -224,11 +235,12 @@ def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilat
                          f"{want[0]}×{want[1]}")
     if m.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_output: m must be float32 or bfloat16, got {m.dtype}")
-    _check_winograd("m", m, (16, winograd_tiles(n, h, w, dilation, padding), k), m.dtype, "rows")
+    rows = _winograd_rows("m", m, winograd_tiles(n, h, w, dilation, padding))
+    _check_winograd("m", m, (16, rows, k), m.dtype, "rows")
     _check_winograd("bias", bias, (k,), torch.float32, "rows")
     _check_winograd("y", y, y.shape, m.dtype, "nhwc")
-    _ext.native_module("cpp").winograd_output(m.data_ptr(), bias.data_ptr(), bool(relu), n, h, w, k,
-                                              dilation, padding, y.data_ptr(), DTYPE_CODE[m.dtype])
+    _ext.native_module("cpp").winograd_output(m.data_ptr(), rows, bias.data_ptr(), bool(relu), n, h,
+                                              w, k, dilation, padding, y.data_ptr(), DTYPE_CODE[m.dtype])
     return y
 
 
