@@ -69,10 +69,9 @@ class Workspace:
         reach rows of M that the output transform does not read."""
         bufs = getattr(self._local, "bufs", None)
         need = (16 * rows * c, 16 * rows * k)
-        if bufs is None or bufs[0].dtype != dtype or any(b.numel() < n for b, n in zip(bufs, need)):
-            sizes = need if bufs is None or bufs[0].dtype != dtype else \
-                [max(n, b.numel()) for b, n in zip(bufs, need)]
-            bufs = tuple(torch.zeros(n, dtype=dtype) for n in sizes)
+        have = (0, 0) if bufs is None or bufs[0].dtype != dtype else (bufs[0].numel(), bufs[1].numel())
+        if have[0] < need[0] or have[1] < need[1]:
+            bufs = tuple(torch.zeros(max(n, h), dtype=dtype) for n, h in zip(need, have))
             self._local.bufs = bufs
         return bufs[0][:need[0]].view(16, rows, c), bufs[1][:need[1]].view(16, rows, k)
 
