@@ -322,7 +322,7 @@ def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs, large, 
     torch.manual_seed(3)
     conv = torch.nn.Conv2d(24, outputs, 1)
     layer = layers.PackedConv2d(conv, relu=True)
-    for shape in [(1, 24, 5, 7), (2, 24, 3, 11), (1, 24, 1, 1)]:
+    for shape in [(1, 24, 17, 19), (2, 24, 3, 11), (1, 24, 1, 1)]:
         x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
         other = torch.randn(shape[0], outputs, *shape[2:]).contiguous(memory_format=torch.channels_last)
         want = torch.relu(conv(x))
@@ -330,8 +330,27 @@ def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs, large, 
             torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(layer.add_relu_(x, other.clone()), torch.relu(conv(x) + other),
                                        rtol=1e-5, atol=1e-5)
-    assert layer.packed_shape == (1, 24, 5, 7) and (layer.matmul is not None) == large
+    assert layer.packed_shape == (1, 24, 17, 19) and (layer.matmul is not None) == large
 
+
+def test_a_layer_first_run_on_a_small_map_packs_for_a_larger_one():
+    """A border template's small map does not choose the weight's layout; every shape after it
+    gets the same numbers."""
+    import fcnfast.engine.layers as layers
+
+    torch.manual_seed(4)
+    conv = torch.nn.Conv2d(8, 12, 3, padding=1)
+    layer = layers.PackedConv2d(conv, relu=True)
+    side = layers.MIN_PACK_SIDE
+    for shape in [(1, 8, 3, side // 2), (1, 8, side + 5, 4), (2, 8, side + 1, side + 3)]:
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        other = torch.randn(shape[0], 12, *shape[2:]).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(layer(x), torch.relu(conv(x)), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer.add_relu_(x, other.clone()), torch.relu(conv(x) + other),
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer.forward_unpadded(x), torch.relu(
+            torch.nn.functional.conv2d(x, conv.weight, conv.bias)), rtol=1e-5, atol=1e-5)
+    assert layer.packed_shape == (1, 8, side, side) and layer.packed_unpadded is not None
 
 def test_large_batches_run_frame_by_frame_with_the_same_result(monkeypatch):
     import fcnfast.engine.engine as engine_module

@@ -50,6 +50,12 @@ def _fold_all_batchnorms(model: nn.Module) -> None:
 
 
 _PACKED_ANY_SHAPE_MAX_WEIGHT = 4 << 20  # elements (ResNet's largest 1×1 layer: 2M; fc7: 16M)
+# The weight's layout is chosen for the first input, enlarged to at least this many pixels a side,
+# and separately for unpadded calls (a border core with its halo): for a small map (a border
+# template), or for a padding other than the calls', oneDNN may choose a layout that it then
+# reorders on every call (AlexNet's conv3 and conv4: 9× slower on an AVX-512 EPYC;
+# benchmarks/RESULTS.md).
+MIN_PACK_SIDE = 16
 
 
 class PackedConv2d(nn.Module):
@@ -69,7 +75,7 @@ class PackedConv2d(nn.Module):
         self.dilation = list(conv.dilation)
         self.groups = conv.groups
         self.attr = "relu" if relu else "none"
-        self.packed = None
+        self.packed = self.packed_unpadded = None
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size = conv.kernel_size
         # oneDNN's convolution, given a weight packed for another input shape, may reorder it on
@@ -84,13 +90,23 @@ class PackedConv2d(nn.Module):
             self.matmul = self.weight.reshape(self.out_channels, self.in_channels).contiguous()
         self.packed_shape = None
 
-    def _pack(self, x: torch.Tensor) -> torch.Tensor:
+    def _pack(self, x: torch.Tensor, unpadded: bool = False) -> torch.Tensor:
+        """``x`` channels-last, the weight packed for calls like this one (padded or not)."""
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.packed is None:
-            self.packed_shape = tuple(x.shape)
-            self.packed = _mkldnn._reorder_convolution_weight(
-                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
-            self.weight = None  # the packed copy is the only one used from now on (fc6: 200 MB)
+        if (self.packed_unpadded if unpadded else self.packed) is None:
+            n, c, h, w = x.shape
+            shape = (n, c, max(h, MIN_PACK_SIDE), max(w, MIN_PACK_SIDE))
+            weight = self.weight
+            if weight is None:  # the other kind of call packed it first
+                weight = (self.packed if self.packed is not None else self.packed_unpadded).to_dense()
+            packed = _mkldnn._reorder_convolution_weight(
+                weight, [0, 0] if unpadded else self.padding, self.stride, self.dilation, self.groups,
+                list(shape))
+            if unpadded:
+                self.packed_unpadded = packed
+            else:
+                self.packed, self.packed_shape = packed, shape
+            self.weight = None  # the packed copies are the only ones used from now on (fc6: 200 MB)
         return x
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,10 +127,10 @@ class PackedConv2d(nn.Module):
 
     def forward_unpadded(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of ``x`` taken as already padded (a slice with its halo)."""
-        if self._as_matmul(x):
+        if self._as_matmul(x) or not any(self.padding):
             return self.forward(x)
-        x = self._pack(x)
-        return _mkldnn._convolution_pointwise(x, self.packed, self.bias, [0, 0], self.stride,
+        x = self._pack(x, unpadded=True)
+        return _mkldnn._convolution_pointwise(x, self.packed_unpadded, self.bias, [0, 0], self.stride,
                                               self.dilation, self.groups, self.attr, [], "")
 
     def add_relu_(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
