@@ -51,10 +51,11 @@ def _fold_all_batchnorms(model: nn.Module) -> None:
 
 _PACKED_ANY_SHAPE_MAX_WEIGHT = 4 << 20  # elements (ResNet's largest 1×1 layer: 2M; fc7: 16M)
 # The weight's layout is chosen for the first input, enlarged to at least this many pixels a side,
-# and separately for unpadded calls (a border core with its halo): for a small map (a border
-# template), or for a padding other than the calls', oneDNN may choose a layout that it then
-# reorders on every call (AlexNet's conv3 and conv4: 9× slower on an AVX-512 EPYC;
-# benchmarks/RESULTS.md).
+# and separately for unpadded calls (a border core with its halo). oneDNN wants another layout
+# for a map narrower than this (a border template's 7×8) and, given a packed weight, reorders
+# it on every call — blocked to blocked, slowly (AlexNet's conv3/conv4: 9× a whole layer on an
+# AVX-512 EPYC; benchmarks/RESULTS.md) — so such maps get the plain weight back instead, which
+# it reorders fast, with the same result.
 MIN_PACK_SIDE = 16
 
 
@@ -90,8 +91,9 @@ class PackedConv2d(nn.Module):
             self.matmul = self.weight.reshape(self.out_channels, self.in_channels).contiguous()
         self.packed_shape = None
 
-    def _pack(self, x: torch.Tensor, unpadded: bool = False) -> torch.Tensor:
-        """``x`` channels-last, the weight packed for calls like this one (padded or not)."""
+    def _pack(self, x: torch.Tensor, unpadded: bool = False):
+        """(``x`` channels-last, the weight to run it with): packed for calls like this one
+        (padded or not), packing it now if this is the first."""
         x = x.contiguous(memory_format=torch.channels_last)
         if (self.packed_unpadded if unpadded else self.packed) is None:
             n, c, h, w = x.shape
@@ -107,7 +109,15 @@ class PackedConv2d(nn.Module):
             else:
                 self.packed, self.packed_shape = packed, shape
             self.weight = None  # the packed copies are the only ones used from now on (fc6: 200 MB)
-        return x
+        packed = self.packed_unpadded if unpadded else self.packed
+        small_map = min(x.shape[2], x.shape[3]) < MIN_PACK_SIDE
+        if small_map and self._weight_elements() <= _PACKED_ANY_SHAPE_MAX_WEIGHT:
+            return x, packed.to_dense()
+        return x, packed
+
+    def _weight_elements(self) -> int:
+        kh, kw = self.kernel_size
+        return self.out_channels * self.in_channels // self.groups * kh * kw
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         """conv(x) of a 1×1 layer, channels-last (N, C, H, W) like oneDNN's."""
@@ -121,16 +131,16 @@ class PackedConv2d(nn.Module):
         if self._as_matmul(x):
             y = self._matmul(x)
             return y.relu_() if self.attr == "relu" else y
-        x = self._pack(x)
-        return _mkldnn._convolution_pointwise(x, self.packed, self.bias, self.padding, self.stride,
+        x, weight = self._pack(x)
+        return _mkldnn._convolution_pointwise(x, weight, self.bias, self.padding, self.stride,
                                               self.dilation, self.groups, self.attr, [], "")
 
     def forward_unpadded(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of ``x`` taken as already padded (a slice with its halo)."""
         if self._as_matmul(x) or not any(self.padding):
             return self.forward(x)
-        x = self._pack(x, unpadded=True)
-        return _mkldnn._convolution_pointwise(x, self.packed_unpadded, self.bias, [0, 0], self.stride,
+        x, weight = self._pack(x, unpadded=True)
+        return _mkldnn._convolution_pointwise(x, weight, self.bias, [0, 0], self.stride,
                                               self.dilation, self.groups, self.attr, [], "")
 
     def add_relu_(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -140,9 +150,9 @@ class PackedConv2d(nn.Module):
             other = other.contiguous(memory_format=torch.channels_last)
         if self._as_matmul(x):
             return other.add_(self._matmul(x)).relu_()
-        x = self._pack(x)
+        x, weight = self._pack(x)
         return _mkldnn._convolution_pointwise_.binary(
-            other, x, self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
+            other, x, weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
             "add", None, "relu", [], "")
 
     def extra_repr(self) -> str:
