@@ -1,6 +1,6 @@
 """Per-pixel arithmetic shared by the Triton head kernels, and their launch settings.
 
-The deconvolution taps, the 2×2 tap offsets and masks, the float32 tap GEMM, the argmax rule and
+The deconvolution taps, the 2×2 tap offsets and masks, the tap GEMM, the argmax rule and
 the pixel-strip prologue/label epilogue exist once here (the CUDA/C++ kernels get the same math
 from csrc's host/device header). Kernels import triton/torch, ``fcnfast.contract`` and this
 module, nothing else of fcnfast.
@@ -60,13 +60,34 @@ def corner_masks(vy0, vy1, vx0, vx1):
     return vy0 & vx0, vy0 & vx1, vy1 & vx0, vy1 & vx1
 
 
+# dot_tiles' operand modes: IEEE float32; float16/bfloat16 operands (tensor cores); operands
+# rounded to bfloat16 then multiplied in float32 (the same products: Triton 3.9's interpreter
+# computes a bfloat16 tl.dot wrongly).
+DOT_FLOAT32, DOT_HALF, DOT_HALF_ROUNDED = 0, 1, 2
+
+
+def dot_mode(dtype_size: int, is_bfloat16: bool, interpreted: bool) -> int:
+    """The dot_tiles mode for operands of B's element size (float32: 4)."""
+    if dtype_size == 4:
+        return DOT_FLOAT32
+    return DOT_HALF_ROUNDED if interpreted and is_bfloat16 else DOT_HALF
+
+
 @triton.jit
-def dot_tiles(a_ptrs, a_mask, b_ptrs, b_mask):
-    """``A @ B`` of two tiles loaded as float32 (masked elements read 0), A [M, K] and B [K, N]
-    (every dim >= 16), in IEEE float32: a tap's or a 1×1 scoring's GEMM."""
-    a = tl.load(a_ptrs, mask=a_mask, other=0.0).to(tl.float32)
-    b = tl.load(b_ptrs, mask=b_mask, other=0.0).to(tl.float32)
-    return tl.dot(a, b, input_precision="ieee")
+def dot_tiles(a_ptrs, a_mask, b_ptrs, b_mask, MODE: tl.constexpr):
+    """``A @ B`` of two tiles (masked elements read 0), A [M, K] and B [K, N] (every dim a
+    multiple of 16), accumulated in float32: a tap's or a 1×1 scoring's GEMM. With B float16 or
+    bfloat16 (MODE != DOT_FLOAT32) A is rounded to B's dtype in registers, so a GPU multiplies on
+    tensor cores (the contract's 1e-2 tolerance allows the rounding); else IEEE float32."""
+    if MODE == 0:
+        a = tl.load(a_ptrs, mask=a_mask, other=0.0).to(tl.float32)
+        b = tl.load(b_ptrs, mask=b_mask, other=0.0).to(tl.float32)
+        return tl.dot(a, b, input_precision="ieee")
+    b = tl.load(b_ptrs, mask=b_mask, other=0.0)
+    a = tl.load(a_ptrs, mask=a_mask, other=0.0).to(b.dtype)
+    if MODE == 1:
+        return tl.dot(a, b, out_dtype=tl.float32)
+    return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
 
 
 @triton.jit

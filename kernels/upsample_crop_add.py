@@ -8,8 +8,11 @@ input taps (``common.deconv_taps``). Two paths, picked once per call by ``contra
   stores); each value is Σ of <= 4 taps x[n, c, iy, ix] · filt[ky, kx].
 * general (learned C×C weight): the output is split by *phase* (fy mod s, fx mod s). All pixels of
   one phase share the kernel indices (ky, kx), so each of the 4 taps is a GEMM
-  W[:, :, ky, kx]ᵀ (C_out × C_in) · x-gather (C_in × pixels), accumulated in float32 with
-  ``tl.dot(..., input_precision="ieee")`` over chunks of BLOCK_CI input classes.
+  W[:, :, ky, kx]ᵀ (C_out × C_in) · x-gather (C_in × pixels), accumulated in float32 over chunks
+  of BLOCK_CI input classes (``common.dot_tiles``): float16/bfloat16 operands when x is (tensor
+  cores; the weight rounded to x's dtype in registers), IEEE float32 when x is float32. Every
+  tile dim is a power of two >= 16; classes past C are masked loads (zeros in registers), never
+  padding in memory.
 
 The optional skip term is added in the same tile: a precomputed score map is gathered, or the fused
 1×1 scoring ``bias + W_skip · (scale · feat)`` is a GEMM looped over chunks of BLOCK_F features, so
@@ -18,12 +21,14 @@ score_pool4 / score_pool3 are not separate launches.
 Grid: (pixel tiles [× the min(s, H)·min(s, W) phases present in the crop, general path],
 class blocks, batch).
 """
+import torch
 import triton
 import triton.language as tl
 
 from fcnfast import contract
 
-from .common import block_size, corner_masks, corner_offsets, deconv_taps, dot_tiles, num_warps_for
+from .common import (DOT_FLOAT32, block_size, corner_masks, corner_offsets, deconv_taps, dot_mode,
+                     dot_tiles, num_warps_for)
 
 _SKIP_NONE, _SKIP_SCORES, _SKIP_FEATURES = 0, 1, 2
 _MAX_GRID_Z = 65535  # CUDA's limit on grid dims 1 and 2; the batch is launched in chunks
@@ -31,11 +36,11 @@ _MAX_GRID_Z = 65535  # CUDA's limit on grid dims 1 and 2; the batch is launched 
 
 @triton.jit
 def _skip_tile(skip_ptr, sw_ptr, sb_ptr, n, cls, cmask, y, x, pmask, C, F, HS, WS, soy, sox, scale,
-               SKIP: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr,
-               BLOCK_F: tl.constexpr, BLOCK_P: tl.constexpr):
+               SKIP: tl.constexpr, HAS_BIAS: tl.constexpr, SKIP_DOT: tl.constexpr,
+               BLOCK_C: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_P: tl.constexpr):
     """The skip term of a [BLOCK_C, BLOCK_P] tile in float32: the skip map read at the output
     pixels (y, x) + (soy, sox): scores directly (SKIP=1), or features scored by the 1×1 conv
-    ``bias + W · (scale · feat)`` (SKIP=2)."""
+    ``bias + W · (scale · feat)`` (SKIP=2, in ``common.dot_tiles`` mode SKIP_DOT)."""
     spix = (y + soy) * WS + (x + sox)  # [P] position in one skip plane
     if SKIP == 1:
         offs = (n * C + cls.to(tl.int64))[:, None] * HS * WS + spix[None, :]
@@ -49,7 +54,7 @@ def _skip_tile(skip_ptr, sw_ptr, sb_ptr, n, cls, cmask, y, x, pmask, C, F, HS, W
             fmask = f < F
             v += dot_tiles(sw_ptr + cls[:, None] * F + f[None, :], cmask[:, None] & fmask[None, :],
                            feat + f.to(tl.int64)[:, None] * HS * WS + spix[None, :],
-                           fmask[:, None] & pmask[None, :])
+                           fmask[:, None] & pmask[None, :], SKIP_DOT)
         v = v * scale
         if HAS_BIAS:
             b = tl.load(sb_ptr + cls, mask=cmask, other=0.0).to(tl.float32)
@@ -78,8 +83,8 @@ def _upsample_crop_add_kernel(
         x_ptr, w_ptr, skip_ptr, sw_ptr, sb_ptr, out_ptr,
         C, h, w, H, W, oy, ox, HP, WP, PTILES, PCOLS, F, HS, WS, soy, sox, scale,
         s: tl.constexpr, k: tl.constexpr, BILINEAR: tl.constexpr, SKIP: tl.constexpr,
-        HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CI: tl.constexpr,
-        BLOCK_F: tl.constexpr, BLOCK_P: tl.constexpr):
+        HAS_BIAS: tl.constexpr, DOT: tl.constexpr, SKIP_DOT: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_CI: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_P: tl.constexpr):
     pid_p = tl.program_id(0)
     cls = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     n = tl.program_id(2).to(tl.int64)
@@ -140,20 +145,20 @@ def _upsample_crop_add_kernel(
             # (k < 2s) is skipped for the whole tile.
             if ok_ya & ok_xa:
                 acc += dot_tiles(w_tile + kya * k + kxa, wm,
-                                 x_rows + p00[None, :], xm & v00[None, :])
+                                 x_rows + p00[None, :], xm & v00[None, :], DOT)
             if ok_ya & ok_xb:
                 acc += dot_tiles(w_tile + kya * k + kxb, wm,
-                                 x_rows + p01[None, :], xm & v01[None, :])
+                                 x_rows + p01[None, :], xm & v01[None, :], DOT)
             if ok_yb & ok_xa:
                 acc += dot_tiles(w_tile + kyb * k + kxa, wm,
-                                 x_rows + p10[None, :], xm & v10[None, :])
+                                 x_rows + p10[None, :], xm & v10[None, :], DOT)
             if ok_yb & ok_xb:
                 acc += dot_tiles(w_tile + kyb * k + kxb, wm,
-                                 x_rows + p11[None, :], xm & v11[None, :])
+                                 x_rows + p11[None, :], xm & v11[None, :], DOT)
 
     if SKIP != 0:
         acc += _skip_tile(skip_ptr, sw_ptr, sb_ptr, n, cls, cmask, y, x, pmask, C, F, HS, WS,
-                          soy, sox, scale, SKIP, HAS_BIAS, BLOCK_C, BLOCK_F, BLOCK_P)
+                          soy, sox, scale, SKIP, HAS_BIAS, SKIP_DOT, BLOCK_C, BLOCK_F, BLOCK_P)
 
     out = out_ptr + n * C * H * W + cls.to(tl.int64)[:, None] * H * W + (y * W + x)[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=cmask[:, None] & pmask[None, :])
@@ -223,6 +228,9 @@ def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offse
             g.c, g.h, g.w, g.out_h, g.out_w, g.oy, g.ox, hp, wp, ptiles, pcols,
             f, hs, ws, soy, sox, float(skip_scale),
             s=g.s, k=g.k, BILINEAR=bilinear, SKIP=mode, HAS_BIAS=skip_bias is not None,
+            DOT=dot_mode(x.element_size(), x.dtype == torch.bfloat16, interpreted),
+            SKIP_DOT=dot_mode(skip.element_size(), skip.dtype == torch.bfloat16, interpreted)
+            if fused else DOT_FLOAT32,
             BLOCK_C=block_c, BLOCK_CI=block_ci, BLOCK_F=block_f, BLOCK_P=block_p,
             num_warps=warps)
     return out

@@ -144,7 +144,7 @@ def _upsample_general_argmax_kernel(
                                       pv[:, None] & (ci[None, :] < C),
                                       w_ptr + ci[:, None].to(tl.int64) * (C * K * K)
                                       + co[None, :] * (K * K) + (ky * K + kx),
-                                      (ci[:, None] < C) & (co[None, :] < C))
+                                      (ci[:, None] < C) & (co[None, :] < C), 0)  # DOT_FLOAT32
                 # A tap outside the input is no term at all (not 0·w, which is NaN for w = NaN).
                 acc += tl.where(pv[:, None], part, 0.0)
         blk_v, blk_i = _block_argmax(acc, co, C)
