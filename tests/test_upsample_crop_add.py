@@ -97,6 +97,7 @@ CASES = [
     ("3/4-learned-k<s", 1, 3, (3, 3), 3, 4, "learned", "scores", (1, 2), "edge", 0),
     ("4/2-learned-c300-fused", 1, 300, (3, 2), 4, 2, "learned",
      ("features", 40, 1.0, True, False), 1, "edge", 0),
+    ("4/2-learned-c1030", 1, 1030, (1, 2), 4, 2, "learned", "scores", 1, "edge", 0),
 ]
 
 
@@ -132,6 +133,17 @@ def make_case(case, dtype):
 INTERPRETER_FLOAT32_ONLY = {"16/8-learned-1x1-in", "4/2-learned-c300-fused", "32/16-learned-crop",
                             "64/32-learned-tap-seam-edge", "32/16-bilinear-c300",
                             "63/32-learned-edge", "16/8-learned-primes"}
+
+
+def test_dot_operands_follow_the_input_dtype():
+    """Half-precision inputs take half-precision tl.dot operands (tensor cores on a GPU); under
+    the interpreter, whose bfloat16 dot is wrong, bfloat16 operands are rounded then multiplied
+    in float32; float32 stays IEEE float32."""
+    common = importlib.import_module("fcnfast.kernels.common")
+    assert common.dot_mode(4, False, False) == common.dot_mode(4, False, True) == common.DOT_FLOAT32
+    assert common.dot_mode(2, False, False) == common.dot_mode(2, False, True) == common.DOT_HALF
+    assert common.dot_mode(2, True, False) == common.DOT_HALF
+    assert common.dot_mode(2, True, True) == common.DOT_HALF_ROUNDED
 
 
 def _matches_params():
