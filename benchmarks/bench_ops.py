@@ -245,6 +245,12 @@ def make_cases(geo: Geometry, image, batch, dtype, device) -> List[Case]:
 
     cases.append(Case("overlay", "alpha 0.5", image, batch, torch.uint8, nbytes, run_ov, comp_ov,
                       _check_overlay))
+
+    def run_ov_unchecked(b):  # the engine's labels: in range by construction
+        return ops.overlay(frames, labels, palette, 0.5, backend=b, check_labels=False)
+
+    cases.append(Case("overlay", "alpha 0.5, labels unchecked", image, batch, torch.uint8, nbytes,
+                      run_ov_unchecked, comp_ov, _check_overlay))
     return cases
 
 

@@ -280,7 +280,10 @@ def check_preprocess(frames, mean, std, scale, dtype, kernel: bool):
     return mean, std, scale
 
 
-def check_overlay(frames, labels, palette, alpha) -> float:
+def check_overlay(frames, labels, palette, alpha, check_labels: bool = True) -> float:
+    """alpha as a float. ``check_labels=False``: the caller vouches every label is below the
+    palette's size (an engine's own argmax with a palette of its classes), so the range check —
+    one reduction over the labels and a device sync — is skipped."""
     _frames(frames)
     _tensor(labels, "labels", 3)
     if labels.dtype not in (torch.uint8, torch.int32, torch.int64):
@@ -296,7 +299,7 @@ def check_overlay(frames, labels, palette, alpha) -> float:
     if not isinstance(alpha, (int, float, np.floating)) or not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     # uint8 labels always fit a 256-colour palette; otherwise look (one reduction).
-    if labels.numel() and not (labels.dtype == torch.uint8 and palette.shape[0] >= 256):
+    if check_labels and labels.numel() and not (labels.dtype == torch.uint8 and palette.shape[0] >= 256):
         lo, hi = (int(v) for v in torch.aminmax(labels))  # one pass, one device sync
         if lo < 0 or hi >= palette.shape[0]:
             raise ValueError(f"labels must lie in [0, {palette.shape[0] - 1}] (the palette), found "

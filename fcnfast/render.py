@@ -28,11 +28,14 @@ def _restore(out: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> Non
 
 
 def overlay_labels(frames, labels, palette, alpha: float = 0.5, *, draw_background: bool = False,
-                   background: int = 0, backend: str = "auto"):
+                   background: int = 0, backend: str = "auto", num_classes: Optional[int] = None):
     """uint8 frames (N, H, W, 3) or (H, W, 3) blended with ``palette[labels]`` by the ``overlay`` op.
 
     The background class (``background``, VOC's 0, drawn black) is left undrawn unless
     ``draw_background``: blending black would halve the brightness of every background pixel.
+    ``num_classes``: the labels are a model's argmax over that many classes, so when the palette
+    has a colour for each the op skips its label-range check (a pass over the labels and a device
+    sync per frame); other labels are checked.
     numpy in → numpy out; torch in → torch out on the frames' device.
     """
     is_torch = isinstance(frames, torch.Tensor)
@@ -44,7 +47,9 @@ def overlay_labels(frames, labels, palette, alpha: float = 0.5, *, draw_backgrou
     if lab.dtype not in (torch.uint8, torch.int32, torch.int64):
         lab = lab.to(torch.int64)
     pal = _as_tensor(np.asarray(palette, dtype=np.uint8)).to(f.device)
-    out = ops.overlay(f.contiguous(), lab.contiguous(), pal, alpha=alpha, backend=backend)
+    in_range = num_classes is not None and 1 <= num_classes <= pal.shape[0]
+    out = ops.overlay(f.contiguous(), lab.contiguous(), pal, alpha=alpha, backend=backend,
+                      check_labels=not in_range)
     if not draw_background:
         _restore(out, f, lab == background)
     if single:

@@ -31,10 +31,10 @@ def _overlay_kernel(frames, labels, palette, out, total, keep, alpha,
     tl.store(out + i, y.to(tl.uint8), mask=mask)
 
 
-def overlay(frames, labels, palette, alpha=0.5):
+def overlay(frames, labels, palette, alpha=0.5, check_labels=True):
     """uint8 (N, H, W, 3) frames blended with the (C, 3) uint8 ``palette`` colour of each label
     (labels (N, H, W) uint8/int32/int64 in [0, C)): floor((1−alpha)·frame + alpha·colour + 0.5)."""
-    alpha = contract.check_overlay(frames, labels, palette, alpha)
+    alpha = contract.check_overlay(frames, labels, palette, alpha, check_labels)
     out = contract.new_output(tuple(frames.shape), frames.dtype, frames.device)
     total = frames.numel()
     if total == 0:

@@ -137,3 +137,40 @@ def test_errors(backend, device, case, exc, msg):
     with pytest.raises(exc, match=msg):
         ops.overlay(frames, labels, palette, alpha, backend=backend)
 
+
+
+def _no_reduction(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the label-range check ran")
+    monkeypatch.setattr(torch, "aminmax", refuse)
+
+
+@backends
+@pytest.mark.usefixtures("poisoned")
+def test_unchecked_labels_skip_the_range_check_with_the_same_output(backend, device, monkeypatch):
+    """check_labels=False (labels vouched in range: the engine's own argmax) gives the checked
+    output without the reduction."""
+    require(backend, device)
+    frames, labels, palette = _inputs((2, 13, 7), 21, torch.int32, device, seed=3)
+    checked = ops.overlay(frames, labels, palette, 0.4, backend=backend)
+    _no_reduction(monkeypatch)
+    with pytest.raises(AssertionError, match="range check ran"):
+        ops.overlay(frames, labels, palette, 0.4, backend=backend)
+    assert torch.equal(ops.overlay(frames, labels, palette, 0.4, backend=backend, check_labels=False),
+                       checked)
+
+
+def test_overlay_labels_skips_the_check_only_for_a_models_own_classes(monkeypatch):
+    """render.overlay_labels trusts labels only when told they are a model's argmax over classes
+    the palette covers; otherwise a label past the palette is still refused."""
+    from fcnfast.render import overlay_labels
+
+    frames, labels, palette = _inputs((1, 9, 11), 6, torch.int64, "cpu", seed=4)
+    want = overlay_labels(frames, labels, palette.numpy(), 0.5)
+    bad = labels.clone()
+    bad[0, 0, 0] = 6
+    for num_classes in (None, 7):  # not a model's labels / more classes than colours
+        with pytest.raises(ValueError, match="palette"):
+            overlay_labels(frames, bad, palette.numpy(), 0.5, num_classes=num_classes)
+    _no_reduction(monkeypatch)
+    assert torch.equal(overlay_labels(frames, labels, palette.numpy(), 0.5, num_classes=6), want)

@@ -206,11 +206,13 @@ def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.floa
                                                    dtype=dtype, channels_last=channels_last)
 
 
-def overlay(frames, labels, palette, alpha=0.5, backend="auto"):
-    """uint8 frames blended with palette[labels]: floor((1−alpha)·frame + alpha·colour + 0.5)."""
+def overlay(frames, labels, palette, alpha=0.5, backend="auto", *, check_labels=True):
+    """uint8 frames blended with palette[labels]: floor((1−alpha)·frame + alpha·colour + 0.5).
+    ``check_labels=False`` skips the label-range check (a reduction and a device sync) for
+    labels known to lie below len(palette); out-of-range labels then read past the palette."""
     if _traced():
-        return torch.ops.fcnfast.overlay(frames, labels, palette, float(alpha), backend)
-    return _resolve("overlay", backend, frames)(frames, labels, palette, alpha)
+        return torch.ops.fcnfast.overlay(frames, labels, palette, float(alpha), backend, bool(check_labels))
+    return _resolve("overlay", backend, frames)(frames, labels, palette, alpha, check_labels)
 
 
 # The CPU engine's trunk kernels (engine/winograd.py, engine/layers.py): native only, no backend

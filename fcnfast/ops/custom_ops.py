@@ -81,10 +81,11 @@ def _(frames, mean, std, scale, bgr, dtype, channels_last, backend):
 
 
 @torch.library.custom_op("fcnfast::overlay", mutates_args=())
-def overlay(frames: Tensor, labels: Tensor, palette: Tensor, alpha: float, backend: str) -> Tensor:
-    return _front().overlay(frames, labels, palette, alpha, backend=backend)
+def overlay(frames: Tensor, labels: Tensor, palette: Tensor, alpha: float, backend: str,
+            check_labels: bool) -> Tensor:
+    return _front().overlay(frames, labels, palette, alpha, backend=backend, check_labels=check_labels)
 
 
 @overlay.register_fake
-def _(frames, labels, palette, alpha, backend):
+def _(frames, labels, palette, alpha, backend, check_labels):
     return torch.empty_like(frames)

@@ -54,8 +54,8 @@ def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.floa
     return out
 
 
-def overlay(frames, labels, palette, alpha=0.5):
-    alpha = contract.check_overlay(frames, labels, palette, alpha)
+def overlay(frames, labels, palette, alpha=0.5, check_labels=True):
+    alpha = contract.check_overlay(frames, labels, palette, alpha, check_labels)
     n, h, w, _ = frames.shape
     out = contract.new_output((n, h, w, 3), torch.uint8, frames.device)
     if n == 0:

@@ -84,8 +84,8 @@ def preprocess(frames, *, mean, std=None, scale=1.0, bgr=False, dtype=torch.floa
     return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def overlay(frames, labels, palette, alpha=0.5):
-    alpha = contract.check_overlay(frames, labels, palette, alpha)
+def overlay(frames, labels, palette, alpha=0.5, check_labels=True):
+    alpha = contract.check_overlay(frames, labels, palette, alpha, check_labels)
     colors = palette[labels.long()].float()
     mixed = frames.float() * (1.0 - alpha) + colors * alpha
     return contract.round_to_uint8(mixed)  # v stays within [0, 255]

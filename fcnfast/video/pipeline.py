@@ -132,7 +132,8 @@ class _Renderer:
             pic = self.seg.colorize(labels)
         else:
             pic = overlay_labels(pixels, labels, self.palette, self.alpha,
-                                 draw_background=self.draw_background)
+                                 draw_background=self.draw_background,
+                                 num_classes=self.seg.num_classes)
             if self.mode == "side-by-side":
                 pic = _concat_width(pixels, pic)
         return pic
