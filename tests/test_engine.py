@@ -596,6 +596,33 @@ def test_graph_cache_keys_by_shape_evicts_oldest_and_returns_copies(monkeypatch)
         graphs.GraphCache(fn, capacity=0)
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["default", "cuda_graphs=True"])
+def test_a_failed_graph_capture_falls_back_to_uncaptured_runs_unless_named(named):
+    """By default a capture that fails (a kernel that cannot be captured) warns once and the
+    engine runs uncaptured from then on, with the same labels; cuda_graphs=True raises instead.
+    A CPU stand-in for the graph cache."""
+    model = make_model("fcn_alexnet")
+    engine = Engine(model, torch.device("cpu"), torch.float32)
+    pixels = scenes(1, 23, 31, seed=5)
+    want = engine.run(pixels)
+
+    class FailingCapture:
+        def run(self, x):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    engine.graphs, engine._graphs_named = FailingCapture(), named
+    if named:
+        with pytest.raises(RuntimeError, match="capturing"):
+            engine.run(pixels)
+        return
+    with pytest.warns(RuntimeWarning, match="capture failed"):
+        assert torch.equal(engine.run(pixels), want)
+    assert engine.graphs is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(engine.run(pixels), want)  # no second warning
+
+
 def test_a_repeated_shapes_template_reaches_past_pools_and_lrn():
     """Pools and LRNs cost time though no multiply-adds: the template's depth counts them, so
     GoogLeNet's border buffers reach its conv2 LRN and pool2 (before, they ran whole)."""

@@ -80,6 +80,9 @@ class Engine:
             skip_border = self.device.type == "cpu"
         self.border = border.BorderCache() if skip_border and model.trunk_chain else None
         self._lock = threading.Lock()  # the border buffers serve one batch at a time
+        # cuda_graphs=True never falls back; the default (None) runs uncaptured after a failed
+        # capture, with one warning.
+        self._graphs_named = bool(cuda_graphs)
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
         self.graphs = GraphCache(self._run_device, graph_cache_size) if cuda_graphs else None
@@ -224,7 +227,16 @@ class Engine:
             raise ValueError(f"pixels are on {pixels.device}, the engine on {self.device}")
         try:
             if self.graphs is not None and pixels.dtype == torch.uint8:
-                return self.graphs.run(pixels)
+                try:
+                    return self.graphs.run(pixels)
+                except torch.cuda.OutOfMemoryError:
+                    raise
+                except RuntimeError as e:
+                    if self._graphs_named:
+                        raise
+                    self.graphs = None
+                    warnings.warn(f"fcnfast: CUDA graph capture failed ({e}); running uncaptured "
+                                  "from now on", RuntimeWarning, stacklevel=3)
             return self._run_device(pixels)
         except torch.cuda.OutOfMemoryError as e:
             return self._run_after_oom(pixels, e)
