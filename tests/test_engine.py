@@ -496,7 +496,10 @@ def test_gpu_engine_agrees_with_reference(arch, dtype):
     pixels = scenes(2, 97, 131)
     ref = reference_scores(model, pixels)
     seg = fcnfast.Segmenter(model, device="cuda", dtype=dtype)
-    labels = seg.engine.run(pixels.cuda()).cpu()
+    with warnings.catch_warnings():
+        if dtype == torch.bfloat16:  # float32's range: fc6/fc7 never overflow, the guard never reruns
+            warnings.filterwarnings("error", message=".*non-finite")
+        labels = seg.engine.run(pixels.cuda()).cpu()
     assert_firm_agreement(labels, ref, dtype, at_least=0.999)
 
 
