@@ -376,14 +376,23 @@ FCN_HD V mac(V acc, V x, W w) { return acc + x * w; }
 // argmax. x: the image's class 0 plane (planes hw apart, rows w apart); wt: W as
 // (k, k, C_in, C_out). The CUDA kernel runs it for every pixel, the CPU kernel for the pixels at the
 // edges of a row (a tap outside the input), where its vectorised blocks do not reach.
+//
+// The (C_in, C_out) slice of W that tap t (0..3: (ky0, kx0), (ky0, kx1), (ky1, kx0), (ky1, kx1))
+// of a pixel uses. Its kernel indices depend only on the output coordinate mod s, so every pixel of
+// one phase uses the same four slices (the CUDA kernel stages them in shared memory per phase).
+FCN_HD int64_t learned_tap_slice(int t, int num_classes, int k, const Taps& ty, const Taps& tx) {
+  const int ky = (t >> 1) ? ty.k1 : ty.k0, kx = (t & 1) ? tx.k1 : tx.k0;
+  return (int64_t)(ky * k + kx) * num_classes * num_classes;
+}
+
+// The pixel's loop over its four tap slices (slices[t]: W[ci, co] at ci·C + co), wherever they are.
 template <typename T>
-FCN_HD void learned_argmax_pixel(const T* x, int64_t hw, int64_t w, const float* wt,
-                                 int num_classes, int k, const Taps& ty, const Taps& tx,
-                                 float& best, int& best_idx) {
+FCN_HD void learned_argmax_pixel_slices(const T* x, int64_t hw, int64_t w,
+                                        const float* const* slices, int num_classes,
+                                        const Taps& ty, const Taps& tx, float& best,
+                                        int& best_idx) {
   const bool vy[2] = {ty.v0, ty.v1}, vx[2] = {tx.v0, tx.v1};
   const int iy[2] = {ty.i0, ty.i1}, ix[2] = {tx.i0, tx.i1};
-  const int ky[2] = {ty.k0, ty.k1}, kx[2] = {tx.k0, tx.k1};
-  const int64_t tap_stride = (int64_t)num_classes * num_classes;  // one (ky, kx) slice of W
   best = bits_to_float(0xff800000u);  // -inf
   best_idx = 0;
   for (int co = 0; co < num_classes; ++co) {
@@ -393,12 +402,22 @@ FCN_HD void learned_argmax_pixel(const T* x, int64_t hw, int64_t w, const float*
       const int a = t >> 1, b = t & 1;
       if (!vy[a] || !vx[b]) continue;  // a tap outside the input is no term at all
       const T* xs = x + (int64_t)iy[a] * w + ix[b];
-      const float* wc = wt + (int64_t)(ky[a] * k + kx[b]) * tap_stride + co;
+      const float* wc = slices[t] + co;
       for (int ci = 0; ci < num_classes; ++ci)
         acc = mac(acc, to_float(xs[ci * hw]), wc[(int64_t)ci * num_classes]);
     }
     argmax_update(acc, co, best, best_idx);
   }
+}
+
+template <typename T>
+FCN_HD void learned_argmax_pixel(const T* x, int64_t hw, int64_t w, const float* wt,
+                                 int num_classes, int k, const Taps& ty, const Taps& tx,
+                                 float& best, int& best_idx) {
+  const float* slices[4];
+  FCN_UNROLL
+  for (int t = 0; t < 4; ++t) slices[t] = wt + learned_tap_slice(t, num_classes, k, ty, tx);
+  learned_argmax_pixel_slices(x, hw, w, slices, num_classes, ty, tx, best, best_idx);
 }
 
 // --- preprocess and overlay --------------------------------------------------------------------

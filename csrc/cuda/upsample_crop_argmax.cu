@@ -5,8 +5,12 @@
 // Depthwise path: the pixel's taps and weights once (fcn::deconv_weights), then
 // fcn::depthwise_argmax_pixel — per class fcn::deconv_value of its 4 inputs, the CPU kernel's
 // arithmetic operation for operation, and the non-finite spreading rule.
-// General path (learned C×C): fcn::learned_argmax_pixel, the loop the CPU kernel runs at the edges
-// of a row, in the order of its vectorised blocks; W arrives as (k, k, C_in, C_out) float32.
+// General path (learned C×C): fcn::learned_argmax_pixel_slices, the loop the CPU kernel runs at the
+// edges of a row, in the order of its vectorised blocks; W arrives as (k, k, C_in, C_out) float32.
+// Every pixel of one phase (output coordinates mod s) uses the same four (C_in, C_out) slices of
+// W, so where they fit in shared memory the grid runs phase by phase (blockIdx.y) and each block
+// stages its phase's slices once (4·C² loads per block instead of per pixel); all threads then
+// read the same weight at once (a broadcast). Larger C reads W from global memory.
 #include <cuda_runtime.h>
 
 #include "cuda/launch.h"
@@ -45,6 +49,68 @@ __global__ void upsample_crop_argmax_kernel(const T* __restrict__ x,
   }
 }
 
+// The learned path, one phase per blockIdx.y: the phase's pixels (y0 + j·s, x0 + i·s), j < hp,
+// i < wp, of every image, grid-stride over blockIdx.x.
+template <typename T, typename L>
+__global__ void learned_staged_kernel(const T* __restrict__ x, const float* __restrict__ weight,
+                                      int n, int C, int h, int w, int k, int s, int oy, int ox,
+                                      int out_h, int out_w, int pcols, int hp, int wp,
+                                      L* __restrict__ labels, T* __restrict__ scores) {
+  extern __shared__ float staged[];  // 4 slices of C·C
+  const int y0 = blockIdx.y / pcols, x0 = blockIdx.y % pcols;
+  const Taps ty0 = deconv_taps(y0 + oy, s, k, h), tx0 = deconv_taps(x0 + ox, s, k, w);
+  const int64_t cc = static_cast<int64_t>(C) * C;
+  for (int t = 0; t < 4; ++t) {
+    const float* src = weight + learned_tap_slice(t, C, k, ty0, tx0);
+    for (int64_t i = threadIdx.x; i < cc; i += blockDim.x) staged[t * cc + i] = src[i];
+  }
+  __syncthreads();
+  const float* slices[4] = {staged, staged + cc, staged + 2 * cc, staged + 3 * cc};
+  const int64_t hw = static_cast<int64_t>(h) * w;
+  const int64_t per_image = static_cast<int64_t>(hp) * wp;
+  const int64_t total = static_cast<int64_t>(n) * per_image;
+  FCN_GRID_STRIDE_LOOP(q, total) {
+    const int64_t img = q / per_image;
+    const int64_t r = q - img * per_image;
+    const int y = y0 + static_cast<int>(r / wp) * s, xx = x0 + static_cast<int>(r % wp) * s;
+    if (y >= out_h || xx >= out_w) continue;  // this phase's grid is smaller than the largest
+    const Taps ty = deconv_taps(y + oy, s, k, h), tx = deconv_taps(xx + ox, s, k, w);
+    float best;
+    int best_idx;
+    learned_argmax_pixel_slices(x + img * C * hw, hw, w, slices, C, ty, tx, best, best_idx);
+    const int64_t p = (img * out_h + y) * out_w + xx;
+    labels[p] = static_cast<L>(best_idx);
+    if (scores) scores[p] = from_float<T>(best);
+  }
+}
+
+// Shared memory a block may take without opting in to more.
+constexpr int64_t kStagedBytes = 48 * 1024;
+constexpr int64_t kBlocksStaged = 2048;
+
+template <typename T, typename L>
+bool launch_staged(uintptr_t x, uintptr_t weight, int64_t n, int64_t c, int64_t h, int64_t w,
+                   int64_t k, int64_t s, int64_t oy, int64_t ox, int64_t out_h, int64_t out_w,
+                   uintptr_t labels, uintptr_t scores, cudaStream_t stream) {
+  const int64_t bytes = 4 * c * c * static_cast<int64_t>(sizeof(float));
+  if (bytes > kStagedBytes) return false;
+  const int64_t rows = out_h < s ? out_h : s, pcols = out_w < s ? out_w : s;  // phases present
+  const int64_t hp = (out_h + s - 1) / s, wp = (out_w + s - 1) / s;
+  const int64_t phases = rows * pcols;
+  if (phases > 65535) return false;  // grid dimension y
+  // Each block stages its slices once: about kBlocksStaged blocks in all keep that small against
+  // the pixels' work, the grid-stride loop covering the rest.
+  int64_t blocks = kBlocksStaged / phases;
+  const int64_t needed = grid_for(n * hp * wp);
+  blocks = blocks < 1 ? 1 : (blocks > needed ? needed : blocks);
+  const dim3 grid(static_cast<unsigned int>(blocks), static_cast<unsigned int>(phases));
+  learned_staged_kernel<T, L><<<grid, kThreads, bytes, stream>>>(
+      reinterpret_cast<const T*>(x), reinterpret_cast<const float*>(weight), (int)n, (int)c,
+      (int)h, (int)w, (int)k, (int)s, (int)oy, (int)ox, (int)out_h, (int)out_w, (int)pcols,
+      (int)hp, (int)wp, reinterpret_cast<L*>(labels), reinterpret_cast<T*>(scores));
+  return true;
+}
+
 template <typename T, typename L, int KIND>
 void launch(uintptr_t x, uintptr_t weight, int64_t total, int64_t c, int64_t h, int64_t w,
             int64_t k, int64_t s, int64_t oy, int64_t ox, int64_t out_h, int64_t out_w,
@@ -64,9 +130,12 @@ void upsample_crop_argmax(uintptr_t x, uintptr_t weight, int weight_kind, int64_
   const cudaStream_t st = as_stream(stream);
   FCN_DISPATCH_FLOAT(dtype, T,
     FCN_DISPATCH_ARGMAX_LABEL(label_dtype, L, {
-      if (weight_kind == kLearned)
-        launch<T, L, kLearned>(x, weight, total, c, h, w, k, s, oy, ox, out_h, out_w, labels,
-                               scores, st);
+      if (weight_kind == kLearned) {
+        if (!launch_staged<T, L>(x, weight, n, c, h, w, k, s, oy, ox, out_h, out_w, labels, scores,
+                                 st))
+          launch<T, L, kLearned>(x, weight, total, c, h, w, k, s, oy, ox, out_h, out_w, labels,
+                                 scores, st);
+      }
       else if (weight_kind == kBilinearSeparable)
         launch<T, L, kBilinearSeparable>(x, weight, total, c, h, w, k, s, oy, ox, out_h, out_w,
                                          labels, scores, st);
