@@ -11,6 +11,11 @@
 //   fcn::skip_score (scale, bias).
 // Summation orders (taps (0,0) (0,1) (1,0) (1,1), then C_in ascending; F ascending) are those of
 // csrc/cpu/upsample_crop_add.cpp, so both backends round alike.
+//
+// The learned path with C <= 54 runs as the Triton kernel does, phase by phase (output pixel mod
+// s, blockIdx.y): every pixel of a phase uses the same four (ky, kx) slices of W, which each
+// block stages in shared memory once, laid out [tap][C_in][C_out]; the threads of a warp (one
+// class block, consecutive pixels of the phase) then read each weight at once (a broadcast).
 #include "cuda/launch.h"
 #include "cuda/ops.h"
 #include "upsample_crop_add.h"
@@ -20,18 +25,51 @@ namespace cuda {
 
 using Geom = UpsampleAddGeom;
 
-template <typename T, bool BILINEAR, bool HAS_SKIP, bool FUSED, int CB>
+// Shared memory a block may take without opting in to more; the staged grid's size.
+constexpr int64_t kStagedBytes = 48 * 1024;
+constexpr int64_t kBlocksStaged = 2048;
+
+// STAGED (learned only): blockIdx.y is the phase (y0, x0) = (y / pcols, y % pcols), `total`
+// counts its (n, class block, j < hp, i < wp) items, pixel (y0 + j·s, x0 + i·s).
+template <typename T, bool BILINEAR, bool HAS_SKIP, bool FUSED, int CB, bool STAGED>
 __global__ void upsample_crop_add_kernel(const T* __restrict__ x, const float* __restrict__ weight,
                                          const T* __restrict__ skip,
                                          const float* __restrict__ skip_w,
                                          const float* __restrict__ skip_b, T* __restrict__ out,
-                                         Geom g, int64_t cblocks, int64_t total) {
+                                         Geom g, int64_t cblocks, int64_t total, int pcols, int hp,
+                                         int wp) {
   constexpr bool kFused = HAS_SKIP && FUSED;
   constexpr bool kScores = HAS_SKIP && !FUSED;
   const int64_t plane = g.h * g.w, kk = g.k * g.k, skip_plane = g.hs * g.ws;
+  extern __shared__ float staged[];  // STAGED: 4 slices [C_in][C_out]
+  int py0 = 0, px0 = 0;
+  if (STAGED) {
+    py0 = blockIdx.y / pcols;
+    px0 = blockIdx.y % pcols;
+    const Taps ty0 = deconv_taps((int)(py0 + g.oy), (int)g.s, (int)g.k, (int)g.h);
+    const Taps tx0 = deconv_taps((int)(px0 + g.ox), (int)g.s, (int)g.k, (int)g.w);
+    const int64_t cc = g.c * g.c;
+    for (int tap = 0; tap < 4; ++tap) {
+      const int64_t ky = (tap >> 1) ? ty0.k1 : ty0.k0, kx = (tap & 1) ? tx0.k1 : tx0.k0;
+      for (int64_t i = threadIdx.x; i < cc; i += blockDim.x)  // i = ci·C + co
+        staged[tap * cc + i] = weight[i * kk + ky * g.k + kx];
+    }
+    __syncthreads();
+  }
   FCN_GRID_STRIDE_LOOP(idx, total) {
     int64_t xo, yo, c0, n;
-    if (total <= 0x7fffffff) {  // 32-bit index arithmetic when it fits (uniform branch)
+    if (STAGED) {
+      int64_t t = idx;
+      const int64_t i = t % wp;
+      t /= wp;
+      const int64_t j = t % hp;
+      t /= hp;
+      c0 = (t % cblocks) * CB;
+      n = t / cblocks;
+      yo = py0 + j * g.s;
+      xo = px0 + i * g.s;
+      if (yo >= g.out_h || xo >= g.out_w) continue;  // this phase's grid is smaller than the largest
+    } else if (total <= 0x7fffffff) {  // 32-bit index arithmetic when it fits (uniform branch)
       uint32_t t = (uint32_t)idx;
       xo = t % (uint32_t)g.out_w;
       t /= (uint32_t)g.out_w;
@@ -74,13 +112,16 @@ __global__ void upsample_crop_add_kernel(const T* __restrict__ x, const float* _
         const int64_t iy = row1 ? ty.i1 : ty.i0, ky = row1 ? ty.k1 : ty.k0;
         const int64_t ix = col1 ? tx.i1 : tx.i0, kx = col1 ? tx.k1 : tx.k0;
         const T* xp = x_img + iy * g.w + ix;
-        const float* wp = weight + (c0 * g.k + ky) * g.k + kx;  // W[ci, c0 + m, ky, kx]
+        // W[ci, c0 + m, ky, kx] at wt[ci · ci_step + m · m_step]
+        const float* wt = STAGED ? staged + (tap * g.c + 0) * g.c + c0
+                                 : weight + (c0 * g.k + ky) * g.k + kx;
+        const int64_t ci_step = STAGED ? g.c : g.c * kk, m_step = STAGED ? 1 : kk;
         for (int64_t ci = 0; ci < g.c; ++ci) {
           const float xv = to_float(xp[ci * plane]);
-          const float* wc = wp + ci * g.c * kk;
+          const float* wc = wt + ci * ci_step;
 #pragma unroll
           for (int m = 0; m < CB; ++m)
-            if (c0 + m < g.c) acc[m] = mac(acc[m], xv, wc[m * kk]);
+            if (c0 + m < g.c) acc[m] = mac(acc[m], xv, wc[m * m_step]);
         }
       }
     }
@@ -123,10 +164,29 @@ struct UpsampleCropAdd {
     // load.
     constexpr int CB = (BILINEAR && !(HAS_SKIP && FUSED)) ? 1 : 8;
     const int64_t cblocks = (g.c + CB - 1) / CB;
+    if (!BILINEAR) {
+      const int64_t bytes = 4 * g.c * g.c * static_cast<int64_t>(sizeof(float));
+      const int64_t rows = g.out_h < g.s ? g.out_h : g.s, pcols = g.out_w < g.s ? g.out_w : g.s;
+      const int64_t phases = rows * pcols;
+      if (bytes <= kStagedBytes && phases <= 65535) {
+        const int64_t hp = (g.out_h + g.s - 1) / g.s, wp = (g.out_w + g.s - 1) / g.s;
+        const int64_t total = g.n * cblocks * hp * wp;
+        // Each block stages its slices once: about kBlocksStaged blocks in all keep that small
+        // against the pixels' work, the grid-stride loop covering the rest.
+        int64_t blocks = kBlocksStaged / phases;
+        const int64_t needed = grid_for(total);
+        blocks = blocks < 1 ? 1 : (blocks > needed ? needed : blocks);
+        const dim3 grid(static_cast<unsigned int>(blocks), static_cast<unsigned int>(phases));
+        upsample_crop_add_kernel<T, BILINEAR, HAS_SKIP, FUSED, CB, true>
+            <<<grid, kThreads, bytes, stream>>>(p.x, p.weight, p.skip, p.skip_w, p.skip_b, p.out,
+                                                g, cblocks, total, (int)pcols, (int)hp, (int)wp);
+        return;
+      }
+    }
     const int64_t total = g.n * cblocks * g.out_h * g.out_w;
-    upsample_crop_add_kernel<T, BILINEAR, HAS_SKIP, FUSED, CB>
+    upsample_crop_add_kernel<T, BILINEAR, HAS_SKIP, FUSED, CB, false>
         <<<grid_for(total), kThreads, 0, stream>>>(p.x, p.weight, p.skip, p.skip_w, p.skip_b,
-                                                   p.out, g, cblocks, total);
+                                                   p.out, g, cblocks, total, 1, 1, 1);
   }
 };
 
