@@ -262,7 +262,7 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
 
     bar = tqdm(total=src.frame_count, unit="frame", disable=not progress, dynamic_ncols=True,
                desc=os.path.basename(os.fspath(output)) if output is not None else "frames")
-    done, interrupted = 0, False
+    done, interrupted, late_interrupt = 0, False, False
     start = time.perf_counter()
     reader.start()
     writer.start()
@@ -286,7 +286,8 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
         out_q.put(_END, writer_gone)  # the writer drains what is queued, then finishes the file
         try:
             writer.join()
-        except KeyboardInterrupt:  # a second Ctrl-C while finishing: finish anyway
+        except KeyboardInterrupt:  # Ctrl-C while finishing the file: finish it anyway, then say so
+            late_interrupt = True
             writer.join()
         if state["sink"] is not None:
             try:
@@ -309,8 +310,8 @@ def segment_video(source, output, segmenter, *, mode: str = "overlay", alpha: fl
             raise worker.error
     summary = VideoSummary(done, seconds, done / seconds if seconds > 0 else 0.0, in_q.dropped,
                            None if output is None else os.fspath(output), state["codec"],
-                           interrupted=interrupted, warning=src.stopped_early)
-    if interrupted:
+                           interrupted=interrupted or late_interrupt, warning=src.stopped_early)
+    if interrupted or late_interrupt:
         raise VideoInterrupted(summary)
     if done == 0:
         raise VideoError(f"{src.name}: no frames were decoded")
