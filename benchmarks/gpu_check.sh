@@ -41,7 +41,7 @@ if [ "${GPU_CHECK_OPTIONS:-1}" != 0 ]; then
   timeout 50 python benchmarks/engine_options.py --sizes 1080x1920 --batch 8 \
     --json "$out/engine_options.json" 2>&1 | tee "$out/engine_options.txt"
   log "engine options in bfloat16 (against the float16 default above: which should be the default)"
-  timeout 40 python benchmarks/engine_options.py --sizes 1080x1920 --batch 8 --dtype bfloat16 \
+  timeout 30 python benchmarks/engine_options.py --sizes 1080x1920 --batch 8 --dtype bfloat16 \
     --json "$out/engine_options_bf16.json" 2>&1 | tee "$out/engine_options_bf16.txt"
 fi
 if python -c "import av" 2>/dev/null; then
