@@ -177,9 +177,12 @@ def test_cli_errors_without_traceback(tmp_path, run_main):
 def test_sigint_leaves_a_playable_partial_file(tmp_path):
     src = make_clip(tmp_path / "long.mp4", frames=400, width=250, height=142, seed=5)
     out, labels = tmp_path / "partial.mp4", tmp_path / "labels"
+    # SIGINT at its default in the child: a suite started in the background of a script (`cmd &`
+    # without job control) has it ignored, and Python would then keep ignoring it.
     p = subprocess.Popen([sys.executable, "-m", "fcnfast", "video", src, out, "--batch", "1",
                           "--save-labels", labels, "--device", "cpu"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and p.poll() is None:
         if labels.is_dir() and len(os.listdir(labels)) >= 10:
