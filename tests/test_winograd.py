@@ -38,6 +38,8 @@ def reference(conv, x, pad, d, relu):
     (2, 130, 129, 7, 5, 2, False),    # channels off the 64-channel block, batch 2
     (1, 131, 128, 13, 3, 4, True),    # dilation 4 wider than the map
     (1, 192, 200, 11, 17, 1, True),   # primes: tiles that end past the edge
+    (1, 256, 260, 9, 7, 2, True),     # wide enough for the grouped 1×1 convolution's products
+    (2, 257, 256, 5, 6, 1, False),
 ])
 def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu):
     conv, packed = layer(c, k, d, relu, dtype)
@@ -54,19 +56,24 @@ def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu):
         assert err < TOL[dtype], (pad, err)
 
 
-def test_transforms_write_every_value_and_nothing_past_the_edge():
-    """Into NaN-poisoned buffers; the output's with a guard band after it."""
+@pytest.mark.parametrize("by_point", [True, False], ids=["by-point", "by-tile"])
+def test_transforms_write_every_value_and_nothing_past_the_edge(by_point):
+    """Into NaN-poisoned buffers, in either layout ((16, tiles, C) or (tiles, 16, C)); the
+    output's with a guard band after it."""
     n, c, k, h, w, d = 1, 128, 128, 5, 7, 2
     conv, packed = layer(c, k, d, False, torch.float32, seed=3)
     wino = WinogradConv2d(packed)
     x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
     ref = reference(conv, x, d, d, False)
-    v = torch.full((16, native.winograd_tiles(n, h, w, d, d), c), float("nan"))
-    assert not native.winograd_input(x, d, d, v).isnan().any()
-    m = torch.bmm(v, wino.u)
+    tiles = native.winograd_tiles(n, h, w, d, d)
+    v = torch.full((16, tiles, c) if by_point else (tiles, 16, c), float("nan"))
+    assert not native.winograd_input(x, d, d, v, by_point=by_point).isnan().any()
+    m = torch.bmm(v if by_point else v.transpose(0, 1), wino.u)
+    if not by_point:
+        m = m.transpose(0, 1).contiguous()
     buf = torch.full((n * h * w * k + 1000,), float("nan"))
     y = buf[:n * h * w * k].view(n, h, w, k).permute(0, 3, 1, 2)  # channels-last view
-    native.winograd_output(m, wino.bias, False, (h, w), d, d, y)
+    native.winograd_output(m, wino.bias, False, (h, w), d, d, y, by_point=by_point)
     assert buf[n * h * w * k:].isnan().all()
     torch.testing.assert_close(y.double(), ref, rtol=0, atol=2e-6 * ref.abs().max().item())
 
@@ -196,4 +203,20 @@ def test_a_nets_layers_share_one_workspace_and_a_copy_gets_its_own():
     assert a.workspace.buffers(1, 1, 1, torch.float32)[0].data_ptr() == grown
     for twin in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
         assert twin[0].workspace is twin[1].workspace and twin[0].workspace is not a.workspace
+        assert torch.equal(twin(x), want)
+
+
+def test_a_grouped_layer_copies_and_pickles_after_its_first_call():
+    """The grouped products' weight is a oneDNN tensor once packed (no storage to copy): copies and
+    pickles take U back as a plain tensor and give the same output."""
+    import copy
+    import pickle
+
+    conv, packed = layer(256, 256, 2, True, torch.float32, seed=7)
+    wino = WinogradConv2d(packed)
+    assert wino.grouped
+    x = torch.randn(1, 256, 9, 8).contiguous(memory_format=torch.channels_last)
+    want = wino(x)
+    assert wino.packed_u is not None and wino.u is None
+    for twin in (copy.deepcopy(wino), pickle.loads(pickle.dumps(wino))):
         assert torch.equal(twin(x), want)

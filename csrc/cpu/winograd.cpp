@@ -6,8 +6,10 @@
 // 2d·I + pa + d·u and columns 2d·J + pb + d·v (u, v ∈ {0, 1}) from the inputs at rows
 // 2d·I + pa + d·a − p and columns 2d·J + pb + d·b − p (a, b ∈ 0..3), zero outside the image.
 // Tile t = (((n·th + I)·d + pa)·tw + J)·d + pb, th = ⌈out_h / 2d⌉, tw = ⌈out_w / 2d⌉.
-// V and M hold tile t in row t of each of their 16 planes; a buffer may have more rows than there
-// are tiles (the rows past them are neither written nor read).
+// V and M hold tile t's point q (channels contiguous) at row_stride·t + point_stride·q: (16, rows,
+// C) for a batched GEMM, (rows, 16, C) for a 16-group 1×1 convolution's channels-last input and
+// output; a buffer may have more rows than there are tiles (the rows past them are neither
+// written nor read).
 #include <algorithm>
 #include <vector>
 
@@ -40,7 +42,8 @@ Tiling tiling(int64_t n, int64_t h, int64_t w, int64_t d, int64_t p) {
 }
 
 template <typename T>
-void input_kernel(const T* x, T* v, int64_t rows, int64_t c, const Tiling& g) {
+void input_kernel(const T* x, T* v, int64_t row_stride, int64_t point_stride, int64_t c,
+                  const Tiling& g) {
   const int64_t tiles = g.tiles();
   const std::vector<T> zeros(c, from_float<T>(0.0f));
 #pragma omp parallel for schedule(static)
@@ -56,8 +59,7 @@ void input_kernel(const T* x, T* v, int64_t rows, int64_t c, const Tiling& g) {
         src[4 * a + b] = inside ? x + ((img * g.h + y) * g.w + xx) * c : zeros.data();
       }
     }
-    T* dst = v + t * c;
-    const int64_t plane = rows * c;  // V is (16, rows, c)
+    T* dst = v + t * row_stride;
     // A block of channels at a time, through float buffers, so the loops over channels vectorize.
     for (int64_t c0 = 0; c0 < c; c0 += kBlock) {
       const int nb = static_cast<int>(std::min<int64_t>(kBlock, c - c0));
@@ -77,7 +79,7 @@ void input_kernel(const T* x, T* v, int64_t rows, int64_t c, const Tiling& g) {
           for (int j = 0; j < 4; ++j) in[4 * a + j][i] = r[j];
         }
       for (int q = 0; q < 16; ++q) {
-        T* out = dst + q * plane + c0;
+        T* out = dst + q * point_stride + c0;
         for (int i = 0; i < nb; ++i) out[i] = from_float<T>(in[q][i]);
       }
     }
@@ -85,10 +87,9 @@ void input_kernel(const T* x, T* v, int64_t rows, int64_t c, const Tiling& g) {
 }
 
 template <typename T>
-void output_kernel(const T* m, int64_t rows, const float* bias, bool relu, T* y, int64_t k,
-                   const Tiling& g) {
+void output_kernel(const T* m, int64_t row_stride, int64_t point_stride, const float* bias,
+                   bool relu, T* y, int64_t k, const Tiling& g) {
   const int64_t tiles = g.tiles();
-  const int64_t plane = rows * k;  // M is (16, rows, k)
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tiles; ++t) {
     int64_t img, y0, x0;
@@ -100,12 +101,12 @@ void output_kernel(const T* m, int64_t rows, const float* bias, bool relu, T* y,
         dst[2 * u + v] = (yy < g.out_h && xx < g.out_w) ? y + ((img * g.out_h + yy) * g.out_w + xx) * k
                                                         : nullptr;
       }
-    const T* src = m + t * k;
+    const T* src = m + t * row_stride;
     for (int64_t c0 = 0; c0 < k; c0 += kBlock) {
       const int nb = static_cast<int>(std::min<int64_t>(kBlock, k - c0));
       float in[16][kBlock], cols[8][kBlock];
       for (int q = 0; q < 16; ++q)
-        for (int i = 0; i < nb; ++i) in[q][i] = to_float(src[q * plane + c0 + i]);
+        for (int i = 0; i < nb; ++i) in[q][i] = to_float(src[q * point_stride + c0 + i]);
       for (int j = 0; j < 4; ++j)  // Aᵀ down each column j: cols[4u + j]
         for (int i = 0; i < nb; ++i) {
           float r[2];
@@ -137,18 +138,20 @@ void output_kernel(const T* m, int64_t rows, const float* bias, bool relu, T* y,
 }  // namespace
 
 void winograd_input(uintptr_t x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t d, int64_t p,
-                    uintptr_t v, int64_t rows, int dtype) {
+                    uintptr_t v, int64_t row_stride, int64_t point_stride, int dtype) {
   const Tiling g = tiling(n, h, w, d, p);
   FCN_DISPATCH_FLOAT(dtype, T,
-      input_kernel<T>(reinterpret_cast<const T*>(x), reinterpret_cast<T*>(v), rows, c, g));
+      input_kernel<T>(reinterpret_cast<const T*>(x), reinterpret_cast<T*>(v), row_stride,
+                      point_stride, c, g));
 }
 
-void winograd_output(uintptr_t m, int64_t rows, uintptr_t bias, bool relu, int64_t n, int64_t h,
-                     int64_t w, int64_t k, int64_t d, int64_t p, uintptr_t y, int dtype) {
+void winograd_output(uintptr_t m, int64_t row_stride, int64_t point_stride, uintptr_t bias,
+                     bool relu, int64_t n, int64_t h, int64_t w, int64_t k, int64_t d, int64_t p,
+                     uintptr_t y, int dtype) {
   const Tiling g = tiling(n, h, w, d, p);
   FCN_DISPATCH_FLOAT(dtype, T,
-      output_kernel<T>(reinterpret_cast<const T*>(m), rows, reinterpret_cast<const float*>(bias), relu,
-                       reinterpret_cast<T*>(y), k, g));
+      output_kernel<T>(reinterpret_cast<const T*>(m), row_stride, point_stride,
+                       reinterpret_cast<const float*>(bias), relu, reinterpret_cast<T*>(y), k, g));
 }
 
 }  // namespace cpu

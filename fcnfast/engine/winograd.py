@@ -1,5 +1,7 @@
 """3×3 convolutions as Winograd F(2×2, 3×3) on the CPU: 2.25× fewer multiply-adds than the direct
-convolution, the 16 per-tile-point products one batched GEMM (oneDNN's, like every other layer's).
+convolution, the 16 per-tile-point products one oneDNN call: for layers of 256 channels and more a
+1×1 convolution of 16 groups over the tiles, for narrower ones a batched matrix product (each the
+faster there: benchmarks/RESULTS.md).
 
 The transforms are native kernels (csrc/cpu/winograd.cpp, csrc/winograd.h); the filter's
 U = G g Gᵀ is computed here once per layer, in float64, then rounded to the compute dtype. A
@@ -27,6 +29,8 @@ MIN_CHANNELS = 128
 # shape (milliseconds each), which a folder of photos of many sizes would otherwise pay on every
 # image; rounding makes the shapes repeat, at the price of a few rows of zeros.
 ROW_STEP = 64
+# Layers at least this wide on both sides take the grouped 1×1 convolution for their products.
+GROUPED_MIN_CHANNELS = 256
 
 
 def gemm_rows(tiles: int) -> int:
@@ -63,16 +67,19 @@ class Workspace:
     def __init__(self):
         self._local = threading.local()
 
-    def buffers(self, rows: int, c: int, k: int, dtype: torch.dtype):
-        """(V (16, rows, c), M (16, rows, k)) of ``dtype``, views of this thread's buffers. Rows
-        past a call's tiles hold what earlier calls left there (zeros at first): they only ever
-        reach rows of M that the output transform does not read."""
+    def buffers(self, rows: int, c: int, k: int, dtype: torch.dtype, by_point: bool = True):
+        """(V, M) of ``dtype``, views of this thread's buffers: (16, rows, c) and (16, rows, k)
+        when ``by_point`` (a batched GEMM's operands), else V (rows, 16, c) and no M (the grouped
+        convolution makes its own). Rows past a call's tiles hold what earlier calls left there
+        (zeros at first): they only ever reach rows of M that the output transform does not read."""
         bufs = getattr(self._local, "bufs", None)
-        need = (16 * rows * c, 16 * rows * k)
+        need = (16 * rows * c, 16 * rows * k if by_point else 0)
         have = (0, 0) if bufs is None or bufs[0].dtype != dtype else (bufs[0].numel(), bufs[1].numel())
         if have[0] < need[0] or have[1] < need[1]:
             bufs = tuple(torch.zeros(max(n, h), dtype=dtype) for n, h in zip(need, have))
             self._local.bufs = bufs
+        if not by_point:
+            return bufs[0][:need[0]].view(rows, 16, c), None
         return bufs[0][:need[0]].view(16, rows, c), bufs[1][:need[1]].view(16, rows, k)
 
     def __getstate__(self):
@@ -90,7 +97,10 @@ class WinogradConv2d(PackedConv2d):
         if not eligible(conv):
             raise ValueError(f"not a Winograd-eligible 3×3 convolution: {conv}")
         super().__init__(conv, relu=conv.attr == "relu")  # the geometry, read off the packed layer
-        self.register_buffer("u", filter_transform(conv.weight))
+        self.register_buffer("u", filter_transform(conv.weight))  # (16, C, K), until packed
+        self.grouped = min(conv.in_channels, conv.out_channels) >= GROUPED_MIN_CHANNELS
+        self.packed_u = None  # grouped: U as the 16-group 1×1 convolution's weight, packed by oneDNN
+        self.dtype_ = self.u.dtype
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
         self.bias = bias.float().contiguous()  # the output transform adds it in float32
         self.weight = None
@@ -98,20 +108,49 @@ class WinogradConv2d(PackedConv2d):
         self.workspace = workspace if workspace is not None else Workspace()
 
     def _run(self, x: torch.Tensor, pad: int) -> torch.Tensor:
-        if x.dtype != self.u.dtype or x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"WinogradConv2d: expected (N, {self.in_channels}, H, W) {self.u.dtype}, "
+        if x.dtype != self.dtype_ or x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"WinogradConv2d: expected (N, {self.in_channels}, H, W) {self.dtype_}, "
                              f"got {tuple(x.shape)} {x.dtype}")
         d = self.dilation_
         n, c, h, w = x.shape
         rows = gemm_rows(ops.winograd_tiles(n, h, w, d, pad))
         x = x.contiguous(memory_format=torch.channels_last)
         k = self.out_channels
-        v, m = self.workspace.buffers(rows, c, k, x.dtype)
-        ops.winograd_input(x, d, pad, v)
-        torch.bmm(v, self.u, out=m)
+        v, m = self.workspace.buffers(rows, c, k, x.dtype, by_point=not self.grouped)
+        ops.winograd_input(x, d, pad, v, by_point=not self.grouped)
+        if self.grouped:
+            m = self._grouped_products(v, rows, c, k)
+        else:
+            torch.bmm(v, self.u, out=m)
         y = torch.empty((n, k, *ops.winograd_output_size(h, w, d, pad)), dtype=x.dtype,
                         memory_format=torch.channels_last)
-        return ops.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y)
+        return ops.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y,
+                                   by_point=not self.grouped)
+
+    def _grouped_products(self, v: torch.Tensor, rows: int, c: int, k: int) -> torch.Tensor:
+        """M[t, q] = V[t, q] · U[q] (rows, 16, K): the 16 points as 16 groups of channels, the tiles
+        as pixels, of V (rows, 16, C)."""
+        points = v.view(1, rows, 1, 16 * c).permute(0, 3, 1, 2)  # (1, 16C, rows, 1) channels-last
+        if self.packed_u is None:
+            weight = self.u.permute(0, 2, 1).reshape(16 * k, c, 1, 1).contiguous()
+            # a weight packed for one row count runs every other at the same speed (measured)
+            self.packed_u = torch.ops.mkldnn._reorder_convolution_weight(
+                weight, [0, 0], [1, 1], [1, 1], 16, list(points.shape))
+            self.u = None  # the packed copy is the only one used from now on
+        m = torch.ops.mkldnn._convolution_pointwise(points, self.packed_u, None, [0, 0], [1, 1], [1, 1],
+                                                    16, "none", [], "")
+        return m.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).view(rows, 16, k)
+
+    def __getstate__(self):
+        """Copies and pickles: oneDNN's packed tensors have no storage to copy, so U goes back to a
+        plain tensor (packed again at the copy's first call)."""
+        state = self.__dict__.copy()
+        if self.packed_u is not None:
+            k, c = self.out_channels, self.in_channels
+            buffers = dict(state["_buffers"])
+            buffers["u"] = self.packed_u.to_dense().reshape(16, k, c).permute(0, 2, 1).contiguous()
+            state["_buffers"], state["packed_u"] = buffers, None
+        return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, self.padding[0])

@@ -199,32 +199,48 @@ def _check_winograd(name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype
         raise ValueError(f"{name} must be {'channels-last' if layout == 'nhwc' else 'contiguous'}")
 
 
-def _winograd_rows(name: str, t: torch.Tensor, tiles: int) -> int:
-    """The row count of a (16, rows, ·) tile buffer, at least ``tiles``."""
-    rows = t.shape[1] if t.dim() == 3 else -1
+def _winograd_rows(name: str, t: torch.Tensor, tiles: int, by_point: bool) -> int:
+    """The row count of a tile buffer, at least ``tiles``: (16, rows, ·) when ``by_point``, else
+    (rows, 16, ·)."""
+    rows = (t.shape[1] if by_point else t.shape[0]) if t.dim() == 3 else -1
     if rows < tiles:
-        raise ValueError(f"{name}: expected (16, rows ≥ {tiles}, ·), got {tuple(t.shape)}")
+        want = f"(16, rows ≥ {tiles}, ·)" if by_point else f"(rows ≥ {tiles}, 16, ·)"
+        raise ValueError(f"{name}: expected {want}, got {tuple(t.shape)}")
     return rows
 
 
-def winograd_input(x: torch.Tensor, dilation: int, padding: int, v: torch.Tensor) -> torch.Tensor:
-    """x channels-last (N, C, H, W) float32/bfloat16 → v (16, rows ≥ tiles, C): the transformed
-    tiles in its first rows, the rest left as they were."""
+def _tile_strides(t: torch.Tensor, by_point: bool):
+    """(row stride, point stride) of a tile buffer, in elements."""
+    return (t.stride(1), t.stride(0)) if by_point else (t.stride(0), t.stride(1))
+
+
+def _tile_shape(rows: int, channels: int, by_point: bool) -> tuple:
+    return (16, rows, channels) if by_point else (rows, 16, channels)
+
+
+def winograd_input(x: torch.Tensor, dilation: int, padding: int, v: torch.Tensor,
+                   by_point: bool = True) -> torch.Tensor:
+    """x channels-last (N, C, H, W) float32/bfloat16 → v, tile t's point q at v[q, t] (16, rows ≥
+    tiles, C) when ``by_point`` (a batched GEMM's operand), else at v[t, q] (rows, 16, C; a
+    16-group 1×1 convolution's): the transformed tiles in its first rows, the rest left as they
+    were."""
     if x.dim() != 4 or x.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_input: x must be (N, C, H, W) float32 or bfloat16, got "
                          f"{tuple(x.shape)} {x.dtype}")
     n, c, h, w = x.shape
     _check_winograd("x", x, x.shape, x.dtype, "nhwc")
-    rows = _winograd_rows("v", v, winograd_tiles(n, h, w, dilation, padding))
-    _check_winograd("v", v, (16, rows, c), x.dtype, "rows")
+    rows = _winograd_rows("v", v, winograd_tiles(n, h, w, dilation, padding), by_point)
+    _check_winograd("v", v, _tile_shape(rows, c, by_point), x.dtype, "rows")
     _ext.native_module("cpp").winograd_input(x.data_ptr(), n, h, w, c, dilation, padding,
-                                             v.data_ptr(), rows, DTYPE_CODE[x.dtype])
+                                             v.data_ptr(), *_tile_strides(v, by_point),
+                                             DTYPE_CODE[x.dtype])
     return v
 
 
 def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilation: int,
-                    padding: int, y: torch.Tensor) -> torch.Tensor:
-    """m (16, rows ≥ tiles, K), the tiles' products in its first rows → y channels-last
+                    padding: int, y: torch.Tensor, by_point: bool = True) -> torch.Tensor:
+    """m (16, rows ≥ tiles, K) when ``by_point``, else (rows ≥ tiles, 16, K), the tiles' products
+    in its first rows → y channels-last
     (N, K, H', W') of the convolution of an (H, W) = ``size`` input, plus ``bias`` (float32, K),
     then ReLU when ``relu``."""
     n, k, oh, ow = y.shape
@@ -235,12 +251,13 @@ def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilat
                          f"{want[0]}×{want[1]}")
     if m.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_output: m must be float32 or bfloat16, got {m.dtype}")
-    rows = _winograd_rows("m", m, winograd_tiles(n, h, w, dilation, padding))
-    _check_winograd("m", m, (16, rows, k), m.dtype, "rows")
+    rows = _winograd_rows("m", m, winograd_tiles(n, h, w, dilation, padding), by_point)
+    _check_winograd("m", m, _tile_shape(rows, k, by_point), m.dtype, "rows")
     _check_winograd("bias", bias, (k,), torch.float32, "rows")
     _check_winograd("y", y, y.shape, m.dtype, "nhwc")
-    _ext.native_module("cpp").winograd_output(m.data_ptr(), rows, bias.data_ptr(), bool(relu), n, h,
-                                              w, k, dilation, padding, y.data_ptr(), DTYPE_CODE[m.dtype])
+    _ext.native_module("cpp").winograd_output(m.data_ptr(), *_tile_strides(m, by_point), bias.data_ptr(),
+                                              bool(relu), n, h, w, k, dilation, padding, y.data_ptr(),
+                                              DTYPE_CODE[m.dtype])
     return y
 
 
