@@ -47,5 +47,38 @@ __device__ __forceinline__ OutPixel out_pixel(int64_t p, int64_t plane, int out_
 
 inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
+// The grid of a learned (C×C) path run phase by phase (output pixel mod s), each block staging its
+// phase's four C×C weight slices in shared memory: blockIdx.y is the phase (y0, x0) = (y / pcols,
+// y % pcols), whose pixels (y0 + j·s, x0 + i·s), j < hp, i < wp, the blocks of blockIdx.x cover
+// grid-stride, `per_pixel` items each (images × class blocks).
+struct PhaseGrid {
+  dim3 grid;
+  int64_t bytes;  // the staged slices
+  int pcols, hp, wp;
+};
+
+// False where the slices do not fit the shared memory a block may take without opting in to more,
+// or the phases exceed grid dimension y.
+inline bool phase_grid(int64_t c, int64_t s, int64_t out_h, int64_t out_w, int64_t per_pixel,
+                       PhaseGrid& pg) {
+  constexpr int64_t kStagedBytes = 48 * 1024;
+  // Each block stages its slices once: about this many blocks in all keep that small against the
+  // pixels' work, the grid-stride loop covering the rest.
+  constexpr int64_t kBlocksStaged = 2048;
+  pg.bytes = 4 * c * c * static_cast<int64_t>(sizeof(float));
+  const int64_t rows = out_h < s ? out_h : s, pcols = out_w < s ? out_w : s;  // phases present
+  const int64_t phases = rows * pcols;
+  if (pg.bytes > kStagedBytes || phases > 65535) return false;
+  const int64_t hp = (out_h + s - 1) / s, wp = (out_w + s - 1) / s;
+  int64_t blocks = kBlocksStaged / phases;
+  const int64_t needed = grid_for(per_pixel * hp * wp);
+  blocks = blocks < 1 ? 1 : (blocks > needed ? needed : blocks);
+  pg.grid = dim3(static_cast<unsigned int>(blocks), static_cast<unsigned int>(phases));
+  pg.pcols = static_cast<int>(pcols);
+  pg.hp = static_cast<int>(hp);
+  pg.wp = static_cast<int>(wp);
+  return true;
+}
+
 }  // namespace cuda
 }  // namespace fcn

@@ -25,10 +25,6 @@ namespace cuda {
 
 using Geom = UpsampleAddGeom;
 
-// Shared memory a block may take without opting in to more; the staged grid's size.
-constexpr int64_t kStagedBytes = 48 * 1024;
-constexpr int64_t kBlocksStaged = 2048;
-
 // STAGED (learned only): blockIdx.y is the phase (y0, x0) = (y / pcols, y % pcols), `total`
 // counts its (n, class block, j < hp, i < wp) items, pixel (y0 + j·s, x0 + i·s).
 template <typename T, bool BILINEAR, bool HAS_SKIP, bool FUSED, int CB, bool STAGED>
@@ -164,24 +160,14 @@ struct UpsampleCropAdd {
     // load.
     constexpr int CB = (BILINEAR && !(HAS_SKIP && FUSED)) ? 1 : 8;
     const int64_t cblocks = (g.c + CB - 1) / CB;
-    if (!BILINEAR) {
-      const int64_t bytes = 4 * g.c * g.c * static_cast<int64_t>(sizeof(float));
-      const int64_t rows = g.out_h < g.s ? g.out_h : g.s, pcols = g.out_w < g.s ? g.out_w : g.s;
-      const int64_t phases = rows * pcols;
-      if (bytes <= kStagedBytes && phases <= 65535) {
-        const int64_t hp = (g.out_h + g.s - 1) / g.s, wp = (g.out_w + g.s - 1) / g.s;
-        const int64_t total = g.n * cblocks * hp * wp;
-        // Each block stages its slices once: about kBlocksStaged blocks in all keep that small
-        // against the pixels' work, the grid-stride loop covering the rest.
-        int64_t blocks = kBlocksStaged / phases;
-        const int64_t needed = grid_for(total);
-        blocks = blocks < 1 ? 1 : (blocks > needed ? needed : blocks);
-        const dim3 grid(static_cast<unsigned int>(blocks), static_cast<unsigned int>(phases));
-        upsample_crop_add_kernel<T, BILINEAR, HAS_SKIP, FUSED, CB, true>
-            <<<grid, kThreads, bytes, stream>>>(p.x, p.weight, p.skip, p.skip_w, p.skip_b, p.out,
-                                                g, cblocks, total, (int)pcols, (int)hp, (int)wp);
-        return;
-      }
+    PhaseGrid pg;
+    if (!BILINEAR && phase_grid(g.c, g.s, g.out_h, g.out_w, g.n * cblocks, pg)) {
+      const int64_t total = g.n * cblocks * pg.hp * pg.wp;
+      upsample_crop_add_kernel<T, BILINEAR, HAS_SKIP, FUSED, CB, true>
+          <<<pg.grid, kThreads, pg.bytes, stream>>>(p.x, p.weight, p.skip, p.skip_w, p.skip_b,
+                                                    p.out, g, cblocks, total, pg.pcols, pg.hp,
+                                                    pg.wp);
+      return;
     }
     const int64_t total = g.n * cblocks * g.out_h * g.out_w;
     upsample_crop_add_kernel<T, BILINEAR, HAS_SKIP, FUSED, CB, false>

@@ -84,30 +84,16 @@ __global__ void learned_staged_kernel(const T* __restrict__ x, const float* __re
   }
 }
 
-// Shared memory a block may take without opting in to more.
-constexpr int64_t kStagedBytes = 48 * 1024;
-constexpr int64_t kBlocksStaged = 2048;
-
 template <typename T, typename L>
 bool launch_staged(uintptr_t x, uintptr_t weight, int64_t n, int64_t c, int64_t h, int64_t w,
                    int64_t k, int64_t s, int64_t oy, int64_t ox, int64_t out_h, int64_t out_w,
                    uintptr_t labels, uintptr_t scores, cudaStream_t stream) {
-  const int64_t bytes = 4 * c * c * static_cast<int64_t>(sizeof(float));
-  if (bytes > kStagedBytes) return false;
-  const int64_t rows = out_h < s ? out_h : s, pcols = out_w < s ? out_w : s;  // phases present
-  const int64_t hp = (out_h + s - 1) / s, wp = (out_w + s - 1) / s;
-  const int64_t phases = rows * pcols;
-  if (phases > 65535) return false;  // grid dimension y
-  // Each block stages its slices once: about kBlocksStaged blocks in all keep that small against
-  // the pixels' work, the grid-stride loop covering the rest.
-  int64_t blocks = kBlocksStaged / phases;
-  const int64_t needed = grid_for(n * hp * wp);
-  blocks = blocks < 1 ? 1 : (blocks > needed ? needed : blocks);
-  const dim3 grid(static_cast<unsigned int>(blocks), static_cast<unsigned int>(phases));
-  learned_staged_kernel<T, L><<<grid, kThreads, bytes, stream>>>(
+  PhaseGrid pg;
+  if (!phase_grid(c, s, out_h, out_w, n, pg)) return false;
+  learned_staged_kernel<T, L><<<pg.grid, kThreads, pg.bytes, stream>>>(
       reinterpret_cast<const T*>(x), reinterpret_cast<const float*>(weight), (int)n, (int)c,
-      (int)h, (int)w, (int)k, (int)s, (int)oy, (int)ox, (int)out_h, (int)out_w, (int)pcols,
-      (int)hp, (int)wp, reinterpret_cast<L*>(labels), reinterpret_cast<T*>(scores));
+      (int)h, (int)w, (int)k, (int)s, (int)oy, (int)ox, (int)out_h, (int)out_w, pg.pcols, pg.hp,
+      pg.wp, reinterpret_cast<L*>(labels), reinterpret_cast<T*>(scores));
   return true;
 }
 
