@@ -85,9 +85,10 @@ class PackedConv2d(nn.Module):
         # but the packed one it runs as that, unless its weight is small enough for such a reorder
         # to cost less than the product's kernel creation at every new shape (ResNet's 1×1 layers,
         # the class scores: a folder of photos is all new shapes; benchmarks/RESULTS.md).
+        self.small_weight = self.weight.numel() <= _PACKED_ANY_SHAPE_MAX_WEIGHT
         self.matmul = None
         if (tuple(conv.kernel_size) == (1, 1) and self.stride == [1, 1] and self.padding == [0, 0]
-                and self.groups == 1 and self.weight.numel() > _PACKED_ANY_SHAPE_MAX_WEIGHT):
+                and self.groups == 1 and not self.small_weight):
             self.matmul = self.weight.reshape(self.out_channels, self.in_channels).contiguous()
         self.packed_shape = None
 
@@ -95,7 +96,8 @@ class PackedConv2d(nn.Module):
         """(``x`` channels-last, the weight to run it with): packed for calls like this one
         (padded or not), packing it now if this is the first."""
         x = x.contiguous(memory_format=torch.channels_last)
-        if (self.packed_unpadded if unpadded else self.packed) is None:
+        packed = self.packed_unpadded if unpadded else self.packed
+        if packed is None:
             n, c, h, w = x.shape
             shape = (n, c, max(h, MIN_PACK_SIDE), max(w, MIN_PACK_SIDE))
             weight = self.weight
@@ -109,15 +111,9 @@ class PackedConv2d(nn.Module):
             else:
                 self.packed, self.packed_shape = packed, shape
             self.weight = None  # the packed copies are the only ones used from now on (fc6: 200 MB)
-        packed = self.packed_unpadded if unpadded else self.packed
-        small_map = min(x.shape[2], x.shape[3]) < MIN_PACK_SIDE
-        if small_map and self._weight_elements() <= _PACKED_ANY_SHAPE_MAX_WEIGHT:
+        if min(x.shape[2], x.shape[3]) < MIN_PACK_SIDE and self.small_weight:
             return x, packed.to_dense()
         return x, packed
-
-    def _weight_elements(self) -> int:
-        kh, kw = self.kernel_size
-        return self.out_channels * self.in_channels // self.groups * kh * kw
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         """conv(x) of a 1×1 layer, channels-last (N, C, H, W) like oneDNN's."""
