@@ -39,6 +39,21 @@ def argmax_update(best, best_idx, v, c):
 
 
 @triton.jit
+def block_argmax(acc, cols, C):
+    """(value, index) per row of a [P, CO] score block whose columns are classes ``cols``: the
+    first NaN among the real classes (cols < C) if any, else the max and its lowest index."""
+    real = cols[None, :] < C
+    isnan = (acc != acc) & real
+    any_nan = tl.max(isnan.to(tl.int32), axis=1) > 0
+    first_nan = tl.min(tl.where(isnan, cols[None, :], 1073741824), axis=1)
+    a = tl.where(real & (acc == acc), acc, float("-inf"))
+    m = tl.max(a, axis=1)
+    # Lowest column equal to the max; padded columns sort after the real ones.
+    idx = tl.min(tl.where(a == m[:, None], cols[None, :], 1073741824), axis=1)
+    return tl.where(any_nan, float("nan"), m), tl.where(any_nan, first_nan, idx)
+
+
+@triton.jit
 def gather4(base, o00, o01, o10, o11, m00, m01, m10, m11):
     """The four neighbours of each pixel (offsets from ``base``) as float32; masked ones read 0."""
     x00 = tl.load(base + o00, mask=m00, other=0.0).to(tl.float32)
@@ -64,6 +79,12 @@ def corner_masks(vy0, vy1, vx0, vx1):
 # rounded to bfloat16 then multiplied in float32 (the same products: Triton 3.9's interpreter
 # computes a bfloat16 tl.dot wrongly).
 DOT_FLOAT32, DOT_HALF, DOT_HALF_ROUNDED = 0, 1, 2
+
+
+def interpreted(t) -> bool:
+    """Whether Triton runs the kernels on tensor ``t`` through its interpreter (CPU tensors, under
+    TRITON_INTERPRET=1): the launchers size tiles for it and work around its bfloat16 tl.dot."""
+    return t.device.type == "cpu"
 
 
 def dot_mode(dtype_size: int, is_bfloat16: bool, interpreted: bool) -> int:

@@ -27,6 +27,7 @@ import triton.language as tl
 
 from fcnfast import contract
 
+from . import common
 from .common import (DOT_FLOAT32, block_size, corner_masks, corner_offsets, deconv_taps, dot_mode,
                      dot_tiles, num_warps_for)
 
@@ -210,7 +211,7 @@ def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offse
         sb_arg = x if skip_bias is None else skip_bias.contiguous()
     fused = mode == _SKIP_FEATURES
 
-    interpreted = x.device.type == "cpu"
+    interpreted = common.interpreted(x)
     hp, wp = triton.cdiv(g.out_h, g.s), triton.cdiv(g.out_w, g.s)  # largest phase grid
     pixels = g.out_h * g.out_w if bilinear else hp * wp
     block_c, block_ci, block_f, block_p, warps = _settings(g.c, f, pixels, bilinear, fused,

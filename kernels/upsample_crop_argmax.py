@@ -26,8 +26,8 @@ import triton.language as tl
 
 from fcnfast import contract
 
-from .common import (argmax_update, block_size, corner_masks, corner_offsets, deconv_taps,
-                     dot_tiles, gather4, num_warps_for, store_argmax, strip_pixels)
+from .common import (argmax_update, block_argmax, block_size, corner_masks, corner_offsets,
+                     deconv_taps, dot_tiles, gather4, num_warps_for, store_argmax, strip_pixels)
 
 
 @triton.jit
@@ -73,21 +73,6 @@ def _upsample_bilinear_argmax_kernel(
     best = tl.where(spread, float("nan"), best)
 
     store_argmax(labels_ptr, scores_ptr, n * H * W + p, best_idx, best, pmask, RETURN_SCORES)
-
-
-@triton.jit
-def _block_argmax(acc, cols, C):
-    """(value, index) per row of a [P, CO] score block whose columns are classes ``cols``: the
-    first NaN among the real classes (cols < C) if any, else the max and its lowest index."""
-    real = cols[None, :] < C
-    isnan = (acc != acc) & real
-    any_nan = tl.max(isnan.to(tl.int32), axis=1) > 0
-    first_nan = tl.min(tl.where(isnan, cols[None, :], 1073741824), axis=1)
-    a = tl.where(real & (acc == acc), acc, float("-inf"))
-    m = tl.max(a, axis=1)
-    # Lowest column equal to the max; padded columns sort after the real ones.
-    idx = tl.min(tl.where(a == m[:, None], cols[None, :], 1073741824), axis=1)
-    return tl.where(any_nan, float("nan"), m), tl.where(any_nan, first_nan, idx)
 
 
 @triton.jit
@@ -147,7 +132,7 @@ def _upsample_general_argmax_kernel(
                                       (ci[:, None] < C) & (co[None, :] < C), 0)  # DOT_FLOAT32
                 # A tap outside the input is no term at all (not 0·w, which is NaN for w = NaN).
                 acc += tl.where(pv[:, None], part, 0.0)
-        blk_v, blk_i = _block_argmax(acc, co, C)
+        blk_v, blk_i = block_argmax(acc, co, C)
         best, best_idx = argmax_update(best, best_idx, blk_v, blk_i)
 
     store_argmax(labels_ptr, scores_ptr, n * H * W + y * W + xo, best_idx, best, pmask,
