@@ -153,6 +153,8 @@ class Segmenter:
 
     def _labels(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.engine is not None:
+            if pixels.device.type == "cpu":  # labels go back to the host: one wait for both
+                return self.engine.run_to_host(pixels.to(self.device, non_blocking=True))
             return self.engine.run(pixels.to(self.device, non_blocking=True))
         return self._argmax(self._scores(pixels))
 

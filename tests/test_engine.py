@@ -417,6 +417,16 @@ def test_precision_guard_reruns_non_finite_batches_in_float32(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         engine.run(pixels)  # warned once only
+        assert torch.equal(engine.run_to_host(pixels).long(), ref.argmax(1))  # the host path too
+
+
+def test_run_to_host_gives_run_labels_on_the_host():
+    model = make_model("fcn16s", learned=True)
+    pixels = scenes(2, 37, 53)
+    engine = Engine(model, torch.device("cpu"), torch.float32)
+    labels = engine.run_to_host(pixels)
+    assert labels.device.type == "cpu" and labels.dtype == engine.label_dtype
+    assert torch.equal(labels, engine.run(pixels))
 
 
 def test_out_of_memory_tiles_then_says_what_to_do(monkeypatch):
@@ -513,6 +523,30 @@ def test_gpu_named_backends_agree_with_reference(arch, backend):
     assert set(seg.op_backends.values()) == {backend}
     assert_firm_agreement(seg.engine.run(pixels.cuda()).cpu(), reference_scores(model, pixels),
                           torch.float32, at_least=1.0)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_run_to_host_one_wait_and_the_guard(dtype, monkeypatch):
+    model = make_model("fcn8s", learned=True)
+    pixels = scenes(2, 61, 89, seed=3)
+    engine = fcnfast.Segmenter(model, device="cuda", dtype=dtype).engine
+    dev = pixels.cuda()
+    labels = engine.run_to_host(dev)
+    assert labels.device.type == "cpu" and torch.equal(labels, engine.run(dev).cpu())
+    real = engine.coarse_scores
+
+    def overflowing(x):  # what fp16 overflow in fc6/fc7 looks like
+        h = real(x).clone()
+        h[0, 0, 0, 0] = float("inf")
+        return h
+
+    monkeypatch.setattr(engine, "coarse_scores", overflowing)
+    monkeypatch.setattr(engine, "graphs", None)  # the stand-in is not captured
+    with pytest.warns(RuntimeWarning, match="non-finite class scores"):
+        labels = engine.run_to_host(dev)
+    # the float32 rerun on the GPU (cuDNN may use TF32): firm pixels
+    assert_firm_agreement(labels, reference_scores(model, pixels), torch.float32, at_least=0.999)
 
 
 @pytest.mark.needs_cuda

@@ -217,6 +217,22 @@ class Engine:
         return (labels, scores) if return_scores else labels
 
     @torch.inference_mode()
+    def run_to_host(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``run``'s labels, on the host. On a GPU the precision guard's flag is copied back
+        asynchronously beside the labels, so the batch waits for the device once (``run`` waits for
+        the flag, then its caller for the labels)."""
+        labels, scores, finite = self.launch(pixels)
+        if labels.device.type == "cuda":
+            stream = torch.cuda.current_stream(labels.device)
+            labels = labels.to("cpu", non_blocking=True)  # into pinned memory
+            finite = finite.to("cpu", non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(stream)
+            done.synchronize()
+        labels, _ = self.settle(pixels, labels, scores, bool(finite))
+        return labels.cpu()
+
+    @torch.inference_mode()
     def launch(self, pixels: torch.Tensor):
         """Queue one batch: (labels, scores, all-finite flag) as device tensors, without waiting
         for the device (``stream`` overlaps batches this way). Pass the flag's value to
