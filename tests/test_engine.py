@@ -420,6 +420,37 @@ def test_precision_guard_reruns_non_finite_batches_in_float32(monkeypatch):
         assert torch.equal(engine.run_to_host(pixels).long(), ref.argmax(1))  # the host path too
 
 
+# What makes the host wait for the device (on CUDA tensors); none may run inside a captured batch.
+HOST_SYNCS = ("item", "__bool__", "tolist", "numpy", "__int__", "__float__", "__index__")
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+@pytest.mark.parametrize("arch", ["fcn8s", "fcn32s", "fcn_alexnet", "fcn_googlenet", "fcn_resnet50"])
+def test_a_batch_reads_nothing_back_from_the_device(arch, backend, monkeypatch):
+    """A stand-in for CUDA-graph capture: the engine's batch (preprocess, trunk, head, the guard's
+    flag) as on a GPU (no border skipping, no Winograd), after its warm-up, never converts a
+    tensor to a Python value — on CUDA that is a host synchronisation, which capture forbids."""
+    if backend == "cpp" and "cpp" not in ops.backends():
+        pytest.skip("the C++ kernels are not built")
+    model = make_model(arch, learned=True)
+    engine = Engine(model, torch.device("cpu"), torch.float32, backend=backend, skip_border=False,
+                    winograd=False)
+    pixels = scenes(2, 45, 61)
+    for _ in range(2):  # the warm-up GraphCache does before capturing (checks cached per layer)
+        want = engine._run_device(pixels)
+
+    def refuse(name):
+        def method(self, *args, **kwargs):
+            raise AssertionError(f"host synchronisation inside a batch: Tensor.{name}")
+        return method
+
+    for name in HOST_SYNCS:
+        monkeypatch.setattr(torch.Tensor, name, refuse(name))
+    got = engine._run_device(pixels)
+    monkeypatch.undo()
+    assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, want))
+
+
 def test_run_to_host_gives_run_labels_on_the_host():
     model = make_model("fcn16s", learned=True)
     pixels = scenes(2, 37, 53)
