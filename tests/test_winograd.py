@@ -78,6 +78,15 @@ def test_transforms_write_every_value_and_nothing_past_the_edge(by_point):
     torch.testing.assert_close(y.double(), ref, rtol=0, atol=2e-6 * ref.abs().max().item())
 
 
+@pytest.mark.parametrize("d", [1, 2, 3, 4])
+def test_every_tile_holds_outputs(d):
+    """No empty tiles (they would be GEMM rows of zeros): a phase with fewer outputs gets fewer
+    tiles. The count is that of the distinct 2×2 groups of each phase's outputs."""
+    for oh, ow in [(1, 1), (2, 3), (38, 57), (19, 29), (7, 13), (d, 2 * d + 1)]:
+        groups = {(y // (2 * d), y % d, x // (2 * d), x % d) for y in range(oh) for x in range(ow)}
+        assert native.winograd_tiles(2, oh, ow, d, d) == 2 * len(groups), (oh, ow)
+
+
 def test_buffers_with_more_rows_than_tiles():
     """The rows past the tiles are neither written nor read: poisoned, they stay poisoned and the
     output is the one of exact-size buffers."""
@@ -105,7 +114,7 @@ def test_sizes_that_share_a_workspace_do_not_see_each_others_tiles():
     conv, packed = layer(128, 128, 1, False, torch.float32, seed=6)
     wino = WinogradConv2d(packed)
     big = torch.randn(1, 128, 14, 16).contiguous(memory_format=torch.channels_last)
-    small = torch.randn(1, 128, 11, 15).contiguous(memory_format=torch.channels_last)
+    small = torch.randn(1, 128, 13, 13).contiguous(memory_format=torch.channels_last)
     t_big, t_small = (native.winograd_tiles(1, *x.shape[2:], 1, 1) for x in (big, small))
     assert t_small < t_big and gemm_rows(t_small) == gemm_rows(t_big)
     wino(big)

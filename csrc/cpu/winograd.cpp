@@ -5,7 +5,10 @@
 // the output's rows and columns. Tile (n, I, pa, J, pb) computes the outputs at rows
 // 2d·I + pa + d·u and columns 2d·J + pb + d·v (u, v ∈ {0, 1}) from the inputs at rows
 // 2d·I + pa + d·a − p and columns 2d·J + pb + d·b − p (a, b ∈ 0..3), zero outside the image.
-// Tile t = (((n·th + I)·d + pa)·tw + J)·d + pb, th = ⌈out_h / 2d⌉, tw = ⌈out_w / 2d⌉.
+// Each phase gets just the tiles its own outputs need (phase pa of out_h rows has
+// ⌈(out_h − pa) / d⌉ of them, so ⌈that / 2⌉ tiles), in the order (I, pa) along the rows and
+// (J, pb) along the columns, those pairs that exist: tile t = (n·TR + r)·TC + c for the r-th row
+// origin and the c-th column origin (TR, TC of them).
 // V and M hold tile t's point q (channels contiguous) at row_stride·t + point_stride·q: (16, rows,
 // C) for a batched GEMM, (rows, 16, C) for a 16-group 1×1 convolution's channels-last input and
 // output; a buffer may have more rows than there are tiles (the rows past them are neither
@@ -23,22 +26,30 @@ namespace {
 
 constexpr int kBlock = 64;  // channels per pass through the float buffers
 
+// The tile origins 2d·I + pa along one axis of ``out`` outputs, in the order (I, pa).
+std::vector<int64_t> tile_origins(int64_t out, int64_t d) {
+  std::vector<int64_t> origins;
+  for (int64_t i = 0; 2 * d * i < out; ++i)
+    for (int64_t pa = 0; pa < d && 2 * d * i + pa < out; ++pa) origins.push_back(2 * d * i + pa);
+  return origins;
+}
+
 struct Tiling {
-  int64_t n, h, w, d, p, out_h, out_w, th, tw;
-  int64_t tiles() const { return n * th * d * tw * d; }
-  // The tile's first row and column (of the output; the input's are d·a − p further).
+  int64_t n, h, w, d, p, out_h, out_w;
+  std::vector<int64_t> rows, cols;  // the tiles' first output row / column
+  int64_t tiles() const { return n * static_cast<int64_t>(rows.size() * cols.size()); }
+  // The tile's image and first output row and column (the input's are d·a − p further).
   void origin(int64_t t, int64_t& img, int64_t& y0, int64_t& x0) const {
-    const int64_t pb = t % d, J = (t / d) % tw, pa = (t / (d * tw)) % d;
-    const int64_t I = (t / (d * tw * d)) % th;
-    img = t / (d * tw * d * th);
-    y0 = 2 * d * I + pa;
-    x0 = 2 * d * J + pb;
+    const int64_t tc = static_cast<int64_t>(cols.size()), tr = static_cast<int64_t>(rows.size());
+    x0 = cols[t % tc];
+    y0 = rows[(t / tc) % tr];
+    img = t / (tc * tr);
   }
 };
 
 Tiling tiling(int64_t n, int64_t h, int64_t w, int64_t d, int64_t p) {
   const int64_t out_h = h + 2 * p - 2 * d, out_w = w + 2 * p - 2 * d;
-  return {n, h, w, d, p, out_h, out_w, (out_h + 2 * d - 1) / (2 * d), (out_w + 2 * d - 1) / (2 * d)};
+  return {n, h, w, d, p, out_h, out_w, tile_origins(out_h, d), tile_origins(out_w, d)};
 }
 
 template <typename T>

@@ -28,7 +28,7 @@ MIN_CHANNELS = 128
 # The GEMM's rows are the tile count rounded up to this: oneDNN builds a matmul kernel for every new
 # shape (milliseconds each), which a folder of photos of many sizes would otherwise pay on every
 # image; rounding makes the shapes repeat, at the price of a few rows of zeros.
-ROW_STEP = 64
+ROW_STEP = 16
 # Layers at least this wide on both sides take the grouped 1×1 convolution for their products.
 GROUPED_MIN_CHANNELS = 256
 

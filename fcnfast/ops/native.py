@@ -186,7 +186,12 @@ def winograd_output_size(h: int, w: int, dilation: int, padding: int) -> tuple:
 def winograd_tiles(n: int, h: int, w: int, dilation: int, padding: int) -> int:
     """Tiles of a stride-1 3×3 convolution's output (csrc/cpu/winograd.cpp's tiling)."""
     oh, ow = winograd_output_size(h, w, dilation, padding)
-    return n * -(-oh // (2 * dilation)) * dilation * -(-ow // (2 * dilation)) * dilation
+    return n * _tile_origins(oh, dilation) * _tile_origins(ow, dilation)
+
+
+def _tile_origins(out: int, d: int) -> int:
+    """Tiles along one axis of ``out`` outputs: each of the d phases ⌈its outputs / 2⌉."""
+    return sum(-(-(-(-(out - a) // d)) // 2) for a in range(min(d, out)))
 
 
 def _check_winograd(name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype, layout: str):
