@@ -91,7 +91,7 @@ def column_fns(col: str, model, conv, lp_dtype):
             x = tp.numpy_chw(img, conv).astype(np.float32)[None]
             return np.array(request.infer({0: x})[compiled.outputs[0]])[0]
     elif col == "e":
-        seg = fcnfast.Segmenter(model, device="cpu")
+        seg = fcnfast.Segmenter(model, device="cpu", dtype=tp.engine_dtype(torch.device("cpu")))
         notes["dtype"] = str(seg.dtype).replace("torch.", "")
 
         def fn(img):
@@ -110,8 +110,11 @@ def main(argv=None) -> int:
     p.add_argument("--columns", default="abcdfe")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--num-classes", type=int, default=21)
+    p.add_argument("--float32", action="store_true",
+                   help="every column in float32, as on a CPU without native bf16 (throughput.py's)")
     p.add_argument("--json")
     args = p.parse_args(argv)
+    tp.FLOAT32_ONLY = args.float32
     threads = torch.get_num_threads()
     lp_dtype = tp.low_precision_dtype(torch.device("cpu"))
     shapes = sizes(args.images, args.min, args.max)
@@ -122,7 +125,8 @@ def main(argv=None) -> int:
     meta = {"date": now(), "git": git_revision(), "cpu": cpu_model(), "cores": os.cpu_count(),
             "threads": threads, "torch": torch.__version__, "images": args.images,
             "size_range": [args.min, args.max], "megapixels": pixels / 1e6,
-            "low_precision": str(lp_dtype).replace("torch.", ""), "loadavg_start": load_average()}
+            "low_precision": str(lp_dtype).replace("torch.", ""), "float32_only": args.float32,
+            "loadavg_start": load_average()}
     print(f"fcnfast mixed-size folder on {meta['cpu']} ({meta['cores']} cores, {threads} threads), "
           f"{args.images} images {args.min}..{args.max} px a side ({meta['megapixels']:.1f} MP), "
           f"git {meta['git']}, {meta['date']}")

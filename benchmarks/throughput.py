@@ -221,10 +221,19 @@ class Settings:
                                    max_repeats=200 if self.device.type == "cuda" else 50)
 
 
+# --float32: every CPU column in float32, as on a CPU without native bf16 (AVX2-only).
+FLOAT32_ONLY = False
+
+
 def low_precision_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.float16
-    return torch.bfloat16 if cpu_bf16_native() else torch.float32
+    return torch.bfloat16 if cpu_bf16_native() and not FLOAT32_ONLY else torch.float32
+
+
+def engine_dtype(device: torch.device):
+    """fcnfast's ``dtype``: its default (None), float32 under --float32 on the CPU."""
+    return torch.float32 if FLOAT32_ONLY and device.type == "cpu" else None
 
 
 class ArchModels:
@@ -254,7 +263,7 @@ class ArchModels:
     def segmenter(self):
         if self._seg is None:
             t0 = time.perf_counter()
-            self._seg = fcnfast.Segmenter(self.fp32, device=self.device)
+            self._seg = fcnfast.Segmenter(self.fp32, device=self.device, dtype=engine_dtype(self.device))
             sync(self.device)
             self.setup_s["e"] = time.perf_counter() - t0
         return self._seg
@@ -309,6 +318,8 @@ class OpenVinoModel:
         model = self.model.clone()
         model.reshape({model.inputs[0]: self.ov.PartialShape(list(shape))})
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        if FLOAT32_ONLY:
+            config["INFERENCE_PRECISION_HINT"] = "f32"
         if profile:
             config["PERF_COUNT"] = True
         return self.core.compile_model(model, "CPU", config)
@@ -720,8 +731,14 @@ def main(argv=None) -> int:
                    help="CPU threads for torch and onnxruntime (default: torch's; --quick: 1, as a "
                         "tiny model on a shared machine mostly waits at the thread pool's barriers)")
     p.add_argument("--num-classes", type=int, default=21)
+    p.add_argument("--float32", action="store_true",
+                   help="CPU: every column in float32 (fcnfast dtype=float32, eager/compile fp32, "
+                        "OpenVINO's f32 precision hint): what a CPU without native bf16 runs, on "
+                        "this CPU's instruction set")
     p.add_argument("--json", help="write the rows to this JSON file (rewritten after each configuration)")
     args = p.parse_args(argv)
+    global FLOAT32_ONLY
+    FLOAT32_ONLY = args.float32
     try:
         columns = _columns(args.columns) if args.columns else (["a", "b", "e"] if args.quick else list(COLUMNS))
     except argparse.ArgumentTypeError as e:
@@ -758,6 +775,7 @@ def main(argv=None) -> int:
     name = device_name(device) if device.type == "cuda" else f"{cpu_model()}, torch threads: {torch.get_num_threads()}"
     meta = {"device": name, "device_type": device.type,
             "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "float32_only": FLOAT32_ONLY,
             "torch": torch.__version__, "triton": triton_version(), "onnxruntime": ort_version,
             "openvino": ov_version, "fcnfast": fcnfast.__version__, "git": git_revision(), "python": sys.version.split()[0],
             "date": now(), "loadavg_start": load_average(), "columns": columns,
