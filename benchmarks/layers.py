@@ -118,11 +118,14 @@ def main(argv=None) -> int:
     p.add_argument("--num-classes", type=int, default=21)
     p.add_argument("--openvino", action="store_true", help="OpenVINO's per-node times too")
     p.add_argument("--top", type=int, default=25, help="layers printed (slowest first)")
+    p.add_argument("--float32", action="store_true",
+                   help="the engine in float32, as on a CPU without native bf16 (throughput.py's)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
     model = tp.random_model(args.model, args.num_classes)
-    seg = fcnfast.Segmenter(model, device="cpu")
+    tp.FLOAT32_ONLY = args.float32
+    seg = fcnfast.Segmenter(model, device="cpu", dtype=tp.engine_dtype(torch.device("cpu")))
     dtype = seg.dtype
     frame = tp.make_frames(1, h, w)[0]
     print(f"fcnfast per-layer profile: {args.model} {h}x{w}, {dtype}, {cpu_model()} "

@@ -330,7 +330,28 @@ def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs, large, 
             torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(layer.add_relu_(x, other.clone()), torch.relu(conv(x) + other),
                                        rtol=1e-5, atol=1e-5)
-    assert layer.packed_shape == (1, 24, 17, 19) and (layer.matmul is not None) == large
+    assert (layer.matmul is not None) == large
+    # a large layer's pack follows a shape that keeps coming (each shape above came 4 calls in a row)
+    assert layer.packed_shape == ((1, 24, 1, 1) if large else (1, 24, 17, 19))
+
+
+def test_a_large_one_by_one_layer_is_packed_for_a_shape_that_keeps_coming(monkeypatch):
+    """fc7 at a shape other than its packed one is a matrix product — until that shape comes
+    REPACK_AFTER calls in a row (a video), when it is packed for it; the numbers stay the same."""
+    import fcnfast.engine.layers as layers
+
+    monkeypatch.setattr(layers, "_PACKED_ANY_SHAPE_MAX_WEIGHT", 16)
+    torch.manual_seed(5)
+    conv = torch.nn.Conv2d(24, 40, 1)
+    layer = layers.PackedConv2d(conv, relu=False)
+    products = []
+    monkeypatch.setattr(layer, "_matmul", lambda x, real=layer._matmul: products.append(x.shape) or real(x))
+    a, b, c = ((torch.randn(shape).contiguous(memory_format=torch.channels_last))
+               for shape in [(1, 24, 3, 4), (1, 24, 10, 15), (1, 24, 7, 9)])
+    for x, packed_after in [(a, a), (b, a), (c, a), (b, a), (b, b), (b, b), (c, b), (a, b)]:
+        torch.testing.assert_close(layer(x), conv(x), rtol=1e-5, atol=1e-5)
+        assert layer.packed_shape == tuple(packed_after.shape)
+    assert products == [b.shape, c.shape, b.shape, c.shape, a.shape]  # one call each, then packed
 
 
 def test_a_layer_first_run_on_a_small_map_packs_for_a_larger_one():
@@ -398,18 +419,23 @@ def test_fc_row_tiling_is_exact():
         assert h1.shape == h2.shape and h1.shape[2] > 1  # really several tiles
 
 
-def test_precision_guard_reruns_non_finite_batches_in_float32(monkeypatch):
-    model = make_model("fcn8s")
-    pixels = scenes(1, 40, 50)
-    engine = Engine(model, torch.device("cpu"), torch.bfloat16)
+def make_scores_overflow(engine, monkeypatch):
+    """The engine's coarse scores get an inf: what fp16 overflow in fc6/fc7 looks like."""
     real = engine.coarse_scores
 
-    def overflowing(x):  # what fp16 overflow in fc6/fc7 looks like
+    def overflowing(x):
         h = real(x).clone()
         h[0, 0, 0, 0] = float("inf")
         return h
 
     monkeypatch.setattr(engine, "coarse_scores", overflowing)
+
+
+def test_precision_guard_reruns_non_finite_batches_in_float32(monkeypatch):
+    model = make_model("fcn8s")
+    pixels = scenes(1, 40, 50)
+    engine = Engine(model, torch.device("cpu"), torch.bfloat16)
+    make_scores_overflow(engine, monkeypatch)
     with pytest.warns(RuntimeWarning, match="non-finite class scores"):
         labels = engine.run(pixels)
     ref = reference_scores(model, pixels)
@@ -565,14 +591,7 @@ def test_gpu_run_to_host_one_wait_and_the_guard(dtype, monkeypatch):
     dev = pixels.cuda()
     labels = engine.run_to_host(dev)
     assert labels.device.type == "cpu" and torch.equal(labels, engine.run(dev).cpu())
-    real = engine.coarse_scores
-
-    def overflowing(x):  # what fp16 overflow in fc6/fc7 looks like
-        h = real(x).clone()
-        h[0, 0, 0, 0] = float("inf")
-        return h
-
-    monkeypatch.setattr(engine, "coarse_scores", overflowing)
+    make_scores_overflow(engine, monkeypatch)
     monkeypatch.setattr(engine, "graphs", None)  # the stand-in is not captured
     with pytest.warns(RuntimeWarning, match="non-finite class scores"):
         labels = engine.run_to_host(dev)

@@ -57,6 +57,11 @@ _PACKED_ANY_SHAPE_MAX_WEIGHT = 4 << 20  # elements (ResNet's largest 1×1 layer:
 # AVX-512 EPYC; benchmarks/RESULTS.md) — so such maps get the plain weight back instead, which
 # it reorders fast, with the same result.
 MIN_PACK_SIDE = 16
+# A large 1×1 layer (fc7) runs shapes other than its packed one as a matrix product; a shape that
+# comes this many calls in a row gets the pack instead (a video, photos of one size: oneDNN's
+# packed kernel is faster than the product there, benchmarks/RESULTS.md), a folder of mixed sizes
+# keeps the product.
+REPACK_AFTER = 2
 
 
 class PackedConv2d(nn.Module):
@@ -91,6 +96,7 @@ class PackedConv2d(nn.Module):
                 and self.groups == 1 and not self.small_weight):
             self.matmul = self.weight.reshape(self.out_channels, self.in_channels).contiguous()
         self.packed_shape = None
+        self._streak = (None, 0)  # (shape, calls in a row) of matrix-product calls
 
     def _pack(self, x: torch.Tensor, unpadded: bool = False):
         """(``x`` channels-last, the weight to run it with): packed for calls like this one
@@ -99,9 +105,13 @@ class PackedConv2d(nn.Module):
         packed = self.packed_unpadded if unpadded else self.packed
         if packed is None:
             n, c, h, w = x.shape
-            shape = (n, c, max(h, MIN_PACK_SIDE), max(w, MIN_PACK_SIDE))
+            # a matrix-product layer uses its pack at that one shape only, so it is packed for it
+            shape = tuple(x.shape) if self.matmul is not None else (
+                n, c, max(h, MIN_PACK_SIDE), max(w, MIN_PACK_SIDE))
             weight = self.weight
-            if weight is None:  # the other kind of call packed it first
+            if weight is None and self.matmul is not None:
+                weight = self.matmul.view(self.out_channels, self.in_channels, 1, 1)
+            elif weight is None:  # the other kind of call packed it first
                 weight = (self.packed if self.packed is not None else self.packed_unpadded).to_dense()
             packed = _mkldnn._reorder_convolution_weight(
                 weight, [0, 0] if unpadded else self.padding, self.stride, self.dilation, self.groups,
@@ -121,7 +131,16 @@ class PackedConv2d(nn.Module):
         return F.linear(x.permute(0, 2, 3, 1), self.matmul, self.bias).permute(0, 3, 1, 2)
 
     def _as_matmul(self, x: torch.Tensor) -> bool:
-        return self.matmul is not None and self.packed is not None and tuple(x.shape) != self.packed_shape
+        """Whether this call runs as a matrix product; a shape that keeps coming is packed for."""
+        if self.matmul is None or self.packed is None or tuple(x.shape) == self.packed_shape:
+            return False
+        shape, calls = self._streak
+        calls = calls + 1 if shape == tuple(x.shape) else 1
+        self._streak = (tuple(x.shape), calls)
+        if calls < REPACK_AFTER:
+            return True
+        self.packed = None  # packed again for this shape by the call that follows
+        return False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._as_matmul(x):
@@ -133,7 +152,7 @@ class PackedConv2d(nn.Module):
 
     def forward_unpadded(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of ``x`` taken as already padded (a slice with its halo)."""
-        if self._as_matmul(x) or not any(self.padding):
+        if not any(self.padding) or self._as_matmul(x):
             return self.forward(x)
         x, weight = self._pack(x, unpadded=True)
         return _mkldnn._convolution_pointwise(x, weight, self.bias, [0, 0], self.stride,
