@@ -263,7 +263,8 @@ def test_a_new_sizes_border_assembled_from_a_template_equals_the_whole_run(arch,
     engine = Engine(_biased(arch), torch.device("cpu"), dtype)
     net, names = engine.net, engine.net.trunk_chain
     deep_seen = False
-    sizes = [(1, 1), (31, 2), (45, 67), (64, 64)] + ([(97, 131)] if arch == "fcn8s" else [])  # full-width AlexNet is slow
+    # full-width AlexNet is slow
+    sizes = [(1, 1), (31, 2), (45, 67), (64, 64)] + ([(97, 131)] if arch == "fcn8s" else [])
     for h, w in sizes:
         x = engine.network_input(scenes(2, h, w, seed=h))
         with torch.inference_mode():
@@ -314,7 +315,8 @@ def test_a_new_size_skips_the_border_from_its_first_frame():
 @pytest.mark.parametrize("large", [False, True])  # small: the packed weight; large (fc7): a product
 def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs, large, monkeypatch):
     """A 1×1 layer packed for one shape runs other shapes with its packed weight or, when that is
-    large, as a matrix product: same numbers."""
+    large, as a matrix product at every shape (its weight packed once for any row count): same
+    numbers."""
     import fcnfast.engine.layers as layers
 
     if large:
@@ -330,28 +332,11 @@ def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs, large, 
             torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(layer.add_relu_(x, other.clone()), torch.relu(conv(x) + other),
                                        rtol=1e-5, atol=1e-5)
-    assert (layer.matmul is not None) == large
-    # a large layer's pack follows a shape that keeps coming (each shape above came 4 calls in a row)
-    assert layer.packed_shape == ((1, 24, 1, 1) if large else (1, 24, 17, 19))
-
-
-def test_a_large_one_by_one_layer_is_packed_for_a_shape_that_keeps_coming(monkeypatch):
-    """fc7 at a shape other than its packed one is a matrix product — until that shape comes
-    REPACK_AFTER calls in a row (a video), when it is packed for it; the numbers stay the same."""
-    import fcnfast.engine.layers as layers
-
-    monkeypatch.setattr(layers, "_PACKED_ANY_SHAPE_MAX_WEIGHT", 16)
-    torch.manual_seed(5)
-    conv = torch.nn.Conv2d(24, 40, 1)
-    layer = layers.PackedConv2d(conv, relu=False)
-    products = []
-    monkeypatch.setattr(layer, "_matmul", lambda x, real=layer._matmul: products.append(x.shape) or real(x))
-    a, b, c = ((torch.randn(shape).contiguous(memory_format=torch.channels_last))
-               for shape in [(1, 24, 3, 4), (1, 24, 10, 15), (1, 24, 7, 9)])
-    for x, packed_after in [(a, a), (b, a), (c, a), (b, a), (b, b), (b, b), (c, b), (a, b)]:
-        torch.testing.assert_close(layer(x), conv(x), rtol=1e-5, atol=1e-5)
-        assert layer.packed_shape == tuple(packed_after.shape)
-    assert products == [b.shape, c.shape, b.shape, c.shape, a.shape]  # one call each, then packed
+    assert layer.product == large
+    # a large layer is a oneDNN matrix product at every shape: no convolution weight packed
+    assert (layer.packed is None) == large and (layer.product_packed is not None) == large
+    if not large:
+        assert layer.packed_shape == (1, 24, 17, 19)
 
 
 def test_a_layer_first_run_on_a_small_map_packs_for_a_larger_one():

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models.resnet import Bottleneck
@@ -57,11 +56,6 @@ _PACKED_ANY_SHAPE_MAX_WEIGHT = 4 << 20  # elements (ResNet's largest 1×1 layer:
 # AVX-512 EPYC; benchmarks/RESULTS.md) — so such maps get the plain weight back instead, which
 # it reorders fast, with the same result.
 MIN_PACK_SIDE = 16
-# A large 1×1 layer (fc7) runs shapes other than its packed one as a matrix product; a shape that
-# comes this many calls in a row gets the pack instead (a video, photos of one size: oneDNN's
-# packed kernel is faster than the product there, benchmarks/RESULTS.md), a folder of mixed sizes
-# keeps the product.
-REPACK_AFTER = 2
 
 
 class PackedConv2d(nn.Module):
@@ -86,17 +80,17 @@ class PackedConv2d(nn.Module):
         self.kernel_size = conv.kernel_size
         # oneDNN's convolution, given a weight packed for another input shape, may reorder it on
         # every call (FCN's fc7 at a new image size: 100× slower). A 1×1 layer is a matrix
-        # product over the channels-last pixels, which needs no per-shape layout: at any shape
-        # but the packed one it runs as that, unless its weight is small enough for such a reorder
-        # to cost less than the product's kernel creation at every new shape (ResNet's 1×1 layers,
-        # the class scores: a folder of photos is all new shapes; benchmarks/RESULTS.md).
+        # product over the channels-last pixels, whose packed weight serves any row count: a
+        # large one (fc7) always runs as that, oneDNN's matmul (as fast as its packed convolution
+        # at the packed shape, and in float32 faster than torch's GEMM on the Zen 4 measured).
+        # Small ones keep the convolution, whose per-shape kernel costs less
+        # there than the product's (ResNet's 1×1 layers, the class scores: a folder of photos is
+        # all new shapes; benchmarks/RESULTS.md).
         self.small_weight = self.weight.numel() <= _PACKED_ANY_SHAPE_MAX_WEIGHT
-        self.matmul = None
-        if (tuple(conv.kernel_size) == (1, 1) and self.stride == [1, 1] and self.padding == [0, 0]
-                and self.groups == 1 and not self.small_weight):
-            self.matmul = self.weight.reshape(self.out_channels, self.in_channels).contiguous()
+        self.product = (tuple(conv.kernel_size) == (1, 1) and self.stride == [1, 1]
+                        and self.padding == [0, 0] and self.groups == 1 and not self.small_weight)
+        self.product_packed = None
         self.packed_shape = None
-        self._streak = (None, 0)  # (shape, calls in a row) of matrix-product calls
 
     def _pack(self, x: torch.Tensor, unpadded: bool = False):
         """(``x`` channels-last, the weight to run it with): packed for calls like this one
@@ -105,13 +99,9 @@ class PackedConv2d(nn.Module):
         packed = self.packed_unpadded if unpadded else self.packed
         if packed is None:
             n, c, h, w = x.shape
-            # a matrix-product layer uses its pack at that one shape only, so it is packed for it
-            shape = tuple(x.shape) if self.matmul is not None else (
-                n, c, max(h, MIN_PACK_SIDE), max(w, MIN_PACK_SIDE))
+            shape = (n, c, max(h, MIN_PACK_SIDE), max(w, MIN_PACK_SIDE))
             weight = self.weight
-            if weight is None and self.matmul is not None:
-                weight = self.matmul.view(self.out_channels, self.in_channels, 1, 1)
-            elif weight is None:  # the other kind of call packed it first
+            if weight is None:  # the other kind of call packed it first
                 weight = (self.packed if self.packed is not None else self.packed_unpadded).to_dense()
             packed = _mkldnn._reorder_convolution_weight(
                 weight, [0, 0] if unpadded else self.padding, self.stride, self.dilation, self.groups,
@@ -125,34 +115,29 @@ class PackedConv2d(nn.Module):
             return x, packed.to_dense()
         return x, packed
 
-    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """conv(x) of a 1×1 layer, channels-last (N, C, H, W) like oneDNN's."""
+    def _matmul(self, x: torch.Tensor, attr: str = "none") -> torch.Tensor:
+        """conv(x) of a 1×1 layer (then ``attr``) as a matrix product over the pixels,
+        channels-last (N, C, H, W) like oneDNN's."""
         x = x.contiguous(memory_format=torch.channels_last)
-        return F.linear(x.permute(0, 2, 3, 1), self.matmul, self.bias).permute(0, 3, 1, 2)
-
-    def _as_matmul(self, x: torch.Tensor) -> bool:
-        """Whether this call runs as a matrix product; a shape that keeps coming is packed for."""
-        if self.matmul is None or self.packed is None or tuple(x.shape) == self.packed_shape:
-            return False
-        shape, calls = self._streak
-        calls = calls + 1 if shape == tuple(x.shape) else 1
-        self._streak = (tuple(x.shape), calls)
-        if calls < REPACK_AFTER:
-            return True
-        self.packed = None  # packed again for this shape by the call that follows
-        return False
+        n, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        if self.product_packed is None:
+            self.product_packed = _mkldnn._reorder_linear_weight(
+                self.weight.reshape(self.out_channels, self.in_channels), rows.shape[0])
+            self.weight = None  # the packed copy is the only one used from now on
+        y = _mkldnn._linear_pointwise(rows, self.product_packed, self.bias, attr, [], "")
+        return y.view(n, h, w, self.out_channels).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._as_matmul(x):
-            y = self._matmul(x)
-            return y.relu_() if self.attr == "relu" else y
+        if self.product:
+            return self._matmul(x, self.attr)
         x, weight = self._pack(x)
         return _mkldnn._convolution_pointwise(x, weight, self.bias, self.padding, self.stride,
                                               self.dilation, self.groups, self.attr, [], "")
 
     def forward_unpadded(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of ``x`` taken as already padded (a slice with its halo)."""
-        if not any(self.padding) or self._as_matmul(x):
+        if not any(self.padding):
             return self.forward(x)
         x, weight = self._pack(x, unpadded=True)
         return _mkldnn._convolution_pointwise(x, weight, self.bias, [0, 0], self.stride,
@@ -163,7 +148,7 @@ class PackedConv2d(nn.Module):
         no new buffer for the block's output."""
         if not other.is_contiguous(memory_format=torch.channels_last):
             other = other.contiguous(memory_format=torch.channels_last)
-        if self._as_matmul(x):
+        if self.product:
             return other.add_(self._matmul(x)).relu_()
         x, weight = self._pack(x)
         return _mkldnn._convolution_pointwise_.binary(
