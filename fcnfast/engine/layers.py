@@ -91,15 +91,26 @@ class PackedConv2d(nn.Module):
                         and self.padding == [0, 0] and self.groups == 1 and not self.small_weight)
         self.product_packed = None
         self.packed_shape = None
+        # In float32 oneDNN's 1×1 kernel blocks the output channels by a factor it picks per shape
+        # (48 or 64 seen), and runs a weight packed for another shape through a slow reorder on
+        # every call (2× a ResNet layer); such a layer is packed again when its shape changes
+        # (a fast reorder, once). bfloat16 keeps one layout at every shape.
+        self.pack_per_shape = (tuple(conv.kernel_size) == (1, 1) and not self.product
+                               and self.weight.dtype == torch.float32)
 
     def _pack(self, x: torch.Tensor, unpadded: bool = False):
         """(``x`` channels-last, the weight to run it with): packed for calls like this one
         (padded or not), packing it now if this is the first."""
         x = x.contiguous(memory_format=torch.channels_last)
         packed = self.packed_unpadded if unpadded else self.packed
+        n, c, h, w = x.shape
+        narrow = min(h, w) < MIN_PACK_SIDE and self.small_weight  # runs the plain weight
+        shape = (n, c, max(h, MIN_PACK_SIDE), max(w, MIN_PACK_SIDE))
+        if (packed is not None and self.pack_per_shape and not unpadded and not narrow
+                and shape != self.packed_shape):
+            self.weight, self.packed = packed.to_dense(), None  # packed again below, for this shape
+            packed = None
         if packed is None:
-            n, c, h, w = x.shape
-            shape = (n, c, max(h, MIN_PACK_SIDE), max(w, MIN_PACK_SIDE))
             weight = self.weight
             if weight is None:  # the other kind of call packed it first
                 weight = (self.packed if self.packed is not None else self.packed_unpadded).to_dense()
@@ -111,7 +122,7 @@ class PackedConv2d(nn.Module):
             else:
                 self.packed, self.packed_shape = packed, shape
             self.weight = None  # the packed copies are the only ones used from now on (fc6: 200 MB)
-        if min(x.shape[2], x.shape[3]) < MIN_PACK_SIDE and self.small_weight:
+        if narrow:
             return x, packed.to_dense()
         return x, packed
 
