@@ -72,7 +72,10 @@ def _interp_argmax_kernel(
     cls = tl.arange(0, CLASS_BLOCK)
     y_first = tl.program_id(1) * TILE_H
 
-    # ONE_BLOCK: the source rows (r0, r1) of the previous output row, interpolated along x
+    # ONE_BLOCK: every class in one block, and the source rows (r0, r1) of the previous output
+    # row, interpolated along x
+    one_mask = xmask[:, None] & (cls < C)[None, :]
+    one_xc = xb + (cls * hw)[None, :]
     h0 = tl.zeros([TILE_W, CLASS_BLOCK], tl.float32)
     h1 = tl.zeros([TILE_W, CLASS_BLOCK], tl.float32)
     r0 = y_first * 0 - 1
@@ -81,14 +84,12 @@ def _interp_argmax_kernel(
         y = y_first + r
         iy0, iy1, ly0, ly1 = _source(y, h, H, scale_h)
         if ONE_BLOCK:
-            mask = xmask[:, None] & (cls < C)[None, :]
-            xc = xb + (cls * hw)[None, :]
             if (iy0 != r0) | (iy1 != r1):
                 if iy0 == r1:
                     h0 = h1
                 else:
-                    h0 = _source_row(xc, iy0, w, ix0, ix1, lx0, lx1, mask)
-                h1 = _source_row(xc, iy1, w, ix0, ix1, lx0, lx1, mask)
+                    h0 = _source_row(one_xc, iy0, w, ix0, ix1, lx0, lx1, one_mask)
+                h1 = _source_row(one_xc, iy1, w, ix0, ix1, lx0, lx1, one_mask)
                 r0 = iy0
                 r1 = iy1
             best, best_idx = block_argmax(ly0 * h0 + ly1 * h1, cls, C)
@@ -102,6 +103,7 @@ def _interp_argmax_kernel(
                      + ly1 * _source_row(xc, iy1, w, ix0, ix1, lx0, lx1, mask))
                 val, idx = block_argmax(v, c0 + cls, C)
                 best, best_idx = argmax_update(best, best_idx, val, idx)
+        # the row test as a vector: the interpreter refuses a scalar & vector mask
         store_argmax(labels_ptr, scores_ptr, (n * H + y) * W + xo, best_idx, best,
                      xmask & (xo * 0 + y < H), RETURN_SCORES)
 

@@ -106,13 +106,11 @@ class PackedConv2d(nn.Module):
         n, c, h, w = x.shape
         narrow = min(h, w) < MIN_PACK_SIDE and self.small_weight  # runs the plain weight
         shape = (n, c, max(h, MIN_PACK_SIDE), max(w, MIN_PACK_SIDE))
-        if (packed is not None and self.pack_per_shape and not unpadded and not narrow
-                and shape != self.packed_shape):
-            self.weight, self.packed = packed.to_dense(), None  # packed again below, for this shape
-            packed = None
-        if packed is None:
+        stale = (packed is not None and self.pack_per_shape and not unpadded and not narrow
+                 and shape != self.packed_shape)
+        if packed is None or stale:
             weight = self.weight
-            if weight is None:  # the other kind of call packed it first
+            if weight is None:  # packed before: for another shape, or by the other kind of call
                 weight = (self.packed if self.packed is not None else self.packed_unpadded).to_dense()
             packed = _mkldnn._reorder_convolution_weight(
                 weight, [0, 0] if unpadded else self.padding, self.stride, self.dilation, self.groups,

@@ -186,12 +186,13 @@ def winograd_output_size(h: int, w: int, dilation: int, padding: int) -> tuple:
 def winograd_tiles(n: int, h: int, w: int, dilation: int, padding: int) -> int:
     """Tiles of a stride-1 3×3 convolution's output (csrc/cpu/winograd.cpp's tiling)."""
     oh, ow = winograd_output_size(h, w, dilation, padding)
-    return n * _tile_origins(oh, dilation) * _tile_origins(ow, dilation)
+    return n * _tiles_along(oh, dilation) * _tiles_along(ow, dilation)
 
 
-def _tile_origins(out: int, d: int) -> int:
-    """Tiles along one axis of ``out`` outputs: each of the d phases ⌈its outputs / 2⌉."""
-    return sum(-(-(-(-(out - a) // d)) // 2) for a in range(min(d, out)))
+def _tiles_along(out: int, d: int) -> int:
+    """Tiles along one axis of ``out`` outputs: phase a < d has ⌈(out − a) / d⌉ outputs, two a
+    tile, so ⌈(out − a) / 2d⌉ tiles."""
+    return sum(-(-(out - a) // (2 * d)) for a in range(min(d, out)))
 
 
 def _check_winograd(name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype, layout: str):
