@@ -371,6 +371,10 @@ class OrtSession:
         opts = ort.SessionOptions()
         if device.type == "cpu":  # as many threads as the torch columns
             opts.intra_op_num_threads = torch.get_num_threads()
+            # Its idle threads spin by default, taking the cores from whatever runs next: the
+            # column after it in an interleaved pass ran 10-35% slower. Without spinning
+            # onnxruntime itself is as fast (benchmarks/RESULTS.md).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sess = ort.InferenceSession(exported.path, opts, providers=exported.providers)
         used = self.sess.get_providers()
         if device.type == "cuda" and used[0] != "CUDAExecutionProvider":

@@ -312,44 +312,52 @@ def test_a_new_size_skips_the_border_from_its_first_frame():
 
 
 @pytest.mark.parametrize("outputs", [10, 64])
-@pytest.mark.parametrize("large", [False, True])  # small: the packed weight; large (fc7): a product
-def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs, large, monkeypatch):
-    """A 1×1 layer packed for one shape runs other shapes with its packed weight or, when that is
-    large, as a matrix product at every shape (its weight packed once for any row count): same
-    numbers."""
+@pytest.mark.parametrize("dtype, large", [(torch.float32, False), (torch.float32, True),
+                                          (torch.bfloat16, False), (torch.bfloat16, True)])
+def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs, dtype, large, monkeypatch):
+    """A 1×1 layer runs every shape as a matrix product (its weight packed once for any row
+    count) when it is large or float32, and as the convolution with its packed weight when it
+    is a small bfloat16 one: same numbers at every shape."""
     import fcnfast.engine.layers as layers
 
+    if dtype == torch.bfloat16 and not layers._packs(dtype):
+        pytest.skip("no native bfloat16 here")
     if large:
         monkeypatch.setattr(layers, "_PACKED_ANY_SHAPE_MAX_WEIGHT", 24 * outputs - 1)
     torch.manual_seed(3)
-    conv = torch.nn.Conv2d(24, outputs, 1)
+    conv = torch.nn.Conv2d(24, outputs, 1).to(dtype)
     layer = layers.PackedConv2d(conv, relu=True)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=3e-2)
     for shape in [(1, 24, 17, 19), (2, 24, 3, 11), (1, 24, 1, 1)]:
-        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
-        other = torch.randn(shape[0], outputs, *shape[2:]).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)
+        other = torch.randn(shape[0], outputs, *shape[2:]).to(dtype)
+        other = other.contiguous(memory_format=torch.channels_last)
         want = torch.relu(conv(x))
         for _ in range(2):  # a new shape, then a shape seen before
-            torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(layer.add_relu_(x, other.clone()), torch.relu(conv(x) + other),
-                                       rtol=1e-5, atol=1e-5)
-    assert layer.product == large
-    # a large layer is a oneDNN matrix product at every shape: no convolution weight packed
-    assert (layer.packed is None) == large and (layer.product_packed is not None) == large
-    if not large:
+            torch.testing.assert_close(layer(x).float(), want.float(), **tol)
+            torch.testing.assert_close(layer.add_relu_(x, other.clone()).float(),
+                                       torch.relu(conv(x) + other).float(), **tol)
+    product = large or dtype == torch.float32
+    assert layer.product == product
+    # a product at every shape: no convolution weight packed
+    assert (layer.packed is None) == product and (layer.product_packed is not None) == product
+    if not product:
         assert layer.packed_shape == (1, 24, 17, 19)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_float32_one_by_one_layer_is_packed_for_each_new_shape(dtype):
-    """float32: the pack follows the shape (oneDNN wants another layout per shape and would
-    reorder a stale one on every call); bfloat16 keeps its first pack. Same numbers either way."""
+def test_a_float32_strided_one_by_one_layer_is_packed_for_each_new_shape(dtype):
+    """float32: the pack of a strided 1×1 layer (ResNet's downsampling, not a plain product)
+    follows the shape (oneDNN wants another layout per shape and would reorder a stale one on
+    every call); bfloat16 keeps its first pack. Same numbers either way."""
     import fcnfast.engine.layers as layers
 
     if dtype == torch.bfloat16 and not layers._packs(dtype):
         pytest.skip("no native bfloat16 here")
     torch.manual_seed(6)
-    conv = torch.nn.Conv2d(32, 48, 1).to(dtype)
+    conv = torch.nn.Conv2d(32, 48, 1, stride=2).to(dtype)
     layer = layers.PackedConv2d(conv, relu=True)
+    assert not layer.product
     first = (1, 32, 20, 24)
     for shape in [first, (1, 32, 33, 17), first, (2, 32, 18, 18), (1, 32, 5, 7)]:
         x = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)

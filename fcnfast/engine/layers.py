@@ -58,6 +58,17 @@ _PACKED_ANY_SHAPE_MAX_WEIGHT = 4 << 20  # elements (ResNet's largest 1×1 layer:
 MIN_PACK_SIDE = 16
 
 
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` channels-last with channels-last strides even where the map is 1×1: there
+    ``contiguous`` keeps plain strides, oneDNN then takes the tensor for a plain one and the
+    fused residual add of a bfloat16 convolution falls back to an op without bfloat16."""
+    t = t.contiguous(memory_format=torch.channels_last)
+    n, c, h, w = t.shape
+    if h * w == 1 and t.stride(3) != c:
+        t = t.as_strided(t.shape, (c, 1, c, c))
+    return t
+
+
 class PackedConv2d(nn.Module):
     """A Conv2d (and optionally the ReLU after it) as one oneDNN call with a pre-reordered weight.
 
@@ -83,25 +94,26 @@ class PackedConv2d(nn.Module):
         # product over the channels-last pixels, whose packed weight serves any row count: a
         # large one (fc7) always runs as that, oneDNN's matmul (as fast as its packed convolution
         # at the packed shape, and in float32 faster than torch's GEMM on the Zen 4 measured).
-        # Small ones keep the convolution, whose per-shape kernel costs less
-        # there than the product's (ResNet's 1×1 layers, the class scores: a folder of photos is
-        # all new shapes; benchmarks/RESULTS.md).
+        # So does every float32 one: oneDNN's float32 1×1 convolution picks its weight layout per
+        # shape (re-packing at every new size: a folder of photos is all new shapes), the matmul
+        # steady as fast. Small bfloat16 ones keep the convolution (one layout at every shape,
+        # and a few percent faster steady than the product; benchmarks/RESULTS.md).
         self.small_weight = self.weight.numel() <= _PACKED_ANY_SHAPE_MAX_WEIGHT
-        self.product = (tuple(conv.kernel_size) == (1, 1) and self.stride == [1, 1]
-                        and self.padding == [0, 0] and self.groups == 1 and not self.small_weight)
+        pointwise = (tuple(conv.kernel_size) == (1, 1) and self.stride == [1, 1]
+                     and self.padding == [0, 0] and self.groups == 1)
+        self.product = pointwise and (not self.small_weight or self.weight.dtype == torch.float32)
         self.product_packed = None
         self.packed_shape = None
-        # In float32 oneDNN's 1×1 kernel blocks the output channels by a factor it picks per shape
-        # (48 or 64 seen), and runs a weight packed for another shape through a slow reorder on
-        # every call (2× a ResNet layer); such a layer is packed again when its shape changes
-        # (a fast reorder, once). bfloat16 keeps one layout at every shape.
+        # A strided float32 1×1 layer (ResNet's downsampling) stays a convolution, packed again
+        # when its shape changes (a fast reorder, once) rather than run through oneDNN's slow
+        # reorder of a pack made for another shape on every call (2× the layer).
         self.pack_per_shape = (tuple(conv.kernel_size) == (1, 1) and not self.product
                                and self.weight.dtype == torch.float32)
 
     def _pack(self, x: torch.Tensor, unpadded: bool = False):
         """(``x`` channels-last, the weight to run it with): packed for calls like this one
         (padded or not), packing it now if this is the first."""
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = channels_last(x)
         packed = self.packed_unpadded if unpadded else self.packed
         n, c, h, w = x.shape
         narrow = min(h, w) < MIN_PACK_SIDE and self.small_weight  # runs the plain weight
@@ -155,8 +167,7 @@ class PackedConv2d(nn.Module):
     def add_relu_(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """other ← relu(conv(x) + other) in one oneDNN call (a residual block's end), in place:
         no new buffer for the block's output."""
-        if not other.is_contiguous(memory_format=torch.channels_last):
-            other = other.contiguous(memory_format=torch.channels_last)
+        other = channels_last(other)
         if self.product:
             return other.add_(self._matmul(x)).relu_()
         x, weight = self._pack(x)
