@@ -95,8 +95,8 @@ class PackedConv2d(nn.Module):
         # large one (fc7) always runs as that, oneDNN's matmul (as fast as its packed convolution
         # at the packed shape, and in float32 faster than torch's GEMM on the Zen 4 measured).
         # So does every float32 one: oneDNN's float32 1×1 convolution picks its weight layout per
-        # shape (re-packing at every new size: a folder of photos is all new shapes), the matmul
-        # steady as fast. Small bfloat16 ones keep the convolution (one layout at every shape,
+        # shape (re-packing at every new size: a folder of photos is all new shapes); the matmul
+        # is as fast on repeated shapes. Small bfloat16 ones keep the convolution (one layout at every shape,
         # and a few percent faster steady than the product; benchmarks/RESULTS.md).
         self.small_weight = self.weight.numel() <= _PACKED_ANY_SHAPE_MAX_WEIGHT
         pointwise = (tuple(conv.kernel_size) == (1, 1) and self.stride == [1, 1]
@@ -165,8 +165,9 @@ class PackedConv2d(nn.Module):
                                               self.dilation, self.groups, self.attr, [], "")
 
     def add_relu_(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        """other ← relu(conv(x) + other) in one oneDNN call (a residual block's end), in place:
-        no new buffer for the block's output."""
+        """other ← relu(conv(x) + other) (a residual block's end), in place: no new buffer for
+        the block's output. A convolution does it in one oneDNN call; a product adds and
+        rectifies in place after it."""
         other = channels_last(other)
         if self.product:
             return other.add_(self._matmul(x)).relu_()
