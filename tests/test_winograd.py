@@ -9,7 +9,8 @@ from torch import nn
 from fcnfast.ops import native
 from fcnfast.engine import Engine
 from fcnfast.engine.layers import PackedConv2d
-from fcnfast.engine.winograd import WinogradConv2d, available, eligible, use_winograd
+from fcnfast.engine.winograd import (GROUPED_MIN_CHANNELS, WinogradConv2d, available, eligible,
+                                     use_winograd)
 from fcnfast.models import build_model
 
 pytestmark = pytest.mark.skipif(not available(), reason="fcnfast._C with the Winograd kernels is not built")
@@ -41,9 +42,14 @@ def reference(conv, x, pad, d, relu):
     (1, 256, 260, 9, 7, 2, True),     # wide enough for the grouped 1×1 convolution's products
     (2, 257, 256, 5, 6, 1, False),
 ])
-def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu):
+@pytest.mark.parametrize("grouped", [False, True], ids=["batched", "grouped"])
+def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu, grouped):
     conv, packed = layer(c, k, d, relu, dtype)
-    wino = WinogradConv2d(packed)
+    if grouped and min(c, k) < GROUPED_MIN_CHANNELS:
+        with pytest.raises(ValueError, match="grouped products need"):
+            WinogradConv2d(packed, grouped=True)
+        return
+    wino = WinogradConv2d(packed, grouped=grouped)
     x = torch.randn(n, c, h, w).to(dtype).contiguous(memory_format=torch.channels_last)
     for pad, run in ((d, wino.forward), (0, wino.forward_unpadded)):
         if pad == 0 and min(h, w) <= 2 * d:
@@ -222,10 +228,71 @@ def test_a_grouped_layer_copies_and_pickles_after_its_first_call():
     import pickle
 
     conv, packed = layer(256, 256, 2, True, torch.float32, seed=7)
-    wino = WinogradConv2d(packed)
-    assert wino.grouped
+    wino = WinogradConv2d(packed, grouped=True)
     x = torch.randn(1, 256, 9, 8).contiguous(memory_format=torch.channels_last)
     want = wino(x)
-    assert wino.packed_u is not None and wino.u is None
+    assert len(wino.products.packs) == 1 and wino.u is None
     for twin in (copy.deepcopy(wino), pickle.loads(pickle.dumps(wino))):
         assert torch.equal(twin(x), want)
+
+
+def test_grouped_products_keep_a_pack_per_row_count():
+    """oneDNN lays the grouped weight out by the row count (and reorders a pack made for another
+    layout on every call): each row count met gets its own pack, the last few kept, and every size
+    gives what it gives in a fresh layer, whatever ran before."""
+    from fcnfast.engine.winograd import GROUPED_PACKS_KEPT, gemm_rows
+
+    conv, packed = layer(256, 256, 2, False, torch.float32, seed=8)
+    wino = WinogradConv2d(packed, grouped=True)
+    sizes = [(9, 8), (23, 31), (5, 5), (16, 17), (40, 3), (9, 8)]
+    xs = [torch.randn(1, 256, h, w).contiguous(memory_format=torch.channels_last) for h, w in sizes]
+    fresh = [WinogradConv2d(layer(256, 256, 2, False, torch.float32, seed=8)[1], grouped=True)(x)
+             for x in xs]
+    rows = [gemm_rows(native.winograd_tiles(1, h, w, 2, 2)) for h, w in sizes]
+    for i, x in enumerate(xs):
+        assert torch.equal(wino(x), fresh[i]), sizes[i]
+        assert next(reversed(wino.products.packs)) == rows[i]
+    assert len(wino.products.packs) == min(GROUPED_PACKS_KEPT, len(set(rows)))
+
+
+def test_the_products_are_chosen_by_measurement_once_per_shape(monkeypatch):
+    """Timed batched first, then grouped; grouped only when clearly faster; once per shape."""
+    from fcnfast.engine import winograd
+
+    def timer(*times):
+        left = list(times)
+        monkeypatch.setattr(winograd, "_median_ms", lambda run, repeats=3: left.pop(0))
+        return left
+
+    winograd.grouped_products_faster.cache_clear()
+    try:
+        left = timer(1.0, 2.0)
+        assert not winograd.grouped_products_faster(256, 512, torch.float32)
+        assert not winograd.grouped_products_faster(256, 512, torch.float32) and not left  # cached
+        assert not winograd.grouped_products_faster(128, 512, torch.float32)  # too narrow: not timed
+        timer(3.0, 2.0)
+        assert winograd.grouped_products_faster(256, 256, torch.float32)
+        timer(3.0, 2.9)  # within the margin: the batched product, which has no layouts to go stale
+        assert not winograd.grouped_products_faster(512, 512, torch.float32)
+    finally:
+        winograd.grouped_products_faster.cache_clear()
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["batched", "grouped"])
+def test_a_size_after_another_gives_the_labels_of_a_fresh_engine(monkeypatch, grouped):
+    """What ran before (another size, other row counts) changes nothing in what a size gives."""
+    from fcnfast.engine import winograd
+
+    monkeypatch.setattr(winograd, "grouped_products_faster", lambda c, k, dtype: grouped and min(c, k) >= 256)
+    torch.manual_seed(2)
+    model = build_model("fcn_resnet50", 5).eval()
+    with torch.no_grad():
+        model.classifier[4].weight.normal_(0, 0.02)
+    a = torch.randint(0, 256, (1, 45, 61, 3), dtype=torch.uint8)
+    b = torch.randint(0, 256, (1, 70, 37, 3), dtype=torch.uint8)
+    engine = Engine(model, torch.device("cpu"), torch.float32)
+    assert any(getattr(m, "grouped", False) for m in engine.net.modules()) == grouped
+    want_b = Engine(model, torch.device("cpu"), torch.float32).run(b)
+    want_a = engine.run(a)
+    assert torch.equal(engine.run(b), want_b)
+    assert torch.equal(engine.run(a), want_a)

@@ -1,7 +1,7 @@
 """3×3 convolutions as Winograd F(2×2, 3×3) on the CPU: 2.25× fewer multiply-adds than the direct
-convolution, the 16 per-tile-point products one oneDNN call: for layers of 256 channels and more a
-1×1 convolution of 16 groups over the tiles, for narrower ones a batched matrix product (each the
-faster there: benchmarks/RESULTS.md).
+convolution, the 16 per-tile-point products one call: a batched matrix product, or for layers of
+256 channels and more, on a CPU where it measures faster at load, oneDNN's 1×1 convolution of 16
+groups over the tiles (faster on an AVX-512 Zen 4, slower with AMX: benchmarks/RESULTS.md).
 
 The transforms are native kernels (csrc/cpu/winograd.cpp, csrc/winograd.h); the filter's
 U = G g Gᵀ is computed here once per layer, in float64, then rounded to the compute dtype. A
@@ -12,7 +12,10 @@ engine (tests/test_winograd.py measures it against the float64 convolution).
 """
 from __future__ import annotations
 
+import functools
 import threading
+import time
+from collections import OrderedDict
 
 import torch
 
@@ -29,8 +32,18 @@ MIN_CHANNELS = 128
 # shape (milliseconds each), which a folder of photos of many sizes would otherwise pay on every
 # image; rounding makes the shapes repeat, at the price of a few rows of zeros.
 ROW_STEP = 16
-# Layers at least this wide on both sides take the grouped 1×1 convolution for their products.
+# Layers at least this wide on both sides may take the grouped 1×1 convolution for their products.
 GROUPED_MIN_CHANNELS = 256
+# oneDNN picks the grouped convolution's weight layout by the row count, and a weight packed for
+# another layout is reordered on every call (up to 20× the products): a layer keeps a pack per row
+# count, the last few.
+GROUPED_PACKS_KEPT = 4
+# The products are timed at load on this many rows (a 451×300 frame's layer3/4 and head tiles; the
+# faster of the two changes with the row count); the grouped convolution is taken only when
+# clearly faster, the batched product having no layouts to go stale.
+_MEASURED_ROWS = 576
+_GROUPED_MARGIN = 0.95
+_LONG_MS = 20.0  # a call this long is timed once after its warm-up
 
 
 def gemm_rows(tiles: int) -> int:
@@ -56,6 +69,67 @@ def filter_transform(weight: torch.Tensor) -> torch.Tensor:
     """(K, C, 3, 3) → U (16, C, K) in the weight's dtype, tile point 4a + b."""
     u = torch.einsum("ai,kcij,bj->abck", _G, weight.double(), _G)
     return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+
+
+def _median_ms(run, repeats: int = 3) -> float:
+    start = time.perf_counter()
+    run()  # warm-up: oneDNN builds its kernel for the shape
+    if (time.perf_counter() - start) * 1e3 > _LONG_MS:
+        repeats = 1
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[repeats // 2] * 1e3
+
+
+@functools.lru_cache(maxsize=None)
+def grouped_products_faster(c: int, k: int, dtype: torch.dtype) -> bool:
+    """Whether this CPU computes a C→K layer's 16 products faster as the grouped 1×1 convolution
+    than as the batched matrix product: measured once per process and shape."""
+    if min(c, k) < GROUPED_MIN_CHANNELS:
+        return False
+    rows = _MEASURED_ROWS
+    u = torch.full((16, c, k), 0.01, dtype=dtype)
+    by_point, out = torch.full((16, rows, c), 0.5, dtype=dtype), torch.empty((16, rows, k), dtype=dtype)
+    bmm = _median_ms(lambda: torch.bmm(by_point, u, out=out))
+    products = GroupedProducts(u)
+    by_tile = torch.full((rows, 16, c), 0.5, dtype=dtype)
+    grouped = _median_ms(lambda: products(by_tile))
+    return grouped < _GROUPED_MARGIN * bmm
+
+
+class GroupedProducts:
+    """M[t, q] = V[t, q] · U[q] for V (rows, 16, C) as a 1×1 convolution of 16 groups over the rows:
+    its weight packed by oneDNN for each row count met (the last ``GROUPED_PACKS_KEPT``), from a
+    plain copy kept for that."""
+
+    def __init__(self, u: torch.Tensor):
+        self.c, self.k = u.shape[1], u.shape[2]
+        self.weight = u.permute(0, 2, 1).reshape(16 * self.k, self.c, 1, 1).contiguous()
+        self.packs: OrderedDict = OrderedDict()
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        rows = v.shape[0]
+        points = v.view(1, rows, 1, 16 * self.c).permute(0, 3, 1, 2)  # (1, 16C, rows, 1) channels-last
+        packed = self.packs.get(rows)
+        if packed is None:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, [0, 0], [1, 1], [1, 1], 16, list(points.shape))
+            self.packs[rows] = packed
+            while len(self.packs) > GROUPED_PACKS_KEPT:
+                self.packs.popitem(last=False)
+        else:
+            self.packs.move_to_end(rows)
+        m = torch.ops.mkldnn._convolution_pointwise(points, packed, None, [0, 0], [1, 1], [1, 1],
+                                                    16, "none", [], "")
+        return m.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).view(rows, 16, self.k)
+
+    def __getstate__(self):
+        """Copies and pickles: oneDNN's packed tensors have no storage to copy; the copy packs
+        again at its first call."""
+        return {**self.__dict__, "packs": OrderedDict()}
 
 
 class Workspace:
@@ -91,16 +165,24 @@ class Workspace:
 
 class WinogradConv2d(PackedConv2d):
     """A PackedConv2d (same geometry, same ReLU fusion) computed as Winograd F(2×2, 3×3), its tile
-    buffers from ``workspace`` (shared with the net's other Winograd layers; its own if None)."""
+    buffers from ``workspace`` (shared with the net's other Winograd layers; its own if None), its
+    products grouped or batched as ``grouped`` says (None: whichever measures faster here)."""
 
-    def __init__(self, conv: PackedConv2d, workspace: "Workspace | None" = None):
+    def __init__(self, conv: PackedConv2d, workspace: "Workspace | None" = None,
+                 grouped: "bool | None" = None):
         if not eligible(conv):
             raise ValueError(f"not a Winograd-eligible 3×3 convolution: {conv}")
         super().__init__(conv, relu=conv.attr == "relu")  # the geometry, read off the packed layer
-        self.register_buffer("u", filter_transform(conv.weight))  # (16, C, K), until packed
-        self.grouped = min(conv.in_channels, conv.out_channels) >= GROUPED_MIN_CHANNELS
-        self.packed_u = None  # grouped: U as the 16-group 1×1 convolution's weight, packed by oneDNN
-        self.dtype_ = self.u.dtype
+        u = filter_transform(conv.weight)  # (16, C, K)
+        if grouped is None:
+            grouped = grouped_products_faster(conv.in_channels, conv.out_channels, u.dtype)
+        elif grouped and min(conv.in_channels, conv.out_channels) < GROUPED_MIN_CHANNELS:
+            raise ValueError(f"grouped products need {GROUPED_MIN_CHANNELS}+ channels each side: {conv}")
+        self.grouped = grouped
+        # U as the batched product's operand, or inside the grouped convolution
+        self.register_buffer("u", None if self.grouped else u)
+        self.products = GroupedProducts(u) if self.grouped else None
+        self.dtype_ = u.dtype
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
         self.bias = bias.float().contiguous()  # the output transform adds it in float32
         self.weight = None
@@ -119,38 +201,13 @@ class WinogradConv2d(PackedConv2d):
         v, m = self.workspace.buffers(rows, c, k, x.dtype, by_point=not self.grouped)
         ops.winograd_input(x, d, pad, v, by_point=not self.grouped)
         if self.grouped:
-            m = self._grouped_products(v, rows, c, k)
+            m = self.products(v)
         else:
             torch.bmm(v, self.u, out=m)
         y = torch.empty((n, k, *ops.winograd_output_size(h, w, d, pad)), dtype=x.dtype,
                         memory_format=torch.channels_last)
         return ops.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y,
                                    by_point=not self.grouped)
-
-    def _grouped_products(self, v: torch.Tensor, rows: int, c: int, k: int) -> torch.Tensor:
-        """M[t, q] = V[t, q] · U[q] (rows, 16, K): the 16 points as 16 groups of channels, the tiles
-        as pixels, of V (rows, 16, C)."""
-        points = v.view(1, rows, 1, 16 * c).permute(0, 3, 1, 2)  # (1, 16C, rows, 1) channels-last
-        if self.packed_u is None:
-            weight = self.u.permute(0, 2, 1).reshape(16 * k, c, 1, 1).contiguous()
-            # a weight packed for one row count runs every other at the same speed (measured)
-            self.packed_u = torch.ops.mkldnn._reorder_convolution_weight(
-                weight, [0, 0], [1, 1], [1, 1], 16, list(points.shape))
-            self.u = None  # the packed copy is the only one used from now on
-        m = torch.ops.mkldnn._convolution_pointwise(points, self.packed_u, None, [0, 0], [1, 1], [1, 1],
-                                                    16, "none", [], "")
-        return m.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).view(rows, 16, k)
-
-    def __getstate__(self):
-        """Copies and pickles: oneDNN's packed tensors have no storage to copy, so U goes back to a
-        plain tensor (packed again at the copy's first call)."""
-        state = self.__dict__.copy()
-        if self.packed_u is not None:
-            k, c = self.out_channels, self.in_channels
-            buffers = dict(state["_buffers"])
-            buffers["u"] = self.packed_u.to_dense().reshape(16, k, c).permute(0, 2, 1).contiguous()
-            state["_buffers"], state["packed_u"] = buffers, None
-        return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, self.padding[0])
