@@ -259,9 +259,11 @@ def test_the_products_are_chosen_by_measurement_once_per_shape(monkeypatch):
     """Timed batched first, then grouped; grouped only when clearly faster; once per shape."""
     from fcnfast.engine import winograd
 
+    from fcnfast.engine import calibrate
+
     def timer(*times):
         left = list(times)
-        monkeypatch.setattr(winograd, "_median_ms", lambda run, repeats=3: left.pop(0))
+        monkeypatch.setattr(calibrate, "median_ms", lambda run, repeats=3: left.pop(0))
         return left
 
     winograd.grouped_products_faster.cache_clear()

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections import OrderedDict
 
 import torch
 
 from .. import ops
+from . import calibrate
 from .layers import PackedConv2d, replace_modules
 
 # G of F(2×2, 3×3): U = G g Gᵀ (Lavin & Gray).
@@ -39,11 +39,9 @@ GROUPED_MIN_CHANNELS = 256
 # count, the last few.
 GROUPED_PACKS_KEPT = 4
 # The products are timed at load on this many rows (a 451×300 frame's layer3/4 and head tiles; the
-# faster of the two changes with the row count); the grouped convolution is taken only when
-# clearly faster, the batched product having no layouts to go stale.
+# faster of the two changes with the row count); the grouped convolution is the second choice, the
+# batched product having no layouts to go stale.
 _MEASURED_ROWS = 576
-_GROUPED_MARGIN = 0.95
-_LONG_MS = 20.0  # a call this long is timed once after its warm-up
 
 
 def gemm_rows(tiles: int) -> int:
@@ -71,19 +69,6 @@ def filter_transform(weight: torch.Tensor) -> torch.Tensor:
     return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
-def _median_ms(run, repeats: int = 3) -> float:
-    start = time.perf_counter()
-    run()  # warm-up: oneDNN builds its kernel for the shape
-    if (time.perf_counter() - start) * 1e3 > _LONG_MS:
-        repeats = 1
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[repeats // 2] * 1e3
-
-
 @functools.lru_cache(maxsize=None)
 def grouped_products_faster(c: int, k: int, dtype: torch.dtype) -> bool:
     """Whether this CPU computes a C→K layer's 16 products faster as the grouped 1×1 convolution
@@ -93,11 +78,8 @@ def grouped_products_faster(c: int, k: int, dtype: torch.dtype) -> bool:
     rows = _MEASURED_ROWS
     u = torch.full((16, c, k), 0.01, dtype=dtype)
     by_point, out = torch.full((16, rows, c), 0.5, dtype=dtype), torch.empty((16, rows, k), dtype=dtype)
-    bmm = _median_ms(lambda: torch.bmm(by_point, u, out=out))
-    products = GroupedProducts(u)
-    by_tile = torch.full((rows, 16, c), 0.5, dtype=dtype)
-    grouped = _median_ms(lambda: products(by_tile))
-    return grouped < _GROUPED_MARGIN * bmm
+    products, by_tile = GroupedProducts(u), torch.full((rows, 16, c), 0.5, dtype=dtype)
+    return calibrate.second_faster(lambda: torch.bmm(by_point, u, out=out), lambda: products(by_tile))
 
 
 class GroupedProducts:
