@@ -288,6 +288,30 @@ def test_a_new_sizes_border_assembled_from_a_template_equals_the_whole_run(arch,
     assert deep_seen or arch == "fcn_googlenet"  # the repeated shape buffers deeper
 
 
+@pytest.mark.parametrize("arch, first_pool", [("fcn8s", "pool1"), ("fcn_alexnet", "pool1"),
+                                              ("fcn_googlenet", "pool1.3x3_s2")])
+def test_the_full_resolution_layers_keep_no_border_buffers(arch, first_pool):
+    """The layers before the first pool compute their widened cores one from the other: no
+    buffers (nor their copies) for them, only the pool's; a whole run's scores all the same, on
+    the first frame of a size and on later ones."""
+    from fcnfast.engine import border
+
+    model = _biased(arch)
+    whole = Engine(model, torch.device("cpu"), torch.float32, skip_border=False)
+    skipping = Engine(model, torch.device("cpu"), torch.float32)
+    for i, (h, w) in enumerate([(45, 67), (45, 67), (23, 30)]):
+        pixels = scenes(1, h, w, seed=300 + i)
+        l1, s1 = whole.run(pixels, return_scores=True)
+        l2, s2 = skipping.run(pixels, return_scores=True)
+        torch.testing.assert_close(s2, s1, rtol=1e-5, atol=1e-6)
+        assert torch.equal(l1, l2), f"{h}×{w}: labels differ"
+        entry = skipping.border._shapes[((1, 3, h, w), torch.float32, torch.device("cpu"))]
+        names = [name for _, name, _ in border._leaves(skipping.net, skipping.net.trunk_chain)]
+        assert entry.prefix is not None and names[entry.prefix.last] == first_pool
+        assert set(entry.buffers) & set(names[:entry.prefix.last]) == set()
+        assert entry.buffers[first_pool] is not None
+
+
 def test_a_new_size_skips_the_border_from_its_first_frame():
     """A folder of photos of many sizes: every size's first frame already computes only the
     cores (its border from a template) and equals a whole run; a size's second frame deepens

@@ -20,6 +20,12 @@ oneDNN picks for a shape: one ulp in bf16 at most, as measured).
 
 Layers run this way: convolutions, max pools, and per-pixel layers (ReLU, LRN, dropout); the first
 other layer (an Inception block) ends the tracking and the rest of the trunk runs whole.
+
+The layers up to the first pool (the full-resolution ones, whose maps are the largest) keep no
+buffers: each computes its core widened by what the next one reads, straight from the previous
+one's output, so only the pool's core is pasted into a buffer. A buffered layer instead costs
+two copies of its core (its input slice made dense, its output pasted), which at full
+resolution cost more than the ring of extra outputs.
 """
 from __future__ import annotations
 
@@ -93,24 +99,34 @@ def _advance(n: int, bands: Span, layer, geometry) -> Tuple[int, Span]:
     return out, _bands(*bands, n, out, k, s, p, d)
 
 
-def _run_on(layer, x: torch.Tensor, rect: Rect, geometry) -> Optional[torch.Tensor]:
-    """``layer``'s outputs ``rect`` from the slice of ``x`` under them; None when that needs the
-    map's edge (zero padding for a conv is added; a pool's edge windows are left to a whole run)."""
-    k, s, p, d = geometry
-    (y0, y1), (x0, x1) = (_window(r, k, s, p, d) for r in rect)
+def _slice(x: torch.Tensor, rect: Rect):
+    """(``x[..., rect]`` clipped to the map, the (left, right, top, bottom) zeros it lacks)."""
+    (y0, y1), (x0, x1) = rect
     h, w = x.shape[2], x.shape[3]
     pads = (max(0, -x0), max(0, x1 - w), max(0, -y0), max(0, y1 - h))
-    part = x[:, :, max(0, y0):min(y1, h), max(0, x0):min(x1, w)]
+    return x[:, :, max(0, y0):min(y1, h), max(0, x0):min(x1, w)], pads
+
+
+def _apply_unpadded(layer, part: torch.Tensor, geometry) -> torch.Tensor:
+    """A conv or max pool over ``part`` taken as already padded (the slice under its outputs)."""
+    k, s, p, d = geometry
     if isinstance(layer, nn.MaxPool2d):
-        if any(pads):
-            return None
         return F.max_pool2d(part, k, s, 0, d, ceil_mode=False)
-    if any(pads):
-        part = F.pad(part, pads)
     part = part.contiguous(memory_format=torch.channels_last)
     if isinstance(layer, PackedConv2d):
         return layer.forward_unpadded(part)
     return F.conv2d(part, layer.weight, layer.bias, layer.stride, 0, layer.dilation, layer.groups)
+
+
+def _run_on(layer, x: torch.Tensor, rect: Rect, geometry) -> Optional[torch.Tensor]:
+    """``layer``'s outputs ``rect`` from the slice of ``x`` under them; None when that needs the
+    map's edge (zero padding for a conv is added; a pool's edge windows are left to a whole run)."""
+    part, pads = _slice(x, tuple(_window(r, *geometry) for r in rect))
+    if any(pads):
+        if isinstance(layer, nn.MaxPool2d):
+            return None
+        part = F.pad(part, pads)
+    return _apply_unpadded(layer, part, geometry)
 
 
 def _leaves(net, names):
@@ -184,6 +200,32 @@ def _chain_plan(leaves, shape, element_size: int) -> List[_Step]:
             held += step.nbytes if step.buffered else 0
         steps.append(step)
     return steps
+
+
+@dataclass
+class _Prefix:
+    """The unbuffered leading layers (see module doc): steps 0..``last`` compute ``rects`` (their
+    outputs' rows and columns), from the input's ``window`` (which may reach into the padding)."""
+    last: int
+    rects: List[Rect]
+    window: Rect
+
+
+def _prefix(steps: List[_Step], last_buffered: int) -> Optional[_Prefix]:
+    """The prefix through the first pool (or the last buffered step, if earlier); None where it
+    would be one layer (nothing to save) or needs a map's edge."""
+    pools = [i for i, st in enumerate(steps) if isinstance(st.layer, nn.MaxPool2d)]
+    last = min(pools[0] if pools else len(steps) - 1, last_buffered)
+    if last < 1 or any(st.geometry is not None and not st.buffered for st in steps[:last + 1]):
+        return None
+    rects: List[Rect] = [steps[last].core]
+    for i in range(last, 0, -1):  # what step i reads of step i − 1's output
+        rect = rects[0] if steps[i].geometry is None else tuple(
+            _window(rects[0][a], *steps[i].geometry) for a in range(2))
+        if any(lo < 0 or hi > steps[i - 1].size[a] for a, (lo, hi) in enumerate(rect)):
+            return None
+        rects.insert(0, rect)
+    return _Prefix(last, rects, tuple(_window(rects[0][a], *steps[0].geometry) for a in range(2)))
 
 
 def _template_sizes(steps: List[_Step], axis: int, m: int, last: int) -> Optional[List[int]]:
@@ -315,6 +357,7 @@ class _Shape:
     last: int  # the last buffered step (-1: none)
     arena: _Arena
     repeated: bool = False  # buffers chosen for many frames
+    prefix: Optional[_Prefix] = None
 
 
 def _border_buffer(step: _Step, template: torch.Tensor, n: int, arena: _Arena) -> torch.Tensor:
@@ -373,14 +416,15 @@ class BorderCache:
         if old is not None and last == old.last:
             old.repeated = True
             return old
+        prefix = _prefix(steps, last)
         maps = self._template_maps(steps, sides, last, x)
         buffers = {}
-        for step in steps:
-            if step.buffered:
+        for i, step in enumerate(steps):
+            if step.buffered and (prefix is None or i >= prefix.last):
                 kept = old.buffers.get(step.name) if old is not None else None
                 buffers[step.name] = kept if kept is not None else _border_buffer(
                     step, maps[step.name], x.shape[0], arena)
-        return _Shape(buffers, last, arena, old is not None)
+        return _Shape(buffers, last, arena, old is not None, prefix)
 
     def run(self, net, names, x: torch.Tensor, keep=()):
         """Apply ``net``'s layers ``names`` to ``x`` (see module doc): (output, {kept name: map}).
@@ -401,7 +445,12 @@ class BorderCache:
         core: Optional[Rect] = ((0, x.shape[2]), (0, x.shape[3]))
         kept = {}
         h = x
-        for top, name, layer in _leaves(net, names):
+        leaves = list(_leaves(net, names))
+        prefix = entry.prefix
+        if prefix is not None and not {top for top, _, _ in leaves[:prefix.last + 1]} & set(keep):
+            h, core = BorderCache._run_prefix(leaves, x, prefix, buffers)
+            leaves = leaves[prefix.last + 1:]
+        for top, name, layer in leaves:
             geometry = window_geometry(layer)
             if core is not None and geometry is None and not isinstance(layer, _POINTWISE):
                 core = None  # an unknown layer: no tracking from here on
@@ -414,6 +463,27 @@ class BorderCache:
             if top in keep:
                 kept[top] = h  # a kept layer's last leaf comes last
         return h, kept
+
+    @staticmethod
+    def _run_prefix(leaves, x: torch.Tensor, prefix: _Prefix, buffers):
+        """(the last prefix step's buffer with its core written, that core): steps 0..last on
+        their widened rects, each from the previous one's output as it comes."""
+        part, pads = _slice(x, prefix.window)
+        part = F.pad(part, pads) if any(pads) else part
+        for (_, _, layer), rect in zip(leaves[:prefix.last + 1], prefix.rects):
+            geometry = window_geometry(layer)
+            if geometry is not None:
+                part = _apply_unpadded(layer, part, geometry)
+            elif not isinstance(layer, _PASS_THROUGH):
+                part = layer(part)
+            if part.shape[2:] != tuple(hi - lo for lo, hi in rect):
+                raise RuntimeError(f"border prefix: {tuple(part.shape)} where {rect} was planned")
+        name = leaves[prefix.last][1]
+        core = prefix.rects[-1]
+        (y0, y1), (x0, x1) = core
+        out = buffers[name]
+        out[:, :, y0:y1, x0:x1] = part
+        return out, core
 
     @staticmethod
     def _pointwise(name, layer, h, core, buffers):
