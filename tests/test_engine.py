@@ -288,6 +288,17 @@ def test_a_new_sizes_border_assembled_from_a_template_equals_the_whole_run(arch,
     assert deep_seen or arch == "fcn_googlenet"  # the repeated shape buffers deeper
 
 
+def _border_entry_equal_to_a_whole_run(whole, skipping, pixels):
+    """Run both float32 engines on ``pixels``: the border-skipping one's scores and labels are the
+    whole run's; its border cache's entry for the shape."""
+    l1, s1 = whole.run(pixels, return_scores=True)
+    l2, s2 = skipping.run(pixels, return_scores=True)
+    torch.testing.assert_close(s2, s1, rtol=1e-5, atol=1e-6)
+    assert torch.equal(l1, l2), f"{tuple(pixels.shape)}: labels differ"
+    return skipping.border._shapes[((pixels.shape[0], 3, *pixels.shape[1:3]), torch.float32,
+                                    torch.device("cpu"))]
+
+
 @pytest.mark.parametrize("arch, first_pool", [("fcn8s", "pool1"), ("fcn_alexnet", "pool1"),
                                               ("fcn_googlenet", "pool1.3x3_s2")])
 def test_the_full_resolution_layers_keep_no_border_buffers(arch, first_pool):
@@ -301,11 +312,7 @@ def test_the_full_resolution_layers_keep_no_border_buffers(arch, first_pool):
     skipping = Engine(model, torch.device("cpu"), torch.float32)
     for i, (h, w) in enumerate([(45, 67), (45, 67), (23, 30)]):
         pixels = scenes(1, h, w, seed=300 + i)
-        l1, s1 = whole.run(pixels, return_scores=True)
-        l2, s2 = skipping.run(pixels, return_scores=True)
-        torch.testing.assert_close(s2, s1, rtol=1e-5, atol=1e-6)
-        assert torch.equal(l1, l2), f"{h}×{w}: labels differ"
-        entry = skipping.border._shapes[((1, 3, h, w), torch.float32, torch.device("cpu"))]
+        entry = _border_entry_equal_to_a_whole_run(whole, skipping, pixels)
         names = [name for _, name, _ in border._leaves(skipping.net, skipping.net.trunk_chain)]
         assert entry.prefix is not None and names[entry.prefix.last] == first_pool
         assert set(entry.buffers) & set(names[:entry.prefix.last]) == set()
@@ -322,11 +329,7 @@ def test_a_new_size_skips_the_border_from_its_first_frame():
     arenas = []
     for i, (h, w) in enumerate([(45, 67), (31, 41), (31, 41), (52, 38), (37, 59)]):
         pixels = scenes(1, h, w, seed=200 + i)
-        l1, s1 = whole.run(pixels, return_scores=True)
-        l2, s2 = skipping.run(pixels, return_scores=True)
-        torch.testing.assert_close(s2, s1, rtol=1e-5, atol=1e-6)
-        assert torch.equal(l1, l2), f"{h}×{w}: labels differ"
-        entry = skipping.border._shapes[((1, 3, h, w), torch.float32, torch.device("cpu"))]
+        entry = _border_entry_equal_to_a_whole_run(whole, skipping, pixels)
         assert sum(b is not None for b in entry.buffers.values()) >= 3
         assert entry.repeated == (i == 2)
         arenas.append(entry.arena)

@@ -231,28 +231,29 @@ def test_a_grouped_layer_copies_and_pickles_after_its_first_call():
     wino = WinogradConv2d(packed, grouped=True)
     x = torch.randn(1, 256, 9, 8).contiguous(memory_format=torch.channels_last)
     want = wino(x)
-    assert len(wino.products.packs) == 1 and wino.u is None
+    assert wino.products.pack is not None and wino.u is None
     for twin in (copy.deepcopy(wino), pickle.loads(pickle.dumps(wino))):
         assert torch.equal(twin(x), want)
 
 
-def test_grouped_products_keep_a_pack_per_row_count():
+def test_grouped_products_pack_again_for_a_new_row_count():
     """oneDNN lays the grouped weight out by the row count (and reorders a pack made for another
-    layout on every call): each row count met gets its own pack, the last few kept, and every size
-    gives what it gives in a fresh layer, whatever ran before."""
-    from fcnfast.engine.winograd import GROUPED_PACKS_KEPT, gemm_rows
+    layout on every call): a new row count gets its own pack, and every size gives what it gives
+    in a fresh layer, whatever ran before."""
+    from fcnfast.engine.winograd import gemm_rows
 
     conv, packed = layer(256, 256, 2, False, torch.float32, seed=8)
     wino = WinogradConv2d(packed, grouped=True)
-    sizes = [(9, 8), (23, 31), (5, 5), (16, 17), (40, 3), (9, 8)]
+    sizes = [(9, 8), (23, 31), (23, 31), (5, 5), (40, 3), (9, 8)]
     xs = [torch.randn(1, 256, h, w).contiguous(memory_format=torch.channels_last) for h, w in sizes]
     fresh = [WinogradConv2d(layer(256, 256, 2, False, torch.float32, seed=8)[1], grouped=True)(x)
              for x in xs]
-    rows = [gemm_rows(native.winograd_tiles(1, h, w, 2, 2)) for h, w in sizes]
-    for i, x in enumerate(xs):
+    packs = []
+    for i, (x, (h, w)) in enumerate(zip(xs, sizes)):
         assert torch.equal(wino(x), fresh[i]), sizes[i]
-        assert next(reversed(wino.products.packs)) == rows[i]
-    assert len(wino.products.packs) == min(GROUPED_PACKS_KEPT, len(set(rows)))
+        assert wino.products.pack[0] == gemm_rows(native.winograd_tiles(1, h, w, 2, 2))
+        packs.append(wino.products.pack[1])
+    assert packs[1] is not packs[0] and packs[2] is packs[1]  # the same row count again: the same pack
 
 
 def test_the_products_are_chosen_by_measurement_once_per_shape(monkeypatch):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections import OrderedDict
 
 import torch
 
@@ -34,10 +33,6 @@ MIN_CHANNELS = 128
 ROW_STEP = 16
 # Layers at least this wide on both sides may take the grouped 1×1 convolution for their products.
 GROUPED_MIN_CHANNELS = 256
-# oneDNN picks the grouped convolution's weight layout by the row count, and a weight packed for
-# another layout is reordered on every call (up to 20× the products): a layer keeps a pack per row
-# count, the last few.
-GROUPED_PACKS_KEPT = 4
 # The products are timed at load on this many rows (a 451×300 frame's layer3/4 and head tiles; the
 # faster of the two changes with the row count); the grouped convolution is the second choice, the
 # batched product having no layouts to go stale.
@@ -83,35 +78,32 @@ def grouped_products_faster(c: int, k: int, dtype: torch.dtype) -> bool:
 
 
 class GroupedProducts:
-    """M[t, q] = V[t, q] · U[q] for V (rows, 16, C) as a 1×1 convolution of 16 groups over the rows:
-    its weight packed by oneDNN for each row count met (the last ``GROUPED_PACKS_KEPT``), from a
-    plain copy kept for that."""
+    """M[t, q] = V[t, q] · U[q] for V (rows, 16, C) as a 1×1 convolution of 16 groups over the rows.
+
+    oneDNN lays the weight out by the row count, and reorders a weight packed for another layout
+    on every call (up to 20× the products), so the weight is packed again whenever the row count
+    changes (a few ms), from a plain copy kept for that."""
 
     def __init__(self, u: torch.Tensor):
         self.c, self.k = u.shape[1], u.shape[2]
         self.weight = u.permute(0, 2, 1).reshape(16 * self.k, self.c, 1, 1).contiguous()
-        self.packs: OrderedDict = OrderedDict()
+        self.pack = None  # (rows, packed weight), swapped whole: threads see a consistent pair
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         rows = v.shape[0]
         points = v.view(1, rows, 1, 16 * self.c).permute(0, 3, 1, 2)  # (1, 16C, rows, 1) channels-last
-        packed = self.packs.get(rows)
-        if packed is None:
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight, [0, 0], [1, 1], [1, 1], 16, list(points.shape))
-            self.packs[rows] = packed
-            while len(self.packs) > GROUPED_PACKS_KEPT:
-                self.packs.popitem(last=False)
-        else:
-            self.packs.move_to_end(rows)
-        m = torch.ops.mkldnn._convolution_pointwise(points, packed, None, [0, 0], [1, 1], [1, 1],
+        pack = self.pack
+        if pack is None or pack[0] != rows:
+            pack = self.pack = (rows, torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, [0, 0], [1, 1], [1, 1], 16, list(points.shape)))
+        m = torch.ops.mkldnn._convolution_pointwise(points, pack[1], None, [0, 0], [1, 1], [1, 1],
                                                     16, "none", [], "")
         return m.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).view(rows, 16, self.k)
 
     def __getstate__(self):
         """Copies and pickles: oneDNN's packed tensors have no storage to copy; the copy packs
         again at its first call."""
-        return {**self.__dict__, "packs": OrderedDict()}
+        return {**self.__dict__, "pack": None}
 
 
 class Workspace:
