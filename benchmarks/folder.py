@@ -42,7 +42,7 @@ import fcnfast  # noqa: E402
 from fcnfast.models import ARCHS  # noqa: E402
 
 import throughput as tp  # noqa: E402
-from timing import cpu_model, git_revision, load_average, now  # noqa: E402
+from timing import cpu_model, git_revision, keep_freed_memory, load_average, malloc_setting, now  # noqa: E402
 
 
 def sizes(n: int, lo: int, hi: int, seed: int = 0):
@@ -126,10 +126,10 @@ def main(argv=None) -> int:
             "threads": threads, "torch": torch.__version__, "images": args.images,
             "size_range": [args.min, args.max], "megapixels": pixels / 1e6,
             "low_precision": str(lp_dtype).replace("torch.", ""), "float32_only": args.float32,
-            "loadavg_start": load_average()}
+            "loadavg_start": load_average(), "malloc": malloc_setting()}
     print(f"fcnfast mixed-size folder on {meta['cpu']} ({meta['cores']} cores, {threads} threads), "
           f"{args.images} images {args.min}..{args.max} px a side ({meta['megapixels']:.1f} MP), "
-          f"git {meta['git']}, {meta['date']}")
+          f"git {meta['git']}, {meta['date']}; {meta['malloc']}")
     rows = []
     for arch in args.models:
         model = tp.random_model(arch, args.num_classes)
@@ -214,4 +214,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     sys.exit(main())

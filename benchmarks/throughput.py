@@ -65,8 +65,9 @@ from fcnfast.export import export_onnx
 from fcnfast.models import ARCHS, build_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import (cpu_model, device_name, fmt, git_revision, load_average, measure,  # noqa: E402
-                    measure_interleaved, now, short_error, sync, triton_version)
+from timing import (cpu_model, device_name, fmt, git_revision, keep_freed_memory,  # noqa: E402
+                    load_average, malloc_setting, measure, measure_interleaved, now, short_error, sync,
+                    triton_version)
 
 COLUMNS = ("a", "b", "c", "d", "f", "e")  # in print order; e (fcnfast) last
 PEERS = ("a", "b", "c", "d", "f")
@@ -788,7 +789,7 @@ def main(argv=None) -> int:
                        f"(more while under {st.budget_s:g} s); "
                        + ("CUDA events (onnxruntime, stream: perf_counter)" if device.type == "cuda"
                           else "perf_counter")),
-            "firm_margin": FIRM_MARGIN, "quick": args.quick}
+            "firm_margin": FIRM_MARGIN, "quick": args.quick, "malloc": malloc_setting()}
     if device.type == "cuda":
         meta.update(cudnn_benchmark=torch.backends.cudnn.benchmark,
                     cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
@@ -797,7 +798,7 @@ def main(argv=None) -> int:
           f"{meta['git']}; {meta['date']}; load avg {meta['loadavg_start']}")
     print(f"timing: {meta['timing']}; frames/s end to end (uint8 host frames → labels on the host); "
           f"model ms: device tensor in, labels on the device; ×a, ×c: ratios (>1 = faster); "
-          f"firm%/all%: labels equal to a's on firm / all pixels")
+          f"firm%/all%: labels equal to a's on firm / all pixels; {meta['malloc']}")
     rows: List[dict] = []
 
     def write_json():
@@ -828,4 +829,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     sys.exit(main())

@@ -10,6 +10,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -20,6 +21,33 @@ from fcnfast.bench import cpu_model  # noqa: F401  (one definition, shared with 
 
 
 # --- timing ------------------------------------------------------------------------------------
+
+# glibc hands a large freed block back to the kernel, and the next allocation of that size faults
+# its pages in afresh: whichever column runs after one that freed hundreds of MB (eager fp32) pays
+# for it, while columns with their own arenas (onnxruntime, OpenVINO) do not (benchmarks/RESULTS.md,
+# 2026-12-06). The benchmark scripts run with glibc keeping freed memory, every column alike.
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(64 << 30),
+                     "MALLOC_TOP_PAD_": str(1 << 30)}
+MALLOC_OPT_OUT = "FCNFAST_BENCH_MALLOC"  # =default: measure with glibc's own settings
+
+
+def keep_freed_memory() -> None:
+    """Re-run this script (``sys.argv``) with ``KEEP_FREED_MEMORY`` in its environment, unless it
+    has it already or ``FCNFAST_BENCH_MALLOC=default`` asks for glibc's defaults."""
+    if platform.system() != "Linux" or os.environ.get(MALLOC_OPT_OUT) == "default":
+        return
+    if all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items()):
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **KEEP_FREED_MEMORY})
+
+
+def malloc_setting() -> str:
+    """What the JSON rows and headers say of the allocator settings this process runs with."""
+    if all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items()):
+        return "glibc keeps freed memory (" + " ".join(f"{k}={v}" for k, v in KEEP_FREED_MEMORY.items()) + ")"
+    return "glibc defaults"
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":

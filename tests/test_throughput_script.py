@@ -30,6 +30,8 @@ def test_quick_rows(quick):
     data = json.loads(out.read_text())
     meta, rows = data["meta"], data["rows"]
     assert meta["quick"] is True and meta["device_type"] == "cpu"
+    # the script re-ran itself with glibc keeping freed memory (where glibc is the allocator)
+    assert meta["malloc"].startswith("glibc keeps freed memory") or not sys.platform.startswith("linux")
     assert meta["columns"] == ["a", "b", "e"]
     assert [(r["model"], r["height"], r["width"], r["batch"]) for r in rows] == [
         ("fcn8s", 64, 80, 1), ("fcn8s", 64, 80, 2)]
@@ -91,3 +93,14 @@ def test_interleaved_timing_rotates_and_drops_a_failing_column():
     assert set(timings) == {"a", "b"} and "broke" in str(errors["c"])
     assert timings["a"].repeats == timings["b"].repeats == 4
     assert timings["a"].median_s >= 0
+
+
+def test_the_allocator_setting_can_be_left_at_glibcs_defaults(tmp_path):
+    out = tmp_path / "rows.json"
+    env = {**os.environ, "FCNFAST_BENCH_MALLOC": "default"}
+    for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"):
+        env.pop(k, None)
+    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads(out.read_text())["meta"]["malloc"] == "glibc defaults"
