@@ -81,8 +81,8 @@ class GroupedProducts:
     """M[t, q] = V[t, q] · U[q] for V (rows, 16, C) as a 1×1 convolution of 16 groups over the rows.
 
     oneDNN lays the weight out by the row count, and reorders a weight packed for another layout
-    on every call (up to 20× the products), so the weight is packed again whenever the row count
-    changes (a few ms), from a plain copy kept for that."""
+    on every call, slowly (benchmarks/RESULTS.md), so the weight is packed again whenever the row
+    count changes, from a plain copy kept for that."""
 
     def __init__(self, u: torch.Tensor):
         self.c, self.k = u.shape[1], u.shape[2]
