@@ -34,17 +34,19 @@ MALLOC_OPT_OUT = "FCNFAST_BENCH_MALLOC"  # =default: measure with glibc's own se
 def keep_freed_memory() -> None:
     """Re-run this script (``sys.argv``) with ``KEEP_FREED_MEMORY`` in its environment, unless it
     has it already or ``FCNFAST_BENCH_MALLOC=default`` asks for glibc's defaults."""
-    if platform.system() != "Linux" or os.environ.get(MALLOC_OPT_OUT) == "default":
-        return
-    if all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items()):
+    if platform.system() != "Linux" or os.environ.get(MALLOC_OPT_OUT) == "default" or _keeping():
         return
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **KEEP_FREED_MEMORY})
 
 
+def _keeping() -> bool:
+    return all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items())
+
+
 def malloc_setting() -> str:
     """What the JSON rows and headers say of the allocator settings this process runs with."""
-    if all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items()):
+    if _keeping():
         return "glibc keeps freed memory (" + " ".join(f"{k}={v}" for k, v in KEEP_FREED_MEMORY.items()) + ")"
     return "glibc defaults"
 

@@ -258,9 +258,7 @@ def test_grouped_products_pack_again_for_a_new_row_count():
 
 def test_the_products_are_chosen_by_measurement_once_per_shape(monkeypatch):
     """Timed batched first, then grouped; grouped only when clearly faster; once per shape."""
-    from fcnfast.engine import winograd
-
-    from fcnfast.engine import calibrate
+    from fcnfast.engine import calibrate, winograd
 
     def timer(*times):
         left = list(times)

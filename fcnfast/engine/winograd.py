@@ -33,9 +33,8 @@ MIN_CHANNELS = 128
 ROW_STEP = 16
 # Layers at least this wide on both sides may take the grouped 1×1 convolution for their products.
 GROUPED_MIN_CHANNELS = 256
-# The products are timed at load on this many rows (a 451×300 frame's layer3/4 and head tiles; the
-# faster of the two changes with the row count); the grouped convolution is the second choice, the
-# batched product having no layouts to go stale.
+# The products are timed at load on this many rows, about a 451×300 frame's tiles (which of the two
+# wins changes with the row count).
 _MEASURED_ROWS = 576
 
 
