@@ -1,6 +1,7 @@
-"""Winograd F(2×2, 3×3) convolutions (fcnfast/engine/winograd.py, csrc/cpu/winograd.cpp) against
-the float64 convolution: awkward sizes, dilations 1/2/4, padding d and 0, both dtypes; and the
-engine's use of them (ResNet by default, never the border-skipping chains)."""
+"""Winograd F(2×2, 3×3) and F(4×4, 3×3) convolutions (fcnfast/engine/winograd.py,
+csrc/cpu/winograd.cpp) against the float64 convolution: awkward sizes, dilations 1/2/4, padding d
+and 0, both dtypes, both tiles; and the engine's use of them (ResNet by default, never the
+border-skipping chains)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,14 +11,17 @@ from fcnfast.ops import native
 from fcnfast.engine import Engine
 from fcnfast.engine.layers import PackedConv2d
 from fcnfast.engine.winograd import (GROUPED_MIN_CHANNELS, WinogradConv2d, available, eligible,
-                                     use_winograd)
+                                     tile_for, use_winograd)
 from fcnfast.models import build_model
 
 pytestmark = pytest.mark.skipif(not available(), reason="fcnfast._C with the Winograd kernels is not built")
 
-# Max error relative to the output's largest magnitude: float32 near its rounding; bf16 about 2×
-# the direct convolution's (products rounded once more before the output transform).
-TOL = {torch.float32: 2e-6, torch.bfloat16: 1.5e-2}
+# Max error relative to the output's largest magnitude, by (dtype, tile): float32 near its
+# rounding (F(4×4) about 10× F(2×2)'s, its transforms have larger coefficients); bf16 about 2× the
+# direct convolution's with F(2×2) (products rounded once more before the output transform), 5×
+# more with F(4×4), which is why bfloat16 layers keep F(2×2).
+TOL = {(torch.float32, 2): 2e-6, (torch.float32, 4): 2e-5,
+       (torch.bfloat16, 2): 1.5e-2, (torch.bfloat16, 4): 6e-2}
 
 
 def layer(c, k, d, relu, dtype, seed=0):
@@ -43,13 +47,14 @@ def reference(conv, x, pad, d, relu):
     (2, 257, 256, 5, 6, 1, False),
 ])
 @pytest.mark.parametrize("grouped", [False, True], ids=["batched", "grouped"])
-def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu, grouped):
+@pytest.mark.parametrize("tile", [2, 4])
+def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu, grouped, tile):
     conv, packed = layer(c, k, d, relu, dtype)
     if grouped and min(c, k) < GROUPED_MIN_CHANNELS:
         with pytest.raises(ValueError, match="grouped products need"):
-            WinogradConv2d(packed, grouped=True)
+            WinogradConv2d(packed, grouped=True, tile=tile)
         return
-    wino = WinogradConv2d(packed, grouped=grouped)
+    wino = WinogradConv2d(packed, grouped=grouped, tile=tile)
     x = torch.randn(n, c, h, w).to(dtype).contiguous(memory_format=torch.channels_last)
     for pad, run in ((d, wino.forward), (0, wino.forward_unpadded)):
         if pad == 0 and min(h, w) <= 2 * d:
@@ -59,38 +64,50 @@ def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu, grouped)
         assert y.shape == ref.shape and y.dtype == dtype
         assert y.is_contiguous(memory_format=torch.channels_last)
         err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
-        assert err < TOL[dtype], (pad, err)
+        assert err < TOL[dtype, tile], (pad, err)
 
 
+def test_each_dtype_gets_its_tile():
+    """float32 layers take F(4×4, 3×3), bfloat16 ones F(2×2, 3×3), unless told."""
+    assert tile_for(torch.float32) == 4 and tile_for(torch.bfloat16) == 2
+    for dtype, tile, points in ((torch.float32, 4, 36), (torch.bfloat16, 2, 16)):
+        wino = WinogradConv2d(layer(128, 128, 1, True, dtype)[1])
+        assert (wino.tile, wino.points, wino.u.shape[0]) == (tile, points, points)
+    assert WinogradConv2d(layer(128, 128, 1, True, torch.float32)[1], tile=2).u.shape[0] == 16
+
+
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("by_point", [True, False], ids=["by-point", "by-tile"])
-def test_transforms_write_every_value_and_nothing_past_the_edge(by_point):
-    """Into NaN-poisoned buffers, in either layout ((16, tiles, C) or (tiles, 16, C)); the
+def test_transforms_write_every_value_and_nothing_past_the_edge(by_point, tile):
+    """Into NaN-poisoned buffers, in either layout ((P, tiles, C) or (tiles, P, C)); the
     output's with a guard band after it."""
     n, c, k, h, w, d = 1, 128, 128, 5, 7, 2
     conv, packed = layer(c, k, d, False, torch.float32, seed=3)
-    wino = WinogradConv2d(packed)
+    wino = WinogradConv2d(packed, tile=tile)
     x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
     ref = reference(conv, x, d, d, False)
-    tiles = native.winograd_tiles(n, h, w, d, d)
-    v = torch.full((16, tiles, c) if by_point else (tiles, 16, c), float("nan"))
-    assert not native.winograd_input(x, d, d, v, by_point=by_point).isnan().any()
+    tiles, points = native.winograd_tiles(n, h, w, d, d, tile), native.winograd_points(tile)
+    v = torch.full((points, tiles, c) if by_point else (tiles, points, c), float("nan"))
+    assert not native.winograd_input(x, d, d, v, by_point, tile).isnan().any()
     m = torch.bmm(v if by_point else v.transpose(0, 1), wino.u)
     if not by_point:
         m = m.transpose(0, 1).contiguous()
     buf = torch.full((n * h * w * k + 1000,), float("nan"))
     y = buf[:n * h * w * k].view(n, h, w, k).permute(0, 3, 1, 2)  # channels-last view
-    native.winograd_output(m, wino.bias, False, (h, w), d, d, y, by_point=by_point)
+    native.winograd_output(m, wino.bias, False, (h, w), d, d, y, by_point, tile)
     assert buf[n * h * w * k:].isnan().all()
-    torch.testing.assert_close(y.double(), ref, rtol=0, atol=2e-6 * ref.abs().max().item())
+    torch.testing.assert_close(y.double(), ref, rtol=0,
+                               atol=TOL[torch.float32, tile] * ref.abs().max().item())
 
 
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("d", [1, 2, 3, 4])
-def test_every_tile_holds_outputs(d):
+def test_every_tile_holds_outputs(d, tile):
     """No empty tiles (they would be GEMM rows of zeros): a phase with fewer outputs gets fewer
-    tiles. The count is that of the distinct 2×2 groups of each phase's outputs."""
-    for oh, ow in [(1, 1), (2, 3), (38, 57), (19, 29), (7, 13), (d, 2 * d + 1)]:
-        groups = {(y // (2 * d), y % d, x // (2 * d), x % d) for y in range(oh) for x in range(ow)}
-        assert native.winograd_tiles(2, oh, ow, d, d) == 2 * len(groups), (oh, ow)
+    tiles. The count is that of the distinct tile×tile groups of each phase's outputs."""
+    for oh, ow in [(1, 1), (2, 3), (38, 57), (19, 29), (7, 13), (d, 2 * d + 1), (4 * d + 1, 5)]:
+        groups = {(y // (tile * d), y % d, x // (tile * d), x % d) for y in range(oh) for x in range(ow)}
+        assert native.winograd_tiles(2, oh, ow, d, d, tile) == 2 * len(groups), (oh, ow)
 
 
 def test_buffers_with_more_rows_than_tiles():
@@ -98,7 +115,7 @@ def test_buffers_with_more_rows_than_tiles():
     output is the one of exact-size buffers."""
     n, c, k, h, w, d = 1, 128, 130, 9, 6, 2
     conv, packed = layer(c, k, d, True, torch.float32, seed=4)
-    wino = WinogradConv2d(packed)
+    wino = WinogradConv2d(packed, tile=2)
     x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
     tiles = native.winograd_tiles(n, h, w, d, d)
     v = torch.full((16, tiles + 37, c), float("nan"))
@@ -113,19 +130,21 @@ def test_buffers_with_more_rows_than_tiles():
         native.winograd_input(x, d, d, v[:, :tiles - 1])
 
 
-def test_sizes_that_share_a_workspace_do_not_see_each_others_tiles():
+@pytest.mark.parametrize("tile,big,small", [(2, (14, 16), (13, 13)), (4, (20, 24), (17, 17))])
+def test_sizes_that_share_a_workspace_do_not_see_each_others_tiles(tile, big, small):
     """Two sizes whose tiles round to the same GEMM rows: the smaller, after the larger, is right."""
     from fcnfast.engine.winograd import gemm_rows
 
     conv, packed = layer(128, 128, 1, False, torch.float32, seed=6)
-    wino = WinogradConv2d(packed)
-    big = torch.randn(1, 128, 14, 16).contiguous(memory_format=torch.channels_last)
-    small = torch.randn(1, 128, 13, 13).contiguous(memory_format=torch.channels_last)
-    t_big, t_small = (native.winograd_tiles(1, *x.shape[2:], 1, 1) for x in (big, small))
+    wino = WinogradConv2d(packed, tile=tile)
+    big, small = (torch.randn(1, 128, *hw).contiguous(memory_format=torch.channels_last)
+                  for hw in (big, small))
+    t_big, t_small = (native.winograd_tiles(1, *x.shape[2:], 1, 1, tile) for x in (big, small))
     assert t_small < t_big and gemm_rows(t_small) == gemm_rows(t_big)
     wino(big)
     ref = reference(conv, small, 1, 1, False)
-    torch.testing.assert_close(wino(small).double(), ref, rtol=0, atol=2e-6 * ref.abs().max().item())
+    torch.testing.assert_close(wino(small).double(), ref, rtol=0,
+                               atol=TOL[torch.float32, tile] * ref.abs().max().item())
 
 
 def test_transforms_reject_what_they_cannot_take():
@@ -139,6 +158,10 @@ def test_transforms_reject_what_they_cannot_take():
         native.winograd_input(x.half(), 1, 1, v)
     with pytest.raises(ValueError, match="too small"):
         native.winograd_tiles(1, 3, 3, 4, 0)
+    with pytest.raises(ValueError, match="tile must be one of"):
+        native.winograd_input(x, 1, 1, v, True, 3)
+    with pytest.raises(ValueError, match=r"expected \(36, "):
+        native.winograd_input(x, 1, 1, v, True, 4)  # v has 16 points, F(4×4) wants 36
     y = torch.empty(1, 128, 5, 6).contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="the convolution of 6×6 gives 6×6"):
         native.winograd_output(torch.empty(16, v.shape[1], 128), torch.zeros(128), True, (6, 6), 1, 1, y)
@@ -251,7 +274,7 @@ def test_grouped_products_pack_again_for_a_new_row_count():
     packs = []
     for i, (x, (h, w)) in enumerate(zip(xs, sizes)):
         assert torch.equal(wino(x), fresh[i]), sizes[i]
-        assert wino.products.pack[0] == gemm_rows(native.winograd_tiles(1, h, w, 2, 2))
+        assert wino.products.pack[0] == gemm_rows(native.winograd_tiles(1, h, w, 2, 2, wino.tile))
         packs.append(wino.products.pack[1])
     assert packs[1] is not packs[0] and packs[2] is packs[1]  # the same row count again: the same pack
 
@@ -284,7 +307,8 @@ def test_a_size_after_another_gives_the_labels_of_a_fresh_engine(monkeypatch, gr
     """What ran before (another size, other row counts) changes nothing in what a size gives."""
     from fcnfast.engine import winograd
 
-    monkeypatch.setattr(winograd, "grouped_products_faster", lambda c, k, dtype: grouped and min(c, k) >= 256)
+    monkeypatch.setattr(winograd, "grouped_products_faster",
+                        lambda c, k, dtype, points: grouped and min(c, k) >= 256)
     torch.manual_seed(2)
     model = build_model("fcn_resnet50", 5).eval()
     with torch.no_grad():

@@ -1,7 +1,9 @@
-"""3×3 convolutions as Winograd F(2×2, 3×3) on the CPU: 2.25× fewer multiply-adds than the direct
-convolution, the 16 per-tile-point products one call: a batched matrix product, or for layers of
-256 channels and more, on a CPU where it measures faster at load, oneDNN's 1×1 convolution of 16
-groups over the tiles (faster on an AVX-512 Zen 4, slower with AMX: benchmarks/RESULTS.md).
+"""3×3 convolutions as Winograd F(m×m, 3×3) on the CPU: F(4×4, 3×3) in float32 (4× fewer
+multiply-adds than the direct convolution), F(2×2, 3×3) in bfloat16 (2.25×; the larger tile's
+transforms lose too much in bfloat16's 8-bit mantissa: benchmarks/RESULTS.md). The per-tile-point
+products are one call: a batched matrix product, or for layers of 256 channels and more, on a CPU
+where it measures faster at load, oneDNN's 1×1 convolution of one group per point over the tiles
+(faster on an AVX-512 Zen 4, slower with AMX: benchmarks/RESULTS.md).
 
 The transforms are native kernels (csrc/cpu/winograd.cpp, csrc/winograd.h); the filter's
 U = G g Gᵀ is computed here once per layer, in float64, then rounded to the compute dtype. A
@@ -21,9 +23,15 @@ from .. import ops
 from . import calibrate
 from .layers import PackedConv2d, replace_modules
 
-# G of F(2×2, 3×3): U = G g Gᵀ (Lavin & Gray).
-_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
-                  dtype=torch.float64)
+# G of F(m×m, 3×3) by m, U = G g Gᵀ, from the interpolation points of csrc/winograd.h's Bᵀ and Aᵀ:
+# 0, 1, −1, ∞ (Lavin & Gray) and 0, 1, −1, 1/2, −2, ∞.
+_G = {
+    2: torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
+                    dtype=torch.float64),
+    4: torch.tensor([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [-1 / 3, 1 / 3, -1 / 3],
+                     [-16 / 15, -8 / 15, -4 / 15], [1 / 15, -2 / 15, 4 / 15], [0.0, 0.0, 1.0]],
+                    dtype=torch.float64),
+}
 # Narrow layers run faster direct: their GEMMs are too small for the transforms to pay
 # (benchmarks/RESULTS.md, issue 15).
 MIN_CHANNELS = 128
@@ -57,47 +65,58 @@ def eligible(conv: PackedConv2d) -> bool:
             and conv.weight.device.type == "cpu")
 
 
-def filter_transform(weight: torch.Tensor) -> torch.Tensor:
-    """(K, C, 3, 3) → U (16, C, K) in the weight's dtype, tile point 4a + b."""
-    u = torch.einsum("ai,kcij,bj->abck", _G, weight.double(), _G)
-    return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+def tile_for(dtype: torch.dtype) -> int:
+    """The Winograd tile (outputs per side) a layer computing in ``dtype`` uses."""
+    return 4 if dtype == torch.float32 else 2
+
+
+def filter_transform(weight: torch.Tensor, tile: int = 2) -> torch.Tensor:
+    """(K, C, 3, 3) → U (P, C, K) of F(tile×tile, 3×3) in the weight's dtype, P = (tile + 2)²
+    points, point (tile + 2)·a + b."""
+    g = _G[tile]
+    u = torch.einsum("ai,kcij,bj->abck", g, weight.double(), g)
+    return u.reshape(-1, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
 @functools.lru_cache(maxsize=None)
-def grouped_products_faster(c: int, k: int, dtype: torch.dtype) -> bool:
-    """Whether this CPU computes a C→K layer's 16 products faster as the grouped 1×1 convolution
-    than as the batched matrix product: measured once per process and shape."""
+def grouped_products_faster(c: int, k: int, dtype: torch.dtype, points: int = 16) -> bool:
+    """Whether this CPU computes a C→K layer's ``points`` products faster as the grouped 1×1
+    convolution than as the batched matrix product: measured once per process and shape."""
     if min(c, k) < GROUPED_MIN_CHANNELS:
         return False
-    rows = _MEASURED_ROWS
-    u = torch.full((16, c, k), 0.01, dtype=dtype)
-    by_point, out = torch.full((16, rows, c), 0.5, dtype=dtype), torch.empty((16, rows, k), dtype=dtype)
-    products, by_tile = GroupedProducts(u), torch.full((rows, 16, c), 0.5, dtype=dtype)
+    rows = _MEASURED_ROWS * 16 // points  # about as many outputs at every tile size
+    u = torch.full((points, c, k), 0.01, dtype=dtype)
+    by_point = torch.full((points, rows, c), 0.5, dtype=dtype)
+    out = torch.empty((points, rows, k), dtype=dtype)
+    products, by_tile = GroupedProducts(u), torch.full((rows, points, c), 0.5, dtype=dtype)
     return calibrate.second_faster(lambda: torch.bmm(by_point, u, out=out), lambda: products(by_tile))
 
 
 class GroupedProducts:
-    """M[t, q] = V[t, q] · U[q] for V (rows, 16, C) as a 1×1 convolution of 16 groups over the rows.
+    """M[t, q] = V[t, q] · U[q] for V (rows, P, C) as a 1×1 convolution of P groups over the rows
+    (U: (P, C, K)).
 
     oneDNN lays the weight out by the row count, and reorders a weight packed for another layout
     on every call, slowly (benchmarks/RESULTS.md), so the weight is packed again whenever the row
     count changes, from a plain copy kept for that."""
 
     def __init__(self, u: torch.Tensor):
-        self.c, self.k = u.shape[1], u.shape[2]
-        self.weight = u.permute(0, 2, 1).reshape(16 * self.k, self.c, 1, 1).contiguous()
+        self.points, self.c, self.k = u.shape
+        self.weight = u.permute(0, 2, 1).reshape(self.points * self.k, self.c, 1, 1).contiguous()
         self.pack = None  # (rows, packed weight), swapped whole: threads see a consistent pair
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         rows = v.shape[0]
-        points = v.view(1, rows, 1, 16 * self.c).permute(0, 3, 1, 2)  # (1, 16C, rows, 1) channels-last
+        # (1, PC, rows, 1) channels-last
+        points = v.view(1, rows, 1, self.points * self.c).permute(0, 3, 1, 2)
         pack = self.pack
         if pack is None or pack[0] != rows:
             pack = self.pack = (rows, torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight, [0, 0], [1, 1], [1, 1], 16, list(points.shape)))
+                self.weight, [0, 0], [1, 1], [1, 1], self.points, list(points.shape)))
         m = torch.ops.mkldnn._convolution_pointwise(points, pack[1], None, [0, 0], [1, 1], [1, 1],
-                                                    16, "none", [], "")
-        return m.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).view(rows, 16, self.k)
+                                                    self.points, "none", [], "")
+        return (m.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+                .view(rows, self.points, self.k))
 
     def __getstate__(self):
         """Copies and pickles: oneDNN's packed tensors have no storage to copy; the copy packs
@@ -114,20 +133,21 @@ class Workspace:
     def __init__(self):
         self._local = threading.local()
 
-    def buffers(self, rows: int, c: int, k: int, dtype: torch.dtype, by_point: bool = True):
-        """(V, M) of ``dtype``, views of this thread's buffers: (16, rows, c) and (16, rows, k)
-        when ``by_point`` (a batched GEMM's operands), else V (rows, 16, c) and no M (the grouped
-        convolution makes its own). Rows past a call's tiles hold what earlier calls left there
+    def buffers(self, rows: int, c: int, k: int, dtype: torch.dtype, by_point: bool = True,
+                points: int = 16):
+        """(V, M) of ``dtype``, views of this thread's buffers: (points, rows, c) and (points, rows,
+        k) when ``by_point`` (a batched GEMM's operands), else V (rows, points, c) and no M (the
+        grouped convolution makes its own). Rows past a call's tiles hold what earlier calls left there
         (zeros at first): they only ever reach rows of M that the output transform does not read."""
         bufs = getattr(self._local, "bufs", None)
-        need = (16 * rows * c, 16 * rows * k if by_point else 0)
+        need = (points * rows * c, points * rows * k if by_point else 0)
         have = (0, 0) if bufs is None or bufs[0].dtype != dtype else (bufs[0].numel(), bufs[1].numel())
         if have[0] < need[0] or have[1] < need[1]:
             bufs = tuple(torch.zeros(max(n, h), dtype=dtype) for n, h in zip(need, have))
             self._local.bufs = bufs
         if not by_point:
-            return bufs[0][:need[0]].view(rows, 16, c), None
-        return bufs[0][:need[0]].view(16, rows, c), bufs[1][:need[1]].view(16, rows, k)
+            return bufs[0][:need[0]].view(rows, points, c), None
+        return bufs[0][:need[0]].view(points, rows, c), bufs[1][:need[1]].view(points, rows, k)
 
     def __getstate__(self):
         return {}
@@ -137,18 +157,21 @@ class Workspace:
 
 
 class WinogradConv2d(PackedConv2d):
-    """A PackedConv2d (same geometry, same ReLU fusion) computed as Winograd F(2×2, 3×3), its tile
-    buffers from ``workspace`` (shared with the net's other Winograd layers; its own if None), its
-    products grouped or batched as ``grouped`` says (None: whichever measures faster here)."""
+    """A PackedConv2d (same geometry, same ReLU fusion) computed as Winograd F(tile×tile, 3×3)
+    (None: ``tile_for`` its dtype), its tile buffers from ``workspace`` (shared with the net's
+    other Winograd layers; its own if None), its products grouped or batched as ``grouped`` says
+    (None: whichever measures faster here)."""
 
     def __init__(self, conv: PackedConv2d, workspace: "Workspace | None" = None,
-                 grouped: "bool | None" = None):
+                 grouped: "bool | None" = None, tile: "int | None" = None):
         if not eligible(conv):
             raise ValueError(f"not a Winograd-eligible 3×3 convolution: {conv}")
         super().__init__(conv, relu=conv.attr == "relu")  # the geometry, read off the packed layer
-        u = filter_transform(conv.weight)  # (16, C, K)
+        self.tile = tile_for(conv.weight.dtype) if tile is None else tile
+        self.points = ops.winograd_points(self.tile)
+        u = filter_transform(conv.weight, self.tile)  # (P, C, K)
         if grouped is None:
-            grouped = grouped_products_faster(conv.in_channels, conv.out_channels, u.dtype)
+            grouped = grouped_products_faster(conv.in_channels, conv.out_channels, u.dtype, self.points)
         elif grouped and min(conv.in_channels, conv.out_channels) < GROUPED_MIN_CHANNELS:
             raise ValueError(f"grouped products need {GROUPED_MIN_CHANNELS}+ channels each side: {conv}")
         self.grouped = grouped
@@ -168,11 +191,11 @@ class WinogradConv2d(PackedConv2d):
                              f"got {tuple(x.shape)} {x.dtype}")
         d = self.dilation_
         n, c, h, w = x.shape
-        rows = gemm_rows(ops.winograd_tiles(n, h, w, d, pad))
+        rows = gemm_rows(ops.winograd_tiles(n, h, w, d, pad, self.tile))
         x = x.contiguous(memory_format=torch.channels_last)
         k = self.out_channels
-        v, m = self.workspace.buffers(rows, c, k, x.dtype, by_point=not self.grouped)
-        ops.winograd_input(x, d, pad, v, by_point=not self.grouped)
+        v, m = self.workspace.buffers(rows, c, k, x.dtype, not self.grouped, self.points)
+        ops.winograd_input(x, d, pad, v, not self.grouped, self.tile)
         if self.grouped:
             m = self.products(v)
         else:
@@ -180,7 +203,7 @@ class WinogradConv2d(PackedConv2d):
         y = torch.empty((n, k, *ops.winograd_output_size(h, w, d, pad)), dtype=x.dtype,
                         memory_format=torch.channels_last)
         return ops.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y,
-                                   by_point=not self.grouped)
+                                   not self.grouped, self.tile)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, self.padding[0])
@@ -192,7 +215,7 @@ class WinogradConv2d(PackedConv2d):
         raise NotImplementedError("WinogradConv2d does not fuse a residual add")
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + ", winograd=F(2x2,3x3)"
+        return super().extra_repr() + f", winograd=F({self.tile}x{self.tile},3x3)"
 
 
 def use_winograd(net: torch.nn.Module) -> int:

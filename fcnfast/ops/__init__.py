@@ -219,6 +219,8 @@ def overlay(frames, labels, palette, alpha=0.5, backend="auto", *, check_labels=
 # choice; the engine asks whether they are built and uses them where they are.
 winograd_available = native.winograd_available
 WINOGRAD_DTYPES = native.WINOGRAD_DTYPES
+WINOGRAD_TILES = native.WINOGRAD_TILES
+winograd_points = native.winograd_points
 winograd_output_size = native.winograd_output_size
 winograd_tiles = native.winograd_tiles
 winograd_input = native.winograd_input

@@ -159,9 +159,10 @@ def interp_argmax(x, size, *, return_scores=False):
     return (labels, scores) if return_scores else labels
 
 
-# --- Winograd F(2×2, 3×3) transforms of the CPU engine's 3×3 convolutions (engine/winograd.py) ---
+# --- Winograd F(m×m, 3×3) transforms of the CPU engine's 3×3 convolutions (engine/winograd.py) ---
 
 WINOGRAD_DTYPES = (torch.float32, torch.bfloat16)
+WINOGRAD_TILES = (2, 4)  # m: outputs per tile side; (m + 2)² tile points
 
 
 def _cpp_has(entry: str) -> bool:
@@ -183,16 +184,24 @@ def winograd_output_size(h: int, w: int, dilation: int, padding: int) -> tuple:
     return oh, ow
 
 
-def winograd_tiles(n: int, h: int, w: int, dilation: int, padding: int) -> int:
-    """Tiles of a stride-1 3×3 convolution's output (csrc/cpu/winograd.cpp's tiling)."""
+def winograd_tiles(n: int, h: int, w: int, dilation: int, padding: int, tile: int = 2) -> int:
+    """Tiles of a stride-1 3×3 convolution's output, ``tile``×``tile`` outputs each
+    (csrc/cpu/winograd.cpp's tiling)."""
     oh, ow = winograd_output_size(h, w, dilation, padding)
-    return n * _tiles_along(oh, dilation) * _tiles_along(ow, dilation)
+    return n * _tiles_along(oh, dilation, tile) * _tiles_along(ow, dilation, tile)
 
 
-def _tiles_along(out: int, d: int) -> int:
-    """Tiles along one axis of ``out`` outputs: phase a < d has ⌈(out − a) / d⌉ outputs, two a
-    tile, so ⌈(out − a) / 2d⌉ tiles."""
-    return sum(-(-(out - a) // (2 * d)) for a in range(min(d, out)))
+def winograd_points(tile: int) -> int:
+    """Values per transformed tile of F(tile×tile, 3×3): (tile + 2)²."""
+    if tile not in WINOGRAD_TILES:
+        raise ValueError(f"Winograd tile must be one of {WINOGRAD_TILES}, got {tile}")
+    return (tile + 2) ** 2
+
+
+def _tiles_along(out: int, d: int, tile: int) -> int:
+    """Tiles along one axis of ``out`` outputs: phase a < d has ⌈(out − a) / d⌉ outputs, ``tile``
+    a tile, so ⌈(out − a) / (tile·d)⌉ tiles."""
+    return sum(-(-(out - a) // (tile * d)) for a in range(min(d, out)))
 
 
 def _check_winograd(name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype, layout: str):
@@ -205,12 +214,12 @@ def _check_winograd(name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype
         raise ValueError(f"{name} must be {'channels-last' if layout == 'nhwc' else 'contiguous'}")
 
 
-def _winograd_rows(name: str, t: torch.Tensor, tiles: int, by_point: bool) -> int:
-    """The row count of a tile buffer, at least ``tiles``: (16, rows, ·) when ``by_point``, else
-    (rows, 16, ·)."""
+def _winograd_rows(name: str, t: torch.Tensor, tiles: int, by_point: bool, points: int) -> int:
+    """The row count of a tile buffer, at least ``tiles``: (points, rows, ·) when ``by_point``,
+    else (rows, points, ·)."""
     rows = (t.shape[1] if by_point else t.shape[0]) if t.dim() == 3 else -1
     if rows < tiles:
-        want = f"(16, rows ≥ {tiles}, ·)" if by_point else f"(rows ≥ {tiles}, 16, ·)"
+        want = f"({points}, rows ≥ {tiles}, ·)" if by_point else f"(rows ≥ {tiles}, {points}, ·)"
         raise ValueError(f"{name}: expected {want}, got {tuple(t.shape)}")
     return rows
 
@@ -220,33 +229,34 @@ def _tile_strides(t: torch.Tensor, by_point: bool):
     return (t.stride(1), t.stride(0)) if by_point else (t.stride(0), t.stride(1))
 
 
-def _tile_shape(rows: int, channels: int, by_point: bool) -> tuple:
-    return (16, rows, channels) if by_point else (rows, 16, channels)
+def _tile_shape(rows: int, channels: int, by_point: bool, points: int) -> tuple:
+    return (points, rows, channels) if by_point else (rows, points, channels)
 
 
 def winograd_input(x: torch.Tensor, dilation: int, padding: int, v: torch.Tensor,
-                   by_point: bool = True) -> torch.Tensor:
-    """x channels-last (N, C, H, W) float32/bfloat16 → v, tile t's point q at v[q, t] (16, rows ≥
-    tiles, C) when ``by_point`` (a batched GEMM's operand), else at v[t, q] (rows, 16, C; a
-    16-group 1×1 convolution's): the transformed tiles in its first rows, the rest left as they
-    were."""
+                   by_point: bool = True, tile: int = 2) -> torch.Tensor:
+    """x channels-last (N, C, H, W) float32/bfloat16 → v, the F(tile×tile, 3×3) transform of tile
+    t's point q at v[q, t] (P, rows ≥ tiles, C; P = (tile + 2)² points) when ``by_point`` (a batched
+    GEMM's operand), else at v[t, q] (rows, P, C; a P-group 1×1 convolution's): the transformed
+    tiles in its first rows, the rest left as they were."""
     if x.dim() != 4 or x.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_input: x must be (N, C, H, W) float32 or bfloat16, got "
                          f"{tuple(x.shape)} {x.dtype}")
     n, c, h, w = x.shape
+    points = winograd_points(tile)
     _check_winograd("x", x, x.shape, x.dtype, "nhwc")
-    rows = _winograd_rows("v", v, winograd_tiles(n, h, w, dilation, padding), by_point)
-    _check_winograd("v", v, _tile_shape(rows, c, by_point), x.dtype, "rows")
-    _ext.native_module("cpp").winograd_input(x.data_ptr(), n, h, w, c, dilation, padding,
+    rows = _winograd_rows("v", v, winograd_tiles(n, h, w, dilation, padding, tile), by_point, points)
+    _check_winograd("v", v, _tile_shape(rows, c, by_point, points), x.dtype, "rows")
+    _ext.native_module("cpp").winograd_input(x.data_ptr(), n, h, w, c, dilation, padding, tile,
                                              v.data_ptr(), *_tile_strides(v, by_point),
                                              DTYPE_CODE[x.dtype])
     return v
 
 
 def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilation: int,
-                    padding: int, y: torch.Tensor, by_point: bool = True) -> torch.Tensor:
-    """m (16, rows ≥ tiles, K) when ``by_point``, else (rows ≥ tiles, 16, K), the tiles' products
-    in its first rows → y channels-last
+                    padding: int, y: torch.Tensor, by_point: bool = True, tile: int = 2) -> torch.Tensor:
+    """m (P, rows ≥ tiles, K) when ``by_point``, else (rows ≥ tiles, P, K), the F(tile×tile, 3×3)
+    tiles' products in its first rows → y channels-last
     (N, K, H', W') of the convolution of an (H, W) = ``size`` input, plus ``bias`` (float32, K),
     then ReLU when ``relu``."""
     n, k, oh, ow = y.shape
@@ -257,12 +267,13 @@ def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilat
                          f"{want[0]}×{want[1]}")
     if m.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_output: m must be float32 or bfloat16, got {m.dtype}")
-    rows = _winograd_rows("m", m, winograd_tiles(n, h, w, dilation, padding), by_point)
-    _check_winograd("m", m, _tile_shape(rows, k, by_point), m.dtype, "rows")
+    points = winograd_points(tile)
+    rows = _winograd_rows("m", m, winograd_tiles(n, h, w, dilation, padding, tile), by_point, points)
+    _check_winograd("m", m, _tile_shape(rows, k, by_point, points), m.dtype, "rows")
     _check_winograd("bias", bias, (k,), torch.float32, "rows")
     _check_winograd("y", y, y.shape, m.dtype, "nhwc")
     _ext.native_module("cpp").winograd_output(m.data_ptr(), *_tile_strides(m, by_point), bias.data_ptr(),
-                                              bool(relu), n, h, w, k, dilation, padding, y.data_ptr(),
+                                              bool(relu), n, h, w, k, dilation, padding, tile, y.data_ptr(),
                                               DTYPE_CODE[m.dtype])
     return y
 
