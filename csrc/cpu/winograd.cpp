@@ -171,12 +171,12 @@ void winograd_input(uintptr_t x, int64_t n, int64_t h, int64_t w, int64_t c, int
                          point_stride, c, g)));
 }
 
-void winograd_output(uintptr_t mm, int64_t row_stride, int64_t point_stride, uintptr_t bias,
+void winograd_output(uintptr_t products, int64_t row_stride, int64_t point_stride, uintptr_t bias,
                      bool relu, int64_t n, int64_t h, int64_t w, int64_t k, int64_t d, int64_t p,
                      int64_t m, uintptr_t y, int dtype) {
   const Tiling g = tiling(n, h, w, d, p, m);
   FCN_DISPATCH_TILE(m, M, FCN_DISPATCH_FLOAT(dtype, T,
-      output_kernel<T, M>(reinterpret_cast<const T*>(mm), row_stride, point_stride,
+      output_kernel<T, M>(reinterpret_cast<const T*>(products), row_stride, point_stride,
                           reinterpret_cast<const float*>(bias), relu, reinterpret_cast<T*>(y), k, g)));
 }
 
