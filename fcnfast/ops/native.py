@@ -187,6 +187,7 @@ def winograd_output_size(h: int, w: int, dilation: int, padding: int) -> tuple:
 def winograd_tiles(n: int, h: int, w: int, dilation: int, padding: int, tile: int = 2) -> int:
     """Tiles of a stride-1 3×3 convolution's output, ``tile``×``tile`` outputs each
     (csrc/cpu/winograd.cpp's tiling)."""
+    winograd_points(tile)  # a tile the kernels have
     oh, ow = winograd_output_size(h, w, dilation, padding)
     return n * _tiles_along(oh, dilation, tile) * _tiles_along(ow, dilation, tile)
 
