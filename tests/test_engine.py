@@ -373,6 +373,47 @@ def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs, dtype, 
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_weight_bound_product_pads_a_new_row_count_only(dtype, monkeypatch):
+    """fc7-like (few rows, a wide weight): a row count met for the first time runs rounded up
+    to WEIGHT_BOUND_ROW_STEP (so a folder of sizes reuses oneDNN's kernels), a count met again
+    runs as it is; the numbers are the convolution's either way, the padding rows dropped."""
+    import fcnfast.engine.layers as layers
+
+    if dtype == torch.bfloat16 and not layers._packs(dtype):
+        pytest.skip("no native bfloat16 here")
+    monkeypatch.setattr(layers, "_PACKED_ANY_SHAPE_MAX_WEIGHT", 0)  # a product at this size
+    torch.manual_seed(8)
+    conv = torch.nn.Conv2d(40, 512, 1).to(dtype)
+    layer = layers.PackedConv2d(conv, relu=True)
+    assert layer.product
+    runs = []
+
+    class Counting:  # oneDNN's ops, the product's row counts recorded
+        def __getattr__(self, name):
+            return getattr(torch.ops.mkldnn, name)
+
+        def _linear_pointwise(self, rows, *rest):
+            runs.append(rows.shape[0])
+            return torch.ops.mkldnn._linear_pointwise(rows, *rest)
+
+    monkeypatch.setattr(layers, "_mkldnn", Counting())
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=3e-2)
+    step = layers.WEIGHT_BOUND_ROW_STEP
+    for shape in [(1, 40, 7, 9), (1, 40, 7, 9), (2, 40, 1, 1), (1, 40, 1, 1), (1, 40, 8, 8),
+                  (1, 40, 13, 5), (1, 40, 9, 7)]:
+        rows = shape[0] * shape[2] * shape[3]
+        met = rows in layer.rows_met
+        x = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)
+        y = layer(x)
+        assert y.shape == (shape[0], 512, *shape[2:])
+        torch.testing.assert_close(y.float(), torch.relu(conv(x)).float(), **tol)
+        assert runs[-1] == (rows if met else -(-rows // step) * step)
+    # 63 rows padded once, then as they are; 65 → 128; a product of many rows never pads
+    assert runs[:2] == [64, 63]
+    assert layers.product_rows(65, 512) == 128 and layers.product_rows(65, 256) == 65
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_float32_strided_one_by_one_layer_is_packed_for_each_new_shape(dtype):
     """float32: the pack of a strided 1×1 layer (ResNet's downsampling, not a plain product)
     follows the shape (oneDNN wants another layout per shape and would reorder a stale one on

@@ -56,6 +56,22 @@ _PACKED_ANY_SHAPE_MAX_WEIGHT = 4 << 20  # elements (ResNet's largest 1×1 layer:
 # AVX-512 EPYC; benchmarks/RESULTS.md) — so such maps get the plain weight back instead, which
 # it reorders fast, with the same result.
 MIN_PACK_SIDE = 16
+# A matrix product with few rows for its weight (fc7 at a photo's 10×15 outputs: 150 rows of
+# 4096 against 4096²) runs a row count it has not met before rounded up to a multiple of this:
+# oneDNN creates a kernel for every new row count (fc7's was the largest single cost of a new
+# image size), and the rounded counts repeat across sizes. A count met again runs as it is (its
+# own kernel, created then; the padding costs its rows' share of the product). Layers with
+# many rows never pad: the copy would cost more.
+WEIGHT_BOUND_ROW_STEP = 64
+# Row counts a layer remembers having met.
+_ROWS_REMEMBERED = 8
+
+
+def product_rows(rows: int, out_channels: int) -> int:
+    """The row count a 1×1 layer's matrix product runs ``rows`` met for the first time as."""
+    if rows * 4 > out_channels:
+        return rows
+    return -(-rows // WEIGHT_BOUND_ROW_STEP) * WEIGHT_BOUND_ROW_STEP
 
 
 def channels_last(t: torch.Tensor) -> torch.Tensor:
@@ -103,6 +119,7 @@ class PackedConv2d(nn.Module):
                      and self.padding == [0, 0] and self.groups == 1)
         self.product = pointwise and (not self.small_weight or self.weight.dtype == torch.float32)
         self.product_packed = None
+        self.rows_met = set()  # of the product (see WEIGHT_BOUND_ROW_STEP)
         self.packed_shape = None
         # A strided float32 1×1 layer (ResNet's downsampling) stays a convolution, packed again
         # when its shape changes (a fast reorder, once) rather than run through oneDNN's slow
@@ -142,12 +159,21 @@ class PackedConv2d(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         n, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        m = rows.shape[0]
+        run = m
+        if m not in self.rows_met:  # set operations only: safe from several threads
+            if len(self.rows_met) >= _ROWS_REMEMBERED:
+                self.rows_met.clear()
+            self.rows_met.add(m)
+            run = product_rows(m, self.out_channels)
+        if run != m:  # zero rows below, their outputs dropped
+            rows = torch.cat([rows, rows.new_zeros(run - m, c)])
         if self.product_packed is None:
             self.product_packed = _mkldnn._reorder_linear_weight(
-                self.weight.reshape(self.out_channels, self.in_channels), rows.shape[0])
+                self.weight.reshape(self.out_channels, self.in_channels), run)
             self.weight = None  # the packed copy is the only one used from now on
         y = _mkldnn._linear_pointwise(rows, self.product_packed, self.bias, attr, [], "")
-        return y.view(n, h, w, self.out_channels).permute(0, 3, 1, 2)
+        return y[:m].view(n, h, w, self.out_channels).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.product:
