@@ -110,6 +110,37 @@ def test_every_tile_holds_outputs(d, tile):
         assert native.winograd_tiles(2, oh, ow, d, d, tile) == 2 * len(groups), (oh, ow)
 
 
+def test_a_tile_count_met_first_rounds_coarser_then_exact(monkeypatch):
+    """A tile count met for the first time (a new image size) runs its GEMM on rows rounded to
+    ``new_size_rows`` (shared with other sizes), one met again on ``gemm_rows``; the output is
+    the convolution's either way, the padding rows never reaching it."""
+    from fcnfast.engine import winograd
+
+    conv, packed = layer(128, 128, 1, True, torch.float32, seed=9)
+    wino = WinogradConv2d(packed, grouped=False, tile=2)
+    seen = []
+    real_bmm = torch.bmm
+
+    def bmm(v, u, out=None):
+        seen.append(v.shape[1])
+        return real_bmm(v, u, out=out)
+
+    monkeypatch.setattr(winograd.torch, "bmm", bmm)
+    x = torch.randn(1, 128, 45, 25).contiguous(memory_format=torch.channels_last)
+    tiles = native.winograd_tiles(1, 45, 25, 1, 1, 2)  # 23 × 13 = 299: 320 rows first, 304 then
+    want = reference(conv, x, 1, 1, True)
+    for _ in range(2):
+        torch.testing.assert_close(wino(x).double(), want, rtol=0,
+                                   atol=TOL[torch.float32, 2] * want.abs().max().item())
+    assert seen == [winograd.new_size_rows(tiles), winograd.gemm_rows(tiles)]
+    assert seen == [320, 304]
+    # an eighth of the count at most, never fewer rows than tiles
+    for t in [1, 16, 17, 100, 511, 512, 513, 2200, 5000]:
+        rows = winograd.new_size_rows(t)
+        assert t <= rows <= max(t + winograd.ROW_STEP - 1, t * 9 // 8 + 1)
+        assert rows % winograd.ROW_STEP == 0 and winograd.gemm_rows(t) <= rows
+
+
 def test_buffers_with_more_rows_than_tiles():
     """The rows past the tiles are neither written nor read: poisoned, they stay poisoned and the
     output is the one of exact-size buffers."""

@@ -63,8 +63,6 @@ MIN_PACK_SIDE = 16
 # own kernel, created then; the padding costs its rows' share of the product). Layers with
 # many rows never pad: the copy would cost more.
 WEIGHT_BOUND_ROW_STEP = 64
-# Row counts a layer remembers having met.
-_ROWS_REMEMBERED = 8
 
 
 def product_rows(rows: int, out_channels: int) -> int:
@@ -72,6 +70,25 @@ def product_rows(rows: int, out_channels: int) -> int:
     if rows * 4 > out_channels:
         return rows
     return -(-rows // WEIGHT_BOUND_ROW_STEP) * WEIGHT_BOUND_ROW_STEP
+
+
+class CountsMet:
+    """The row (or tile) counts a layer has run, the last few: a count met for the first time
+    (a photo of a new size) may run rounded up to a count shared with other sizes, whose oneDNN
+    kernel exists; one met again (a video's frames) runs as it is. Set operations only, so
+    threads sharing a layer at worst round once more."""
+
+    def __init__(self, remembered: int = 8):
+        self.remembered = remembered
+        self.seen = set()
+
+    def first_time(self, count: int) -> bool:
+        if count in self.seen:
+            return False
+        if len(self.seen) >= self.remembered:
+            self.seen.clear()
+        self.seen.add(count)
+        return True
 
 
 def channels_last(t: torch.Tensor) -> torch.Tensor:
@@ -119,7 +136,7 @@ class PackedConv2d(nn.Module):
                      and self.padding == [0, 0] and self.groups == 1)
         self.product = pointwise and (not self.small_weight or self.weight.dtype == torch.float32)
         self.product_packed = None
-        self.rows_met = set()  # of the product (see WEIGHT_BOUND_ROW_STEP)
+        self.rows_met = CountsMet()  # of the product (see WEIGHT_BOUND_ROW_STEP)
         self.packed_shape = None
         # A strided float32 1×1 layer (ResNet's downsampling) stays a convolution, packed again
         # when its shape changes (a fast reorder, once) rather than run through oneDNN's slow
@@ -160,12 +177,7 @@ class PackedConv2d(nn.Module):
         n, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
         m = rows.shape[0]
-        run = m
-        if m not in self.rows_met:  # set operations only: safe from several threads
-            if len(self.rows_met) >= _ROWS_REMEMBERED:
-                self.rows_met.clear()
-            self.rows_met.add(m)
-            run = product_rows(m, self.out_channels)
+        run = product_rows(m, self.out_channels) if self.rows_met.first_time(m) else m
         if run != m:  # zero rows below, their outputs dropped
             rows = torch.cat([rows, rows.new_zeros(run - m, c)])
         if self.product_packed is None:

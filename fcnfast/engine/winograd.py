@@ -21,7 +21,7 @@ import torch
 
 from .. import ops
 from . import calibrate
-from .layers import PackedConv2d, replace_modules
+from .layers import CountsMet, PackedConv2d, replace_modules
 
 # G of F(m×m, 3×3) by m, U = G g Gᵀ, from the interpolation points of csrc/winograd.h's Bᵀ and Aᵀ:
 # 0, 1, −1, ∞ (Lavin & Gray) and 0, 1, −1, 1/2, −2, ∞.
@@ -37,7 +37,10 @@ _G = {
 MIN_CHANNELS = 128
 # The GEMM's rows are the tile count rounded up to this: oneDNN builds a matmul kernel for every new
 # shape (milliseconds each), which a folder of photos of many sizes would otherwise pay on every
-# image; rounding makes the shapes repeat, at the price of a few rows of zeros.
+# image; rounding makes the shapes repeat, at the price of a few rows of zeros. A tile count met
+# for the first time rounds coarser (``new_size_rows``: an eighth of its size at most), so that
+# sizes share kernels more often; one met again rounds to this (the padding rows cost their share
+# of the products where they are slow, as on the Zen 4: benchmarks/RESULTS.md).
 ROW_STEP = 16
 # Layers at least this wide on both sides may take the grouped 1×1 convolution for their products.
 GROUPED_MIN_CHANNELS = 256
@@ -47,8 +50,15 @@ _MEASURED_ROWS = 576
 
 
 def gemm_rows(tiles: int) -> int:
-    """The row count of the tile buffers (and of the GEMM) for ``tiles`` tiles."""
+    """The row count of the tile buffers (and of the GEMM) for ``tiles`` tiles met before."""
     return -(-tiles // ROW_STEP) * ROW_STEP
+
+
+def new_size_rows(tiles: int) -> int:
+    """The row count for a tile count met for the first time: a multiple of the power of two
+    an eighth to a sixteenth of it (and of ROW_STEP)."""
+    step = max(ROW_STEP, 1 << max(0, tiles.bit_length() - 4))
+    return -(-tiles // step) * step
 
 
 available = ops.winograd_available
@@ -184,6 +194,7 @@ class WinogradConv2d(PackedConv2d):
         self.weight = None
         self.dilation_ = int(conv.dilation[0])
         self.workspace = workspace if workspace is not None else Workspace()
+        self.tiles_met = CountsMet()
 
     def _run(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         if x.dtype != self.dtype_ or x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -191,7 +202,8 @@ class WinogradConv2d(PackedConv2d):
                              f"got {tuple(x.shape)} {x.dtype}")
         d = self.dilation_
         n, c, h, w = x.shape
-        rows = gemm_rows(ops.winograd_tiles(n, h, w, d, pad, self.tile))
+        tiles = ops.winograd_tiles(n, h, w, d, pad, self.tile)
+        rows = new_size_rows(tiles) if self.tiles_met.first_time(tiles) else gemm_rows(tiles)
         x = x.contiguous(memory_format=torch.channels_last)
         k = self.out_channels
         v, m = self.workspace.buffers(rows, c, k, x.dtype, not self.grouped, self.points)
