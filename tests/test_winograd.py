@@ -208,7 +208,7 @@ def test_eligibility():
         WinogradConv2d(PackedConv2d(nn.Conv2d(128, 128, 1), True))
 
 
-def test_engine_uses_it_for_resnet_only_and_keeps_the_labels():
+def test_engine_uses_it_for_resnet_and_keeps_the_labels():
     torch.manual_seed(0)
     model = build_model("fcn_resnet50", 5).eval()
     with torch.no_grad():
@@ -222,10 +222,50 @@ def test_engine_uses_it_for_resnet_only_and_keeps_the_labels():
     assert (fast.run(pixels) == direct.run(pixels)).float().mean() >= 0.999
     vgg = Engine(build_model("fcn8s", 5, widths=(8, 8, 16, 16, 128), fc_width=32).eval(),
                  torch.device("cpu"), torch.float32)
-    assert vgg.winograd_layers == 0  # the border assembly needs the direct convolutions' bits
+    assert vgg.winograd_layers == 0  # narrower than WIDE_CHANNELS: direct in a pad-100 net
     assert use_winograd(vgg.net) == 2  # conv5_2, conv5_3 (128 wide both sides), when forced
     with pytest.raises(ValueError, match="needs the CPU"):
         Engine(model, torch.device("meta"), torch.float32, winograd=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_pad_100_net_takes_it_for_its_wide_layers_with_border_skipping(dtype):
+    """VGG's widest layers (conv5 here: 256→512, 512→512) are Winograd by default, border
+    skipping on: first and later frames of a size and new sizes give the float32 reference's
+    labels on firm pixels, and the direct whole run's winning scores within Winograd's rounding."""
+    from fcnfast.engine.compare import firm_pixels
+    from fcnfast.engine.layers import _packs
+    from fcnfast.images import to_network_input
+
+    if dtype == torch.bfloat16 and not _packs(dtype):
+        pytest.skip("no native bfloat16 here")
+    torch.manual_seed(1)
+    model = build_model("fcn8s", 5, widths=(8, 8, 16, 256, 512), fc_width=32).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and m.out_channels == 5:
+                m.weight.normal_(0, 0.05)
+    fast = Engine(model, torch.device("cpu"), dtype)
+    direct = Engine(model, torch.device("cpu"), torch.float32, winograd=False, skip_border=False)
+    assert fast.winograd_layers == 3 and fast.border is not None
+    assert [n for n, m in fast.net.named_modules() if isinstance(m, WinogradConv2d)] == [
+        "conv5_1", "conv5_2", "conv5_3"]
+    for i, (h, w) in enumerate([(45, 61), (45, 61), (45, 61), (37, 52), (45, 61)]):
+        pixels = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(i))
+        labels, scores = fast.run(pixels, return_scores=True)
+        _, want = direct.run(pixels, return_scores=True)
+        with torch.inference_mode():
+            ref = model(to_network_input(pixels, model.input_convention, torch.device("cpu"),
+                                         torch.float32)).float()
+        span = (ref.max() - ref.min()).item()
+        atol = (1e-4 if dtype == torch.float32 else 5e-2) * span
+        torch.testing.assert_close(scores.float(), want, rtol=0, atol=atol)
+        firm = firm_pixels(ref, dtype)
+        assert firm.float().mean() > 0.5
+        assert torch.equal(labels[firm].long(), ref.argmax(1)[firm]), f"frame {i} ({h}×{w})"
+    # a Winograd layer's core computed alone into its border buffer
+    assert any(e.buffers.get("conv5_1") is not None for e in fast.border._shapes.values())
 
 
 def test_threads_and_copies_get_their_own_workspace():

@@ -16,7 +16,8 @@ value: a shape's border is assembled from the template's bands and its constant 
 column. A folder of photos of many sizes pays the template (a few percent of a whole run) per
 size instead of a whole run. Exact: the border values are the same layers' outputs on the same
 zeros, and a convolution of a slice is the slice of the convolution (up to the accumulation order
-oneDNN picks for a shape: one ulp in bf16 at most, as measured).
+oneDNN picks for a shape: one ulp in bf16 at most, as measured; a Winograd layer's tiles start at
+the slice's corner instead of the map's, so its outputs differ within its own rounding error).
 
 Layers run this way: convolutions, max pools, and per-pixel layers (ReLU, LRN, dropout); the first
 other layer (an Inception block) ends the tracking and the rest of the trunk runs whole.

@@ -56,15 +56,16 @@ class Engine:
         self.label_dtype = contract.label_dtype(max(self.head_classes))
         self._skip_layers = tuple(dict.fromkeys(name for p in plans for name in p.skip_layers))
         self.net = inference_copy(model, self.device, self.dtype)
-        # Wide 3×3 convolutions as Winograd F(2×2, 3×3) (``winograd``): by default on CPU for the
-        # trunks without a pad-100 border (ResNet), whose border buffers are assembled from
-        # direct convolutions bit for bit. True forces it (CPU only), False keeps every layer direct.
+        # Wide 3×3 convolutions as Winograd (``winograd``): by default on CPU, every eligible one of
+        # the trunks without a pad-100 border (ResNet), the widest ones (``winograd.WIDE_CHANNELS``)
+        # of the others (VGG's conv4/conv5), whose border buffers then come from the same Winograd
+        # layers. True forces every eligible layer (CPU only), False keeps every layer direct.
+        wide_only = winograd is None and bool(model.trunk_chain)
         if winograd is None:
-            winograd = (self.device.type == "cpu" and not model.trunk_chain
-                        and winograd_available())
+            winograd = self.device.type == "cpu" and winograd_available()
         if winograd and self.device.type != "cpu":
             raise ValueError("winograd=True needs the CPU (on CUDA, cuDNN chooses its algorithms)")
-        self.winograd_layers = use_winograd(self.net) if winograd else 0
+        self.winograd_layers = use_winograd(self.net, wide_only) if winograd else 0
         self._preprocess = OpRunner("preprocess", backend, self.device)
         self._skip_runners = [[OpRunner("upsample_crop_add", backend, self.device, step.geometry)
                                for step in p.skips] for p in plans]

@@ -35,6 +35,10 @@ _G = {
 # Narrow layers run faster direct: their GEMMs are too small for the transforms to pay
 # (benchmarks/RESULTS.md, issue 15).
 MIN_CHANNELS = 128
+# In the pad-100 nets (VGG) only layers this wide (in, out) take it by default: there the
+# narrower ones ran as fast direct on the AMX Xeon, and their direct kernels were not the cost
+# of a new size that the wide ones' were (benchmarks/RESULTS.md, issue 15).
+WIDE_CHANNELS = (256, 512)
 # The GEMM's rows are the tile count rounded up to this: oneDNN builds a matmul kernel for every new
 # shape (milliseconds each), which a folder of photos of many sizes would otherwise pay on every
 # image; rounding makes the shapes repeat, at the price of a few rows of zeros. A tile count met
@@ -230,8 +234,15 @@ class WinogradConv2d(PackedConv2d):
         return super().extra_repr() + f", winograd=F({self.tile}x{self.tile},3x3)"
 
 
-def use_winograd(net: torch.nn.Module) -> int:
-    """Replace every eligible packed 3×3 convolution of ``net`` in place, all of them with one
-    workspace; how many were."""
+def wide(conv: PackedConv2d) -> bool:
+    """An eligible layer of at least WIDE_CHANNELS (in, out)."""
+    return (eligible(conv) and conv.in_channels >= WIDE_CHANNELS[0]
+            and conv.out_channels >= WIDE_CHANNELS[1])
+
+
+def use_winograd(net: torch.nn.Module, wide_only: bool = False) -> int:
+    """Replace every eligible packed 3×3 convolution of ``net`` (only the ``wide`` ones if
+    ``wide_only``) in place, all of them with one workspace; how many were."""
     workspace = Workspace()
-    return replace_modules(net, eligible, lambda conv: WinogradConv2d(conv, workspace))
+    return replace_modules(net, wide if wide_only else eligible,
+                           lambda conv: WinogradConv2d(conv, workspace))
