@@ -209,6 +209,8 @@ def test_eligibility():
 
 
 def test_engine_uses_it_for_resnet_and_keeps_the_labels():
+    from fcnfast.engine.layers import _packs
+
     torch.manual_seed(0)
     model = build_model("fcn_resnet50", 5).eval()
     with torch.no_grad():
@@ -222,15 +224,20 @@ def test_engine_uses_it_for_resnet_and_keeps_the_labels():
     assert (fast.run(pixels) == direct.run(pixels)).float().mean() >= 0.999
     vgg = Engine(build_model("fcn8s", 5, widths=(8, 8, 16, 16, 128), fc_width=32).eval(),
                  torch.device("cpu"), torch.float32)
-    assert vgg.winograd_layers == 0  # narrower than WIDE_CHANNELS: direct in a pad-100 net
-    assert use_winograd(vgg.net) == 2  # conv5_2, conv5_3 (128 wide both sides), when forced
+    assert vgg.winograd_layers == 2  # conv5_2, conv5_3 (128 wide both sides): F(4×4) pays
+    if _packs(torch.bfloat16):  # F(2×2) in a pad-100 net: only WIDE_CHANNELS layers
+        vgg16 = Engine(build_model("fcn8s", 5, widths=(8, 8, 16, 16, 128), fc_width=32).eval(),
+                       torch.device("cpu"), torch.bfloat16)
+        assert vgg16.winograd_layers == 0
+        assert use_winograd(vgg16.net) == 2  # when forced
     with pytest.raises(ValueError, match="needs the CPU"):
         Engine(model, torch.device("meta"), torch.float32, winograd=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_pad_100_net_takes_it_for_its_wide_layers_with_border_skipping(dtype):
-    """VGG's widest layers (conv5 here: 256→512, 512→512) are Winograd by default, border
+    """A VGG's 3×3 layers of 128+ channels are Winograd by default in float32 (here conv4_2 and
+    conv4_3, 256², and conv5), its widest ones only in bfloat16 (conv5: 256→512, 512→512), border
     skipping on: first and later frames of a size and new sizes give the float32 reference's
     labels on firm pixels, and the direct whole run's winning scores within Winograd's rounding."""
     from fcnfast.engine.compare import firm_pixels
@@ -247,9 +254,10 @@ def test_a_pad_100_net_takes_it_for_its_wide_layers_with_border_skipping(dtype):
                 m.weight.normal_(0, 0.05)
     fast = Engine(model, torch.device("cpu"), dtype)
     direct = Engine(model, torch.device("cpu"), torch.float32, winograd=False, skip_border=False)
-    assert fast.winograd_layers == 3 and fast.border is not None
-    assert [n for n, m in fast.net.named_modules() if isinstance(m, WinogradConv2d)] == [
-        "conv5_1", "conv5_2", "conv5_3"]
+    wide = ["conv5_1", "conv5_2", "conv5_3"]
+    want_layers = wide if dtype == torch.bfloat16 else ["conv4_2", "conv4_3"] + wide
+    assert fast.winograd_layers == len(want_layers) and fast.border is not None
+    assert [n for n, m in fast.net.named_modules() if isinstance(m, WinogradConv2d)] == want_layers
     for i, (h, w) in enumerate([(45, 61), (45, 61), (45, 61), (37, 52), (45, 61)]):
         pixels = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8,
                                generator=torch.Generator().manual_seed(i))

@@ -23,7 +23,7 @@ from .backends import OpRunner
 from .graphs import GraphCache
 from .layers import inference_copy
 from .precision import compute_dtype
-from .winograd import available as winograd_available, use_winograd
+from .winograd import available as winograd_available, tile_for, use_winograd
 
 
 # Above this many pixels per batch the CPU engine runs frame by frame (see ``_run_device``).
@@ -56,11 +56,11 @@ class Engine:
         self.label_dtype = contract.label_dtype(max(self.head_classes))
         self._skip_layers = tuple(dict.fromkeys(name for p in plans for name in p.skip_layers))
         self.net = inference_copy(model, self.device, self.dtype)
-        # Wide 3×3 convolutions as Winograd (``winograd``): by default on CPU, every eligible one of
-        # the trunks without a pad-100 border (ResNet), the widest ones (``winograd.WIDE_CHANNELS``)
-        # of the others (VGG's conv4/conv5), whose border buffers then come from the same Winograd
-        # layers. True forces every eligible layer (CPU only), False keeps every layer direct.
-        wide_only = winograd is None and bool(model.trunk_chain)
+        # Wide 3×3 convolutions as Winograd (``winograd``): by default on CPU every eligible one,
+        # but in a pad-100 net (VGG) computing in bfloat16 (F(2×2)) only the widest ones
+        # (``winograd.WIDE_CHANNELS``: conv4/conv5); the border buffers then come from the same
+        # Winograd layers. True forces every eligible layer (CPU only), False keeps them direct.
+        wide_only = winograd is None and bool(model.trunk_chain) and tile_for(self.dtype) == 2
         if winograd is None:
             winograd = self.device.type == "cpu" and winograd_available()
         if winograd and self.device.type != "cpu":
