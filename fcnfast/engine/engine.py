@@ -23,7 +23,7 @@ from .backends import OpRunner
 from .graphs import GraphCache
 from .layers import inference_copy
 from .precision import compute_dtype
-from .winograd import available as winograd_available, tile_for, use_winograd
+from .winograd import available as winograd_available, use_winograd
 
 
 # Above this many pixels per batch the CPU engine runs frame by frame (see ``_run_device``).
@@ -57,15 +57,15 @@ class Engine:
         self._skip_layers = tuple(dict.fromkeys(name for p in plans for name in p.skip_layers))
         self.net = inference_copy(model, self.device, self.dtype)
         # Wide 3×3 convolutions as Winograd (``winograd``): by default on CPU every eligible one,
-        # but in a pad-100 net (VGG) computing in bfloat16 (F(2×2)) only the widest ones
-        # (``winograd.WIDE_CHANNELS``: conv4/conv5); the border buffers then come from the same
-        # Winograd layers. True forces every eligible layer (CPU only), False keeps them direct.
-        wide_only = winograd is None and bool(model.trunk_chain) and tile_for(self.dtype) == 2
+        # in a pad-100 net (VGG) those that ``winograd.pays_in_chain``; the border buffers then come
+        # from the same Winograd layers. True forces every eligible layer (CPU only), False keeps
+        # them direct.
+        chain = winograd is None and bool(model.trunk_chain)
         if winograd is None:
             winograd = self.device.type == "cpu" and winograd_available()
         if winograd and self.device.type != "cpu":
             raise ValueError("winograd=True needs the CPU (on CUDA, cuDNN chooses its algorithms)")
-        self.winograd_layers = use_winograd(self.net, wide_only) if winograd else 0
+        self.winograd_layers = use_winograd(self.net, chain) if winograd else 0
         self._preprocess = OpRunner("preprocess", backend, self.device)
         self._skip_runners = [[OpRunner("upsample_crop_add", backend, self.device, step.geometry)
                                for step in p.skips] for p in plans]

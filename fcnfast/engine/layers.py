@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..models.resnet import Bottleneck
@@ -179,7 +180,7 @@ class PackedConv2d(nn.Module):
         m = rows.shape[0]
         run = product_rows(m, self.out_channels) if self.rows_met.first_time(m) else m
         if run != m:  # zero rows below, their outputs dropped
-            rows = torch.cat([rows, rows.new_zeros(run - m, c)])
+            rows = F.pad(rows, (0, 0, 0, run - m))
         if self.product_packed is None:
             self.product_packed = _mkldnn._reorder_linear_weight(
                 self.weight.reshape(self.out_channels, self.in_channels), run)

@@ -235,15 +235,16 @@ class WinogradConv2d(PackedConv2d):
         return super().extra_repr() + f", winograd=F({self.tile}x{self.tile},3x3)"
 
 
-def wide(conv: PackedConv2d) -> bool:
-    """An eligible layer of at least WIDE_CHANNELS (in, out)."""
-    return (eligible(conv) and conv.in_channels >= WIDE_CHANNELS[0]
-            and conv.out_channels >= WIDE_CHANNELS[1])
+def pays_in_chain(conv: PackedConv2d) -> bool:
+    """An eligible layer of a pad-100 net that takes Winograd by default: any in float32 (F(4×4)),
+    in bfloat16 (F(2×2)) only one of at least WIDE_CHANNELS (in, out)."""
+    return eligible(conv) and (tile_for(conv.weight.dtype) == 4 or (
+        conv.in_channels >= WIDE_CHANNELS[0] and conv.out_channels >= WIDE_CHANNELS[1]))
 
 
-def use_winograd(net: torch.nn.Module, wide_only: bool = False) -> int:
-    """Replace every eligible packed 3×3 convolution of ``net`` (only the ``wide`` ones if
-    ``wide_only``) in place, all of them with one workspace; how many were."""
+def use_winograd(net: torch.nn.Module, chain: bool = False) -> int:
+    """Replace every eligible packed 3×3 convolution of ``net`` (of a pad-100 net, ``chain``: those
+    that ``pays_in_chain``) in place, all of them with one workspace; how many were."""
     workspace = Workspace()
-    return replace_modules(net, wide if wide_only else eligible,
+    return replace_modules(net, pays_in_chain if chain else eligible,
                            lambda conv: WinogradConv2d(conv, workspace))
