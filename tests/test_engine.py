@@ -255,10 +255,11 @@ def _whole_maps(net, names, x):
 @pytest.mark.parametrize("arch, dtype", [("fcn8s", torch.float32), ("fcn8s", torch.bfloat16),
                                          ("fcn_alexnet", torch.float32), ("fcn_googlenet", torch.float32)])
 def test_a_new_sizes_border_assembled_from_a_template_equals_the_whole_run(arch, dtype):
-    """Outside each map's core a new size's buffers hold exactly the whole run's values, for
-    sizes of every residue the template must match (1×1, odd, primes, multiples of 32), with the
-    one-frame and the many-frame template. From a Winograd layer on (float32 AlexNet's conv3),
-    within its rounding: its tiles start at the template's corner, not the map's."""
+    """Outside each map's core, as far as the next layer reads it, a new size's buffers hold
+    exactly the whole run's values, for sizes of every residue the template must match (1×1,
+    odd, primes, multiples of 32), with the one-frame and the many-frame template; the last
+    buffer (run whole by what follows) is filled all over. From a Winograd layer on (float32
+    AlexNet's conv3), within its rounding: its tiles start at the template's corner, not the map's."""
     from fcnfast.engine import border
     from fcnfast.engine.winograd import WinogradConv2d
 
@@ -269,7 +270,7 @@ def test_a_new_sizes_border_assembled_from_a_template_equals_the_whole_run(arch,
                           len(leaves))
     rounded = {name for name, _ in leaves[first_winograd:]}
     assert bool(rounded) == (arch == "fcn_alexnet" and dtype == torch.float32)
-    deep_seen = False
+    deep_seen = partial_seen = False
     # full-width AlexNet is slow
     sizes = [(1, 1), (31, 2), (45, 67), (64, 64)] + ([(97, 131)] if arch == "fcn8s" else [])
     for h, w in sizes:
@@ -284,13 +285,22 @@ def test_a_new_sizes_border_assembled_from_a_template_equals_the_whole_run(arch,
         deep_seen |= sum(b is not None for b in deep.buffers.values()) > shallow_count
         steps = {s.name: s for s in border._chain_plan(list(border._leaves(net, names)),
                                                          tuple(x.shape), x.element_size())}
+        last = [s.name for s in steps.values()][deep.last]
         for name, buffer in deep.buffers.items():
             ref = whole[name]
             assert buffer.shape == ref.shape and buffer.is_contiguous(memory_format=torch.channels_last)
-            outside = torch.ones(ref.shape[2:], dtype=torch.bool)
+            outside = torch.zeros(ref.shape[2:], dtype=torch.bool)
+            (r0, r1), (c0, c1) = deep.filled[name]
+            outside[r0:r1, c0:c1] = True
+            if name == last:
+                assert outside.all(), name
+            if not outside.all():  # a map handed on (a skip layer's) is filled all over
+                partial_seen = True
+                plan = list(steps.values())
+                i = [st.name for st in plan].index(name)
+                assert border._read_rect(plan, i, {plan[i].top}) == ((0, ref.shape[2]), (0, ref.shape[3]))
             (y0, y1), (x0, x1) = steps[name].core
             outside[y0:y1, x0:x1] = False
-            assert outside.any()
             if name in rounded:
                 span = float(ref.max() - ref.min()) or 1.0
                 torch.testing.assert_close(buffer[:, :, outside], ref[:, :, outside], rtol=0,
@@ -298,6 +308,7 @@ def test_a_new_sizes_border_assembled_from_a_template_equals_the_whole_run(arch,
             else:
                 assert torch.equal(buffer[:, :, outside], ref[:, :, outside]), f"{h}×{w} {name}"
     assert deep_seen or arch == "fcn_googlenet"  # the repeated shape buffers deeper
+    assert partial_seen  # some border is left unwritten
 
 
 def _border_entry_equal_to_a_whole_run(whole, skipping, pixels):
@@ -348,6 +359,24 @@ def test_a_new_size_skips_the_border_from_its_first_frame():
     assert len(skipping.border._shapes) == 2
     assert arenas[2] is arenas[1]  # the second frame keeps the shape's memory
     assert arenas[3] is arenas[0]  # a smaller new shape takes the dropped one's memory
+
+
+@pytest.mark.parametrize("arch", ["fcn8s", "fcn_alexnet", "fcn_googlenet"])
+def test_the_border_left_unwritten_is_never_read(arch, monkeypatch):
+    """A buffer's border is written only where the next layer reads it: with every buffer poisoned
+    (NaN) before assembly, new sizes, a size's later frames (a deeper template, its buffers kept)
+    and a size met after others still give a whole run's scores."""
+    from fcnfast.engine import border
+
+    take = border._Arena.take
+    monkeypatch.setattr(border._Arena, "take",
+                        lambda self, shape, dtype: take(self, shape, dtype).fill_(float("nan")))
+    model = _biased(arch)
+    whole = Engine(model, torch.device("cpu"), torch.float32, skip_border=False)
+    skipping = Engine(model, torch.device("cpu"), torch.float32)
+    for i, (h, w) in enumerate([(45, 67), (45, 67), (45, 67), (29, 53), (45, 67), (1, 1), (64, 33)]):
+        entry = _border_entry_equal_to_a_whole_run(whole, skipping, scenes(1, h, w, seed=400 + i))
+        assert sum(b is not None for b in entry.buffers.values()) >= 2
 
 
 @pytest.mark.parametrize("outputs", [10, 64])

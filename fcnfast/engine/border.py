@@ -31,7 +31,7 @@ resolution cost more than the ring of extra outputs.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -147,6 +147,7 @@ def _leaves(net, names):
 @dataclass
 class _Step:
     """One layer of the tracked chain at one input shape."""
+    top: str  # the net's child it belongs to (the unit ``keep`` names)
     name: str
     layer: nn.Module
     geometry: Optional[tuple]  # None: per pixel
@@ -167,7 +168,7 @@ def _chain_plan(leaves, shape, element_size: int) -> List[_Step]:
     core: Rect = ((0, size[0]), (0, size[1]))
     bands = ((0, 0), (0, 0))
     held = 0
-    for _, name, layer in leaves:
+    for top, name, layer in leaves:
         geometry = window_geometry(layer)
         if geometry is None and not isinstance(layer, _POINTWISE):
             break  # an unknown layer: no tracking from here on
@@ -175,7 +176,7 @@ def _chain_plan(leaves, shape, element_size: int) -> List[_Step]:
             return []
         if geometry is None:
             keeps = not isinstance(layer, _PASS_THROUGH) and not getattr(layer, "inplace", False)
-            step = _Step(name, layer, None, size, core, bands, keeps)
+            step = _Step(top, name, layer, None, size, core, bands, keeps)
             step.macs = _ELEMENT_COST * c if keeps else 0
         else:
             k, s, p, d = geometry
@@ -190,7 +191,7 @@ def _chain_plan(leaves, shape, element_size: int) -> List[_Step]:
             if isinstance(layer, nn.MaxPool2d):  # a pool's edge windows are left to a whole run
                 under = [_window(core[a], k, s, p, d) for a in range(2)]
                 worth = worth and all(lo >= 0 and hi <= n_in for (lo, hi), n_in in zip(under, size_in))
-            step = _Step(name, layer, geometry, size, core, bands, worth)
+            step = _Step(top, name, layer, geometry, size, core, bands, worth)
             if isinstance(layer, nn.MaxPool2d):
                 step.macs = _ELEMENT_COST * c
             else:
@@ -359,15 +360,41 @@ class _Shape:
     arena: _Arena
     repeated: bool = False  # buffers chosen for many frames
     prefix: Optional[_Prefix] = None
+    filled: Dict[str, Rect] = field(default_factory=dict)  # per buffer, where its border is written
 
 
-def _border_buffer(step: _Step, template: torch.Tensor, n: int, arena: _Arena) -> torch.Tensor:
-    """A buffer of ``step``'s output at its shape with the border filled (the core is left for
-    the frame to write)."""
+def _read_rect(steps: List[_Step], i: int, keep) -> Rect:
+    """The part of buffered step ``i``'s map a frame reads: what the next layer's core is computed
+    from when that layer runs on its core too, else (a layer run whole, a map ``keep`` hands on,
+    the chain's end) all of it. Only this much of the border is filled: the rest of a buffer is
+    never read, and at a new size writing it was most of the buffers' assembly."""
+    step = steps[i]
+    whole = ((0, step.size[0]), (0, step.size[1]))
+    if step.top in keep:
+        return whole
+    # a pass-through or in-place per-pixel layer (ReLU) leaves the map where it lies
+    nxt = next((st for st in steps[i + 1:] if st.geometry is not None
+                or not (isinstance(st.layer, _PASS_THROUGH) or getattr(st.layer, "inplace", False))), None)
+    if nxt is None or not nxt.buffered:
+        return whole
+    if nxt.geometry is None:
+        return step.core
+    return tuple((max(0, lo), min(n, hi)) for (lo, hi), n in
+                 ((_window(nxt.core[a], *nxt.geometry), step.size[a]) for a in range(2)))
+
+
+def _contains(outer: Rect, inner: Rect) -> bool:
+    return all(o[0] <= i[0] and i[1] <= o[1] for o, i in zip(outer, inner))
+
+
+def _border_buffer(step: _Step, template: torch.Tensor, n: int, arena: _Arena, read: Rect) -> torch.Tensor:
+    """A buffer of ``step``'s output at its shape with the border filled where ``read`` reaches
+    (the core is left for the frame to write, the rest for nothing to read)."""
     out = arena.take((n, template.shape[1], *step.size), template.dtype)
     (y0, y1), (x0, x1) = step.core
-    h, w = step.size
-    for rows, cols in (((0, y0), (0, w)), ((y1, h), (0, w)), ((y0, y1), (0, x0)), ((y0, y1), (x1, w))):
+    (r0, r1), (c0, c1) = read
+    strips = (((r0, y0), (c0, c1)), ((y1, r1), (c0, c1)), ((y0, y1), (c0, x0)), ((y0, y1), (x1, c1)))
+    for rows, cols in strips:
         _fill(out, template, rows, cols, step.bands)
     return out
 
@@ -385,6 +412,7 @@ class BorderCache:
         self._templates: "OrderedDict[tuple, dict]" = OrderedDict()
         self._template_capacity = templates
         self._spare: Optional[_Arena] = None  # the last dropped shape's memory
+        self._keep = frozenset()
 
     def _template_maps(self, steps, sides, last, x):
         key = (sides, last, x.dtype, x.device)
@@ -405,9 +433,10 @@ class BorderCache:
             return spare
         return _Arena(need + need // 4, x.device)  # slack: the next shape may be a bit larger
 
-    def _build(self, net, names, x: torch.Tensor, old: Optional[_Shape]) -> _Shape:
+    def _build(self, net, names, x: torch.Tensor, old: Optional[_Shape], keep=()) -> _Shape:
         """Border buffers of ``x``'s shape; ``old``: this shape's buffers so far (kept where the
-        deeper template still buffers the step)."""
+        deeper template still buffers the step and their border reaches as far); ``keep``: the
+        maps ``run`` hands on (read whole)."""
         steps = _chain_plan(_leaves(net, names), tuple(x.shape), x.element_size())
         arena = old.arena if old is not None else self._arena(steps, x)
         chosen = _choose_template(steps, REPEATED_FRAMES if old is not None else 1)
@@ -419,27 +448,35 @@ class BorderCache:
             return old
         prefix = _prefix(steps, last)
         maps = self._template_maps(steps, sides, last, x)
-        buffers = {}
+        buffers, filled = {}, {}
         for i, step in enumerate(steps):
             if step.buffered and (prefix is None or i >= prefix.last):
+                read = _read_rect(steps, i, keep)
                 kept = old.buffers.get(step.name) if old is not None else None
-                buffers[step.name] = kept if kept is not None else _border_buffer(
-                    step, maps[step.name], x.shape[0], arena)
-        return _Shape(buffers, last, arena, old is not None, prefix)
+                if kept is not None and _contains(old.filled[step.name], read):
+                    buffers[step.name], filled[step.name] = kept, old.filled[step.name]
+                else:
+                    buffers[step.name] = _border_buffer(step, maps[step.name], x.shape[0], arena, read)
+                    filled[step.name] = read
+        return _Shape(buffers, last, arena, old is not None, prefix, filled)
 
     def run(self, net, names, x: torch.Tensor, keep=()):
         """Apply ``net``'s layers ``names`` to ``x`` (see module doc): (output, {kept name: map}).
 
         The kept maps may be this cache's buffers: use them before the next call (the engine
         holds a lock over a whole batch)."""
+        keep = frozenset(keep)
+        if keep != self._keep:  # buffers are filled as far as the kept maps need
+            self._shapes.clear()
+            self._keep = keep
         key = (tuple(x.shape), x.dtype, x.device)
         entry = self._shapes.get(key)
         if entry is None:
             while len(self._shapes) >= self.capacity:
                 self._spare = self._shapes.popitem(last=False)[1].arena
-            entry = self._shapes[key] = self._build(net, names, x, None)
+            entry = self._shapes[key] = self._build(net, names, x, None, keep)
         elif not entry.repeated:
-            entry = self._shapes[key] = self._build(net, names, x, entry)
+            entry = self._shapes[key] = self._build(net, names, x, entry, keep)
         self._shapes.move_to_end(key)
         buffers = entry.buffers
         # the image is all core
@@ -508,9 +545,8 @@ class BorderCache:
         size = out.shape[2:]
         new_core = tuple(_touching(core[a], k, s, p, d, size[a]) for a in range(2))
         part = _run_on(layer, h, new_core, geometry)
-        if part is None:  # a pool whose core reaches the map's edge: run it whole from now on
-            buffers[name] = None
-            return layer(h), new_core
+        if part is None:  # the plan buffers only pools whose windows stay inside the map
+            raise RuntimeError(f"border: {name}'s core needs the map's edge, which the plan ruled out")
         (y0, y1), (x0, x1) = new_core
         out[:, :, y0:y1, x0:x1] = part
         return out, new_core
