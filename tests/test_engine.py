@@ -361,6 +361,24 @@ def test_a_new_size_skips_the_border_from_its_first_frame():
     assert arenas[3] is arenas[0]  # a smaller new shape takes the dropped one's memory
 
 
+def test_a_new_size_of_residues_met_before_reuses_their_template(monkeypatch):
+    """Sizes congruent modulo the strides share a template: the second builds none, kept condensed
+    to its edge bands, and still equals a whole run."""
+    from fcnfast.engine import border
+
+    made = []
+    template = border._template
+    monkeypatch.setattr(border, "_template", lambda *a: made.append(a[1]) or template(*a))
+    model = _biased("fcn8s")
+    whole = Engine(model, torch.device("cpu"), torch.float32, skip_border=False)
+    skipping = Engine(model, torch.device("cpu"), torch.float32)
+    for i, (h, w) in enumerate([(45, 67), (53, 75), (37, 83)]):  # 45 ≡ 53 ≡ 37, 67 ≡ 75 ≡ 83 (mod 8)
+        _border_entry_equal_to_a_whole_run(whole, skipping, scenes(1, h, w, seed=500 + i))
+    assert len(made) == 1
+    (maps,) = skipping.border._templates.values()
+    assert next(iter(maps.values())).shape[2:] == (1, 1)  # condensed: the first map is its bias
+
+
 @pytest.mark.parametrize("arch", ["fcn8s", "fcn_alexnet", "fcn_googlenet"])
 def test_the_border_left_unwritten_is_never_read(arch, monkeypatch):
     """A buffer's border is written only where the next layer reads it: with every buffer poisoned

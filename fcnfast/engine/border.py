@@ -51,6 +51,11 @@ MAX_CORE_FRACTION = 0.85
 # most of the gain). Two shapes are kept, so at most twice this is held.
 MAX_BUFFER_BYTES = 768 << 20
 
+# Templates kept, condensed to their edge bands (a few hundred kB each for VGG16 in bfloat16): a
+# new size whose residues modulo the strides were met before (one photo in three of a folder of
+# random sizes, more in a real one) skips its template and its kernels' creation.
+TEMPLATE_BYTES = 64 << 20
+
 # The frames a shape seen twice is expected to run: its buffers are chosen for that many.
 REPEATED_FRAMES = 16
 # What one output value of a pool or an LRN costs, in a convolution's multiply-adds: memory-bound
@@ -298,8 +303,19 @@ def _template(steps: List[_Step], sides, last: int, like: torch.Tensor) -> Dict[
         if i > 0 and not isinstance(step.layer, _PASS_THROUGH):
             h = step.layer(h)
         if step.buffered:
-            maps[step.name] = h.clone() if step.geometry is None else h
+            maps[step.name] = _condensed(h, step.bands)
     return maps
+
+
+def _condensed(template: torch.Tensor, bands) -> torch.Tensor:
+    """A copy of a template map of only what ``_fill`` reads: its edge bands and one middle row
+    and column (a few rows of a wide map: templates are cheap to keep for many shapes)."""
+    for axis, (top, bottom) in enumerate(bands):
+        dim, n = 2 + axis, template.shape[2 + axis]
+        if top + 1 + bottom < n:
+            edges = [template.narrow(dim, 0, top + 1), template.narrow(dim, n - bottom, bottom)]
+            template = torch.cat(edges, dim)
+    return template.clone(memory_format=torch.channels_last)
 
 
 def _axis_segments(n: int, nt: int, bands: Span):
@@ -406,11 +422,11 @@ class BorderCache:
     one frame (a folder of photos); when the shape comes again (a video), from a deeper template
     that pays over many frames."""
 
-    def __init__(self, capacity: int = 2, templates: int = 4):
+    def __init__(self, capacity: int = 2, template_bytes: int = TEMPLATE_BYTES):
         self.capacity = capacity
         self._shapes: "OrderedDict[tuple, _Shape]" = OrderedDict()
         self._templates: "OrderedDict[tuple, dict]" = OrderedDict()
-        self._template_capacity = templates
+        self._template_bytes = template_bytes
         self._spare: Optional[_Arena] = None  # the last dropped shape's memory
         self._keep = frozenset()
 
@@ -419,7 +435,8 @@ class BorderCache:
         maps = self._templates.get(key)
         if maps is None:
             maps = self._templates[key] = _template(steps, sides, last, x)
-            while len(self._templates) > self._template_capacity:
+            while len(self._templates) > 1 and self._template_bytes < sum(
+                    t.nbytes for kept in self._templates.values() for t in kept.values()):
                 self._templates.popitem(last=False)
         self._templates.move_to_end(key)
         return maps
