@@ -4,8 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 
-#include "dispatch.h"
+#include "dispatch.h"  // and fcn_math.h: FCN_HD
 
 namespace fcn {
 
@@ -14,11 +15,19 @@ struct UpsampleAddGeom {
   int64_t n, c, h, w, k, s, oy, ox, out_h, out_w;  // x (N, C, h, w); deconv k/s; crop; output
   int64_t f, hs, ws, soy, sox;                      // skip (N, F, hs, ws) and its crop offset
   float scale;                                      // skip_scale of the fused 1×1 scoring
+  // Fused features stored channels-last, (N, hs, ws, F) in memory: the trunk's own layout.
+  bool skip_channels_last;
+  // Where feature f of skip pixel (y, x) of image n lies, in elements.
+  FCN_HD int64_t feature_index(int64_t n, int64_t f, int64_t y, int64_t x) const {
+    const int64_t pixel = y * ws + x;
+    return n * this->f * hs * ws + (skip_channels_last ? pixel * this->f + f : f * hs * ws + pixel);
+  }
 };
 
 // One call as the module function receives it. weight (float32): the (k, k) filter when
 // `bilinear`, else W (C, C, k, k). skip (0: none) is in x's dtype: scores (N, C, hs, ws), or
-// features (N, f, hs, ws) when skip_weight (C, f) float32 is given; skip_bias (C) float32 or 0.
+// features (N, f, hs, ws) when skip_weight (C, f) float32 is given (contiguous, or channels-last
+// when g.skip_channels_last); skip_bias (C) float32 or 0.
 struct UpsampleAddArgs {
   uintptr_t x, weight;
   bool bilinear;
@@ -41,8 +50,12 @@ auto upsample_crop_add_binding(Entry entry) {
                  uintptr_t skip_weight, uintptr_t skip_bias, int64_t n, int64_t c, int64_t h,
                  int64_t w, int64_t k, int64_t s, int64_t oy, int64_t ox, int64_t out_h,
                  int64_t out_w, int64_t f, int64_t hs, int64_t ws, int64_t soy, int64_t sox,
-                 float skip_scale, uintptr_t out, int dtype, Extra... extra) {
-    const UpsampleAddGeom g{n, c, h, w, k, s, oy, ox, out_h, out_w, f, hs, ws, soy, sox, skip_scale};
+                 float skip_scale, bool skip_channels_last, uintptr_t out, int dtype,
+                 Extra... extra) {
+    if (skip_channels_last && skip_weight == 0)
+      throw std::invalid_argument("upsample_crop_add: channels-last skip only for fused features");
+    const UpsampleAddGeom g{n, c, h, w, k, s, oy, ox, out_h, out_w, f, hs, ws, soy, sox, skip_scale,
+                            skip_channels_last};
     entry(UpsampleAddArgs{x, weight, bilinear, skip, skip_weight, skip_bias, g, out, dtype},
           extra...);
   };

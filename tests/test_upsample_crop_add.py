@@ -265,6 +265,27 @@ def test_non_contiguous_inputs(backend, device, wkind, poisoned):
     check(x.to(device), weight.to(device), s, scores, backend, device, size=(12, 20))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("wkind", ["bilinear", "learned"])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_channels_last_skip_features(backend, device, wkind, dtype, poisoned):
+    """Features to score in the trunk's channels-last layout (read as they are by the native
+    kernels): the reference's values, and the same values as from planes. Rows longer than the
+    CPU kernel's column chunk (133 > 128), odd F, a crop ending at the skip map's edge."""
+    require(backend, device)
+    n, c, f = 2, 5, 13
+    x = randn(n, c, 4, 67, dtype=dtype, seed=30)
+    weight = make_weight(wkind, c, 4, dtype)
+    feats = randn(n, f, 11, 137, dtype=dtype, seed=31, scale=100.0).contiguous(
+        memory_format=torch.channels_last)
+    assert not feats.is_contiguous()
+    kw = dict(offset=(1, 2), size=(8, 133), skip_offset=(3, 4), skip_weight=randn(c, f, seed=32),
+              skip_bias=randn(c, seed=33), skip_scale=0.01)
+    y = check(x, weight, 2, feats, backend, device, **kw)
+    planes = run(x, weight, 2, feats.contiguous(), backend, device, **kw)
+    assert torch.equal(y, planes)
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_mixed_parameter_dtypes(backend, device, poisoned):
     """Skip weight/bias in another dtype than the features: both read and accumulated in fp32."""

@@ -175,14 +175,19 @@ template <typename T>
 void fused_skip_row(const T* feat_img, const float* spack, const float* bias, const Geom& g,
                     int64_t y, float* acc, int64_t ldr, float* panel) {
   const int64_t c = g.c, tiles = (c + kMR - 1) / kMR;
-  const T* rows = feat_img + (y + g.soy) * g.ws + g.sox;
   for (int64_t x0 = 0; x0 < g.out_w; x0 += kXChunk) {
     const int64_t nx = std::min(kXChunk, g.out_w - x0), ldb = round_up(nx, kNR);
-    for (int64_t f = 0; f < g.f; ++f) {
-      float* dst = panel + f * ldb;
-      load_row(rows + f * g.hs * g.ws + x0, nx, dst);
-      for (int64_t j = nx; j < ldb; ++j) dst[j] = 0.0f;
+    const T* first = feat_img + g.feature_index(0, 0, y + g.soy, x0 + g.sox);
+    if (g.skip_channels_last) {  // a pixel's F features are contiguous: transposed into the panel
+      for (int64_t j = 0; j < nx; ++j) {
+        const T* __restrict src = first + j * g.f;
+        for (int64_t f = 0; f < g.f; ++f) panel[f * ldb + j] = to_float(src[f]);
+      }
+    } else {
+      for (int64_t f = 0; f < g.f; ++f) load_row(first + f * g.hs * g.ws, nx, panel + f * ldb);
     }
+    for (int64_t f = 0; f < g.f; ++f)
+      for (int64_t j = nx; j < ldb; ++j) panel[f * ldb + j] = 0.0f;
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const float* at = spack + tile * g.f * kMR;
       const int mr = (int)std::min<int64_t>(kMR, c - tile * kMR);

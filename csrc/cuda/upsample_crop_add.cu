@@ -127,10 +127,11 @@ __global__ void upsample_crop_add_kernel(const T* __restrict__ x, const float* _
       float dot[CB];
 #pragma unroll
       for (int m = 0; m < CB; ++m) dot[m] = 0.0f;
-      const T* fp = skip + n * g.f * skip_plane + sy * g.ws + sx;
+      const T* fp = skip + g.feature_index(n, 0, sy, sx);
+      const int64_t f_step = g.skip_channels_last ? 1 : skip_plane;
       const float* wf = skip_w + c0 * g.f;
       for (int64_t f = 0; f < g.f; ++f) {
-        const float fv = to_float(fp[f * skip_plane]);
+        const float fv = to_float(fp[f * f_step]);
 #pragma unroll
         for (int m = 0; m < CB; ++m)
           if (c0 + m < g.c) dot[m] = mac(dot[m], fv, wf[m * g.f + f]);

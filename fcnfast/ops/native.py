@@ -83,8 +83,15 @@ def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offse
     x = x.contiguous()
     f = hs = ws = 0
     skip_ptr = sw_ptr = sb_ptr = 0
+    channels_last = False
     if skip is not None:
-        skip = skip.to(x.dtype).contiguous()
+        skip = skip.to(x.dtype)
+        # Features to score in the trunk's channels-last layout are read as they are (transposing
+        # pool3 to planes cost more than the fused scoring itself).
+        channels_last = (skip_weight is not None and skip.dim() == 4 and not skip.is_contiguous()
+                         and skip.is_contiguous(memory_format=torch.channels_last))
+        if not channels_last:
+            skip = skip.contiguous()
         f, hs, ws = (int(v) for v in skip.shape[1:])
         skip_ptr = skip.data_ptr()
         if skip_weight is not None:
@@ -96,7 +103,7 @@ def upsample_crop_add(x, weight, stride, skip=None, *, offset=(0, 0), skip_offse
     with _on_device(x):
         _module(x).upsample_crop_add(x.data_ptr(), w_arg.data_ptr(), bilinear, skip_ptr, sw_ptr,
                                      sb_ptr, g.n, g.c, g.h, g.w, g.k, g.s, g.oy, g.ox, g.out_h,
-                                     g.out_w, f, hs, ws, soy, sox, float(skip_scale),
+                                     g.out_w, f, hs, ws, soy, sox, float(skip_scale), channels_last,
                                      out.data_ptr(), DTYPE_CODE[x.dtype], *_stream_args(x))
     return out
 
