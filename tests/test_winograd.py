@@ -234,6 +234,30 @@ def test_engine_uses_it_for_resnet_and_keeps_the_labels():
         Engine(model, torch.device("meta"), torch.float32, winograd=True)
 
 
+def test_a_resnet_in_bfloat16_runs_its_narrow_layers_direct_where_measured_faster(monkeypatch):
+    """layer2's 128² and layer3's 256² (9 of 13) direct at a size met before, the wide ones (layer4,
+    the head) Winograd; labels as the all-direct engine's on nearly every pixel, first call and
+    later."""
+    from fcnfast.engine import winograd
+    from fcnfast.engine.layers import _packs
+
+    if not _packs(torch.bfloat16):
+        pytest.skip("no native bfloat16 convolution on this CPU")
+    monkeypatch.setattr(winograd, "direct_faster", lambda *shape: True)
+    torch.manual_seed(0)
+    model = build_model("fcn_resnet50", 5).eval()
+    with torch.no_grad():
+        model.classifier[4].weight.normal_(0, 0.02)
+    pixels = torch.randint(0, 256, (1, 45, 61, 3), dtype=torch.uint8)
+    fast = Engine(model, torch.device("cpu"), torch.bfloat16)
+    direct = Engine(model, torch.device("cpu"), torch.bfloat16, winograd=False)
+    layers = [m for m in fast.net.modules() if isinstance(m, WinogradConv2d)]
+    assert len(layers) == 13 and sum(m.direct is not None for m in layers) == 9
+    want = direct.run(pixels)
+    for _ in range(3):
+        assert (fast.run(pixels) == want).float().mean() >= 0.99
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_pad_100_net_takes_it_for_its_wide_layers_with_border_skipping(dtype):
     """A VGG's 3×3 layers of 128+ channels are Winograd by default in float32 (here conv4_2 and
@@ -379,6 +403,62 @@ def test_the_products_are_chosen_by_measurement_once_per_shape(monkeypatch):
         assert not winograd.grouped_products_faster(512, 512, torch.float32)
     finally:
         winograd.grouped_products_faster.cache_clear()
+
+
+def test_a_narrow_layer_measured_faster_direct_runs_direct_at_a_size_met_before(monkeypatch):
+    """A size met for the first time: Winograd (its products' kernels are shared between sizes);
+    met again: exactly the direct convolution's output, padded and unpadded calls alike."""
+    from fcnfast.engine import winograd
+
+    asked = []
+    monkeypatch.setattr(winograd, "direct_faster", lambda *shape: asked.append(shape) or True)
+    conv, packed = layer(128, 131, 2, True, torch.float32, seed=3)
+    wino = WinogradConv2d(packed, tile=2)
+    assert wino.direct is not None and asked == [(128, 131, 2, torch.float32)]
+    plain = WinogradConv2d(layer(128, 131, 2, True, torch.float32, seed=3)[1], tile=2,
+                           direct_when_met=False)
+    direct = layer(128, 131, 2, True, torch.float32, seed=3)[1]
+    for h, w in [(13, 7), (1, 1), (5, 17)]:
+        x = torch.randn(1, 128, h, w).contiguous(memory_format=torch.channels_last)
+        first, again = wino(x), wino(x)
+        assert torch.equal(first, plain(x)), (h, w)
+        assert torch.equal(again, direct(x)), (h, w)
+        assert not torch.equal(first, again)  # (a check that the two paths did differ)
+        xp = F.pad(x, (2, 2, 2, 2))  # the same output tiles: met
+        assert torch.equal(wino.forward_unpadded(xp), direct.forward_unpadded(xp))
+        want = reference(conv, x, 2, 2, True)
+        assert (again - want).abs().max() / want.abs().max() < TOL[(torch.float32, 2)]
+    xp = F.pad(torch.randn(1, 128, 6, 9), (2, 2, 2, 2)).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(wino.forward_unpadded(xp), plain.forward_unpadded(xp))  # a new size, unpadded
+    # Wide layers (WIDE_CHANNELS) and float32's F(4×4) always pay: not measured, never direct.
+    asked.clear()
+    assert WinogradConv2d(layer(256, 512, 1, True, torch.float32)[1], tile=2).direct is None
+    assert WinogradConv2d(layer(128, 128, 1, True, torch.float32)[1], tile=4).direct is None
+    assert asked == []
+    # A pad-100 chain's layers never switch (a border template and its cores must agree).
+    net = nn.Sequential(layer(128, 128, 1, True, torch.float32)[1])
+    use_winograd(net, chain=True)
+    assert net[0].direct is None and asked == []
+
+
+def test_direct_is_chosen_by_measurement_once_per_shape(monkeypatch):
+    """Winograd timed first, then the direct convolution; direct only when clearly faster."""
+    from fcnfast.engine import calibrate, winograd
+
+    times = []
+    monkeypatch.setattr(calibrate, "median_ms", lambda run, repeats=3: (run(), times.pop(0))[1])
+    monkeypatch.setattr(winograd, "grouped_products_faster", lambda *shape: False)
+    winograd.direct_faster.cache_clear()
+    try:
+        times[:] = [2.0, 1.0]
+        assert winograd.direct_faster(128, 128, 2, torch.float32)
+        assert winograd.direct_faster(128, 128, 2, torch.float32) and not times  # cached
+        times[:] = [2.0, 1.95]  # within the margin: Winograd stays
+        assert not winograd.direct_faster(128, 128, 1, torch.float32)
+        times[:] = [1.0, 2.0]
+        assert not winograd.direct_faster(256, 256, 2, torch.float32)
+    finally:
+        winograd.direct_faster.cache_clear()
 
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["batched", "grouped"])

@@ -52,6 +52,9 @@ GROUPED_MIN_CHANNELS = 256
 # The products are timed at load on this many rows, about a 451×300 frame's tiles (which of the two
 # wins changes with the row count).
 _MEASURED_ROWS = 576
+# A narrow layer's Winograd and direct convolution are timed at load on a map this size, a 451×300
+# frame's at stride 8 (where ResNet's 3×3 layers run).
+_MEASURED_MAP = (38, 57)
 
 
 def gemm_rows(tiles: int) -> int:
@@ -80,6 +83,11 @@ def eligible(conv: PackedConv2d) -> bool:
             and conv.weight.device.type == "cpu")
 
 
+def wide(conv: PackedConv2d) -> bool:
+    """At least WIDE_CHANNELS (in, out): F(2×2) paid there on every CPU measured."""
+    return conv.in_channels >= WIDE_CHANNELS[0] and conv.out_channels >= WIDE_CHANNELS[1]
+
+
 def tile_for(dtype: torch.dtype) -> int:
     """The Winograd tile (outputs per side) a layer computing in ``dtype`` uses."""
     return 4 if dtype == torch.float32 else 2
@@ -105,6 +113,21 @@ def grouped_products_faster(c: int, k: int, dtype: torch.dtype, points: int = 16
     out = torch.empty((points, rows, k), dtype=dtype)
     products, by_tile = GroupedProducts(u), torch.full((rows, points, c), 0.5, dtype=dtype)
     return calibrate.second_faster(lambda: torch.bmm(by_point, u, out=out), lambda: products(by_tile))
+
+
+@functools.lru_cache(maxsize=None)
+def direct_faster(c: int, k: int, dilation: int, dtype: torch.dtype) -> bool:
+    """Whether this CPU runs a C→K 3×3 layer (of this dilation) clearly faster as the direct
+    convolution than as Winograd, at a size met before: measured once per process and shape."""
+    conv = torch.nn.utils.skip_init(torch.nn.Conv2d, c, k, 3, padding=dilation, dilation=dilation,
+                                    dtype=dtype)
+    with torch.no_grad():
+        conv.weight.fill_(0.01), conv.bias.zero_()
+    direct = PackedConv2d(conv, relu=True)
+    winograd = WinogradConv2d(PackedConv2d(conv, relu=True), direct_when_met=False)
+    x = torch.full((1, c, *_MEASURED_MAP), 0.5, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        return calibrate.second_faster(lambda: winograd(x), lambda: direct(x))
 
 
 class GroupedProducts:
@@ -175,10 +198,18 @@ class WinogradConv2d(PackedConv2d):
     """A PackedConv2d (same geometry, same ReLU fusion) computed as Winograd F(tile×tile, 3×3)
     (None: ``tile_for`` its dtype), its tile buffers from ``workspace`` (shared with the net's
     other Winograd layers; its own if None), its products grouped or batched as ``grouped`` says
-    (None: whichever measures faster here)."""
+    (None: whichever measures faster here).
+
+    ``direct_when_met``: a size met before runs the direct convolution instead (None: where a
+    bfloat16 layer narrower than WIDE_CHANNELS measures clearly faster so, ``direct_faster``; with
+    AMX a direct 128- or 256-channel convolution runs at the GEMM rate and F(2×2)'s transforms
+    cost more than its products save). A size met for the first time still runs Winograd: its
+    products share oneDNN kernels between sizes (``new_size_rows``), where a direct convolution
+    creates one for every new shape, at a few times its run's cost."""
 
     def __init__(self, conv: PackedConv2d, workspace: "Workspace | None" = None,
-                 grouped: "bool | None" = None, tile: "int | None" = None):
+                 grouped: "bool | None" = None, tile: "int | None" = None,
+                 direct_when_met: "bool | None" = None):
         if not eligible(conv):
             raise ValueError(f"not a Winograd-eligible 3×3 convolution: {conv}")
         super().__init__(conv, relu=conv.attr == "relu")  # the geometry, read off the packed layer
@@ -200,6 +231,10 @@ class WinogradConv2d(PackedConv2d):
         self.dilation_ = int(conv.dilation[0])
         self.workspace = workspace if workspace is not None else Workspace()
         self.tiles_met = CountsMet()
+        if direct_when_met is None:
+            direct_when_met = (self.tile == 2 and not wide(conv) and direct_faster(
+                conv.in_channels, conv.out_channels, self.dilation_, self.dtype_))
+        self.direct = conv if direct_when_met else None
 
     def _run(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         if x.dtype != self.dtype_ or x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -208,7 +243,10 @@ class WinogradConv2d(PackedConv2d):
         d = self.dilation_
         n, c, h, w = x.shape
         tiles = ops.winograd_tiles(n, h, w, d, pad, self.tile)
-        rows = new_size_rows(tiles) if self.tiles_met.first_time(tiles) else gemm_rows(tiles)
+        first = self.tiles_met.first_time(tiles)
+        if self.direct is not None and not first:
+            return self.direct.forward(x) if pad else self.direct.forward_unpadded(x)
+        rows = new_size_rows(tiles) if first else gemm_rows(tiles)
         x = x.contiguous(memory_format=torch.channels_last)
         k = self.out_channels
         v, m = self.workspace.buffers(rows, c, k, x.dtype, not self.grouped, self.points)
@@ -232,19 +270,20 @@ class WinogradConv2d(PackedConv2d):
         raise NotImplementedError("WinogradConv2d does not fuse a residual add")
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", winograd=F({self.tile}x{self.tile},3x3)"
+        direct = ", direct when met" if self.direct is not None else ""
+        return super().extra_repr() + f", winograd=F({self.tile}x{self.tile},3x3){direct}"
 
 
 def pays_in_chain(conv: PackedConv2d) -> bool:
     """An eligible layer of a pad-100 net that takes Winograd by default: any in float32 (F(4×4)),
     in bfloat16 (F(2×2)) only one of at least WIDE_CHANNELS (in, out)."""
-    return eligible(conv) and (tile_for(conv.weight.dtype) == 4 or (
-        conv.in_channels >= WIDE_CHANNELS[0] and conv.out_channels >= WIDE_CHANNELS[1]))
+    return eligible(conv) and (tile_for(conv.weight.dtype) == 4 or wide(conv))
 
 
 def use_winograd(net: torch.nn.Module, chain: bool = False) -> int:
     """Replace every eligible packed 3×3 convolution of ``net`` (of a pad-100 net, ``chain``: those
-    that ``pays_in_chain``) in place, all of them with one workspace; how many were."""
-    workspace = Workspace()
+    that ``pays_in_chain``, always Winograd: a layer's border template and its cores must agree
+    within Winograd's rounding) in place, all of them with one workspace; how many were."""
+    workspace, direct = Workspace(), False if chain else None
     return replace_modules(net, pays_in_chain if chain else eligible,
-                           lambda conv: WinogradConv2d(conv, workspace))
+                           lambda conv: WinogradConv2d(conv, workspace, direct_when_met=direct))
