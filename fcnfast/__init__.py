@@ -1,4 +1,8 @@
 """fcnfast: fast, exact inference for FCN semantic segmentation networks."""
+from ._process import keep_more_kernels
+
+keep_more_kernels()
+
 from .api import Segmenter, load, save
 from .checkpoint import CheckpointError
 from .convention import CAFFE_BGR, TORCHVISION_RGB, InputConvention
