@@ -32,6 +32,16 @@ def layer(c, k, d, relu, dtype, seed=0):
     return conv.to(dtype), PackedConv2d(conv.to(dtype), relu)
 
 
+def resnet_and_pixels(seed=0):
+    """A random FCN-ResNet50 whose head scores spread (labels that are not all one class) and a
+    45×61 image."""
+    torch.manual_seed(seed)
+    model = build_model("fcn_resnet50", 5).eval()
+    with torch.no_grad():
+        model.classifier[4].weight.normal_(0, 0.02)
+    return model, torch.randint(0, 256, (1, 45, 61, 3), dtype=torch.uint8)
+
+
 def reference(conv, x, pad, d, relu):
     y = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=pad, dilation=d)
     return y.relu() if relu else y
@@ -211,11 +221,7 @@ def test_eligibility():
 def test_engine_uses_it_for_resnet_and_keeps_the_labels():
     from fcnfast.engine.layers import _packs
 
-    torch.manual_seed(0)
-    model = build_model("fcn_resnet50", 5).eval()
-    with torch.no_grad():
-        model.classifier[4].weight.normal_(0, 0.02)
-    pixels = torch.randint(0, 256, (1, 45, 61, 3), dtype=torch.uint8)
+    model, pixels = resnet_and_pixels()
     fast = Engine(model, torch.device("cpu"), torch.float32)
     direct = Engine(model, torch.device("cpu"), torch.float32, winograd=False)
     assert fast.winograd_layers == 13 and direct.winograd_layers == 0  # layer2-4 and the head
@@ -244,11 +250,7 @@ def test_a_resnet_in_bfloat16_runs_its_narrow_layers_direct_where_measured_faste
     if not _packs(torch.bfloat16):
         pytest.skip("no native bfloat16 convolution on this CPU")
     monkeypatch.setattr(winograd, "direct_faster", lambda *shape: True)
-    torch.manual_seed(0)
-    model = build_model("fcn_resnet50", 5).eval()
-    with torch.no_grad():
-        model.classifier[4].weight.normal_(0, 0.02)
-    pixels = torch.randint(0, 256, (1, 45, 61, 3), dtype=torch.uint8)
+    model, pixels = resnet_and_pixels()
     fast = Engine(model, torch.device("cpu"), torch.bfloat16)
     direct = Engine(model, torch.device("cpu"), torch.bfloat16, winograd=False)
     layers = [m for m in fast.net.modules() if isinstance(m, WinogradConv2d)]
@@ -468,11 +470,7 @@ def test_a_size_after_another_gives_the_labels_of_a_fresh_engine(monkeypatch, gr
 
     monkeypatch.setattr(winograd, "grouped_products_faster",
                         lambda c, k, dtype, points: grouped and min(c, k) >= 256)
-    torch.manual_seed(2)
-    model = build_model("fcn_resnet50", 5).eval()
-    with torch.no_grad():
-        model.classifier[4].weight.normal_(0, 0.02)
-    a = torch.randint(0, 256, (1, 45, 61, 3), dtype=torch.uint8)
+    model, a = resnet_and_pixels(seed=2)
     b = torch.randint(0, 256, (1, 70, 37, 3), dtype=torch.uint8)
     engine = Engine(model, torch.device("cpu"), torch.float32)
     assert any(getattr(m, "grouped", False) for m in engine.net.modules()) == grouped
