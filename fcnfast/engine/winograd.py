@@ -38,7 +38,8 @@ MIN_CHANNELS = 128
 # In the pad-100 nets (VGG) computing in bfloat16 only layers this wide (in, out) take it by
 # default: there F(2×2)'s narrower layers ran as fast direct on the AMX Xeon, and their direct
 # kernels were not the cost of a new size that the wide ones' were; float32's F(4×4) pays from
-# MIN_CHANNELS there too (benchmarks/RESULTS.md, issue 15).
+# MIN_CHANNELS there too. Elsewhere (ResNet) a narrower bfloat16 layer is timed against its direct
+# convolution at load (``direct_faster``) (benchmarks/RESULTS.md, issue 15).
 WIDE_CHANNELS = (256, 512)
 # The GEMM's rows are the tile count rounded up to this: oneDNN builds a matmul kernel for every new
 # shape (milliseconds each), which a folder of photos of many sizes would otherwise pay on every
