@@ -1,5 +1,5 @@
 """fcnfast: fast, exact inference for FCN semantic segmentation networks."""
-from ._process import keep_more_kernels
+from .process import keep_more_kernels
 
 keep_more_kernels()
 

@@ -1,4 +1,4 @@
-"""What importing fcnfast sets for the process (fcnfast/_process.py): oneDNN's kernel cache large
+"""What importing fcnfast sets for the process (fcnfast/process.py): oneDNN's kernel cache large
 enough for a folder of photos whose sizes recur, the user's own setting left alone."""
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fcnfast._process import PRIMITIVE_CACHE_CAPACITY
+from fcnfast.process import PRIMITIVE_CACHE_CAPACITY
 
 # 1200 convolutions of distinct shapes (more than oneDNN's default 1024 kernels), then the first
 # shape again: the line oneDNN logs for it says whether its kernel was still cached.
