@@ -861,3 +861,15 @@ def test_a_repeated_shapes_template_reaches_past_pools_and_lrn():
     last, _ = border._choose_template(steps, border.REPEATED_FRAMES)
     assert steps[last].name == "pool2.3x3_s2"
     assert {s.name for s in steps if s.buffered} >= {"conv2.norm2", "pool2.3x3_s2", "pool1.norm1"}
+
+
+def test_counts_met_remembers_a_folder_of_recurring_sizes():
+    """A size met again after a few dozen others still counts as met (it then runs its own exact
+    kernels); past ``remembered`` distinct counts the memory starts over."""
+    from fcnfast.engine.layers import CountsMet
+
+    met = CountsMet()
+    assert all(met.first_time(n) for n in range(50))
+    assert not any(met.first_time(n) for n in range(50))
+    small = CountsMet(remembered=3)
+    assert [small.first_time(n) for n in (1, 2, 3, 1, 4, 1)] == [True, True, True, False, True, True]

@@ -77,9 +77,10 @@ class CountsMet:
     """The row (or tile) counts a layer has run, the last few: a count met for the first time
     (a photo of a new size) may run rounded up to a count shared with other sizes, whose oneDNN
     kernel exists; one met again (a video's frames) runs as it is. Set operations only, so
-    threads sharing a layer at worst round once more."""
+    threads sharing a layer at worst round once more. A folder whose sizes recur among a few dozen
+    meets each again after the others: ``remembered`` keeps that many (benchmarks/RESULTS.md)."""
 
-    def __init__(self, remembered: int = 8):
+    def __init__(self, remembered: int = 64):
         self.remembered = remembered
         self.seen = set()
 
