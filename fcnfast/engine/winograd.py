@@ -122,12 +122,12 @@ def direct_faster(c: int, k: int, dilation: int, dtype: torch.dtype) -> bool:
     convolution than as Winograd, at a size met before: measured once per process and shape."""
     conv = torch.nn.utils.skip_init(torch.nn.Conv2d, c, k, 3, padding=dilation, dilation=dilation,
                                     dtype=dtype)
-    with torch.no_grad():
-        conv.weight.fill_(0.01), conv.bias.zero_()
-    direct = PackedConv2d(conv, relu=True)
-    winograd = WinogradConv2d(PackedConv2d(conv, relu=True), direct_when_met=False)
     x = torch.full((1, c, *_MEASURED_MAP), 0.5, dtype=dtype).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
+        conv.weight.fill_(0.01)
+        conv.bias.zero_()
+        direct = PackedConv2d(conv, relu=True)
+        winograd = WinogradConv2d(PackedConv2d(conv, relu=True), direct_when_met=False)
         return calibrate.second_faster(lambda: winograd(x), lambda: direct(x))
 
 
