@@ -42,7 +42,8 @@ import fcnfast  # noqa: E402
 from fcnfast.models import ARCHS  # noqa: E402
 
 import throughput as tp  # noqa: E402
-from timing import cpu_model, git_revision, keep_freed_memory, load_average, malloc_setting, now  # noqa: E402
+from timing import (AS_AVX2, cpu_model, emulated_cpu_class, git_revision, keep_freed_memory,  # noqa: E402
+                    load_average, malloc_setting, now)
 
 
 def sizes(n: int, lo: int, hi: int, seed: int = 0):
@@ -112,9 +113,12 @@ def main(argv=None) -> int:
     p.add_argument("--num-classes", type=int, default=21)
     p.add_argument("--float32", action="store_true",
                    help="every column in float32, as on a CPU without native bf16 (throughput.py's)")
+    p.add_argument(AS_AVX2, dest="as_avx2", action="store_true",
+                   help="run as an AVX2-only CPU would (implies --float32; throughput.py's)")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    tp.FLOAT32_ONLY = args.float32
+    tp.FLOAT32_ONLY = args.float32 or args.as_avx2
+    cpu_class = emulated_cpu_class()
     threads = torch.get_num_threads()
     lp_dtype = tp.low_precision_dtype(torch.device("cpu"))
     shapes = sizes(args.images, args.min, args.max)
@@ -125,11 +129,14 @@ def main(argv=None) -> int:
     meta = {"date": now(), "git": git_revision(), "cpu": cpu_model(), "cores": os.cpu_count(),
             "threads": threads, "torch": torch.__version__, "images": args.images,
             "size_range": [args.min, args.max], "megapixels": pixels / 1e6,
-            "low_precision": str(lp_dtype).replace("torch.", ""), "float32_only": args.float32,
+            "low_precision": str(lp_dtype).replace("torch.", ""), "float32_only": tp.FLOAT32_ONLY,
+            "cpu_class_emulated": cpu_class,
             "loadavg_start": load_average(), "malloc": malloc_setting()}
     print(f"fcnfast mixed-size folder on {meta['cpu']} ({meta['cores']} cores, {threads} threads), "
           f"{args.images} images {args.min}..{args.max} px a side ({meta['megapixels']:.1f} MP), "
           f"git {meta['git']}, {meta['date']}; {meta['malloc']}")
+    if cpu_class:
+        print(f"CPU class: {cpu_class}")
     rows = []
     for arch in args.models:
         model = tp.random_model(arch, args.num_classes)

@@ -65,9 +65,9 @@ from fcnfast.export import export_onnx
 from fcnfast.models import ARCHS, build_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import (cpu_model, device_name, fmt, git_revision, keep_freed_memory,  # noqa: E402
-                    load_average, malloc_setting, measure, measure_interleaved, now, short_error, sync,
-                    triton_version)
+from timing import (AS_AVX2, cpu_model, device_name, emulated_cpu_class, fmt, git_revision,  # noqa: E402
+                    keep_freed_memory, load_average, malloc_setting, measure, measure_interleaved, now,
+                    short_error, sync, triton_version)
 
 COLUMNS = ("a", "b", "c", "d", "f", "e")  # in print order; e (fcnfast) last
 PEERS = ("a", "b", "c", "d", "f")
@@ -740,10 +740,15 @@ def main(argv=None) -> int:
                    help="CPU: every column in float32 (fcnfast dtype=float32, eager/compile fp32, "
                         "OpenVINO's f32 precision hint): what a CPU without native bf16 runs, on "
                         "this CPU's instruction set")
+    p.add_argument(AS_AVX2, dest="as_avx2", action="store_true",
+                   help="CPU: run as an AVX2-only CPU would (implies --float32): oneDNN, ATen, "
+                        "inductor, OpenVINO and fcnfast limited to AVX2; onnxruntime cannot be and "
+                        "keeps this CPU's kernels, so ratios to it are lower bounds")
     p.add_argument("--json", help="write the rows to this JSON file (rewritten after each configuration)")
     args = p.parse_args(argv)
     global FLOAT32_ONLY
-    FLOAT32_ONLY = args.float32
+    FLOAT32_ONLY = args.float32 or args.as_avx2
+    cpu_class = emulated_cpu_class()
     try:
         columns = _columns(args.columns) if args.columns else (["a", "b", "e"] if args.quick else list(COLUMNS))
     except argparse.ArgumentTypeError as e:
@@ -780,7 +785,7 @@ def main(argv=None) -> int:
     name = device_name(device) if device.type == "cuda" else f"{cpu_model()}, torch threads: {torch.get_num_threads()}"
     meta = {"device": name, "device_type": device.type,
             "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "float32_only": FLOAT32_ONLY,
+            "float32_only": FLOAT32_ONLY, "cpu_class_emulated": cpu_class,
             "torch": torch.__version__, "triton": triton_version(), "onnxruntime": ort_version,
             "openvino": ov_version, "fcnfast": fcnfast.__version__, "git": git_revision(), "python": sys.version.split()[0],
             "date": now(), "loadavg_start": load_average(), "columns": columns,
@@ -799,6 +804,8 @@ def main(argv=None) -> int:
     print(f"timing: {meta['timing']}; frames/s end to end (uint8 host frames → labels on the host); "
           f"model ms: device tensor in, labels on the device; ×a, ×c: ratios (>1 = faster); "
           f"firm%/all%: labels equal to a's on firm / all pixels; {meta['malloc']}")
+    if cpu_class:
+        print(f"CPU class: {cpu_class}")
     rows: List[dict] = []
 
     def write_json():

@@ -31,13 +31,43 @@ KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESH
 MALLOC_OPT_OUT = "FCNFAST_BENCH_MALLOC"  # =default: measure with glibc's own settings
 
 
+# --as-avx2: a CPU with AVX-512 runs every library that lets itself be limited as an AVX2-only CPU
+# would — oneDNN (torch's and OpenVINO's: no AMX, no native bf16), ATen and inductor, fcnfast's own
+# kernels. onnxruntime's MLAS picks its kernels from CPUID and cannot be limited: it keeps AVX-512,
+# faster than it would be on an AVX2-only CPU, so a ratio to it under this flag is a lower bound.
+AS_AVX2 = "--as-avx2"
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FCNFAST_CPU_CAPABILITY": "avx2"}
+
+
 def keep_freed_memory() -> None:
     """Re-run this script (``sys.argv``) with ``KEEP_FREED_MEMORY`` in its environment, unless it
-    has it already or ``FCNFAST_BENCH_MALLOC=default`` asks for glibc's defaults."""
-    if platform.system() != "Linux" or os.environ.get(MALLOC_OPT_OUT) == "default" or _keeping():
+    has it already or ``FCNFAST_BENCH_MALLOC=default`` asks for glibc's defaults; with
+    ``AVX2_ONLY`` as well when the script was given ``--as-avx2``."""
+    env = {}
+    if platform.system() == "Linux" and os.environ.get(MALLOC_OPT_OUT) != "default":
+        env.update(KEEP_FREED_MEMORY)
+    if AS_AVX2 in sys.argv[1:]:
+        env.update(AVX2_ONLY)
+    if all(os.environ.get(k) == v for k, v in env.items()):
         return
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **KEEP_FREED_MEMORY})
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
+
+
+def emulated_cpu_class() -> Optional[str]:
+    """"AVX2-only" when this process runs under ``AVX2_ONLY`` (checked, not assumed: torch reads
+    its variables at import); None otherwise. Raises if the flag was given and did not take."""
+    if not all(os.environ.get(k) == v for k, v in AVX2_ONLY.items()):
+        if AS_AVX2 in sys.argv[1:]:
+            raise RuntimeError(f"{AS_AVX2}: the environment lacks {AVX2_ONLY} (re-run failed?)")
+        return None
+    from fcnfast.engine import cpu_bf16_native
+
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "DEFAULT") or cpu_bf16_native():
+        raise RuntimeError(f"{AS_AVX2}: torch still reports {torch.backends.cpu.get_cpu_capability()}, "
+                           f"native bf16 {cpu_bf16_native()} (set before importing torch?)")
+    return "AVX2-only (emulated: " + " ".join(f"{k}={v}" for k, v in AVX2_ONLY.items()) + \
+        "; onnxruntime keeps AVX-512)"
 
 
 def _keeping() -> bool:
