@@ -741,13 +741,13 @@ def main(argv=None) -> int:
                         "OpenVINO's f32 precision hint): what a CPU without native bf16 runs, on "
                         "this CPU's instruction set")
     p.add_argument(AS_AVX2, dest="as_avx2", action="store_true",
-                   help="CPU: run as an AVX2-only CPU would (implies --float32): oneDNN, ATen, "
-                        "inductor, OpenVINO and fcnfast limited to AVX2; onnxruntime cannot be and "
-                        "keeps this CPU's kernels, so ratios to it are lower bounds")
+                   help="CPU: every library picks the kernels it would on an AVX2-only CPU (CPUID "
+                        "without AVX-512, AMX or native bf16; Linux, x86-64, a C compiler), each "
+                        "column then in its own default precision (benchmarks/cpuid_avx2.c)")
     p.add_argument("--json", help="write the rows to this JSON file (rewritten after each configuration)")
     args = p.parse_args(argv)
     global FLOAT32_ONLY
-    FLOAT32_ONLY = args.float32 or args.as_avx2
+    FLOAT32_ONLY = args.float32
     cpu_class = emulated_cpu_class()
     try:
         columns = _columns(args.columns) if args.columns else (["a", "b", "e"] if args.quick else list(COLUMNS))

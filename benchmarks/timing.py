@@ -6,11 +6,13 @@ on ``sys.path``), so the scripts run from anywhere without installing anything.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -31,23 +33,49 @@ KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESH
 MALLOC_OPT_OUT = "FCNFAST_BENCH_MALLOC"  # =default: measure with glibc's own settings
 
 
-# --as-avx2: a CPU with AVX-512 runs every library that lets itself be limited as an AVX2-only CPU
-# would — oneDNN (torch's and OpenVINO's: no AMX, no native bf16), ATen and inductor, fcnfast's own
-# kernels. onnxruntime's MLAS picks its kernels from CPUID and cannot be limited: it keeps AVX-512,
-# faster than it would be on an AVX2-only CPU, so a ratio to it under this flag is a lower bound.
+# --as-avx2: this CPU runs as an AVX2-only one for every library in the process — oneDNN (torch's
+# and OpenVINO's), onnxruntime's MLAS, ATen, inductor, fcnfast's dispatch — through cpuid_avx2.c
+# (CPUID with AVX-512, AMX and native bf16 hidden, LD_PRELOADed). Caches, clock and ports stay this
+# CPU's, so it measures the kernels every runtime picks there, not that CPU's speed.
 AS_AVX2 = "--as-avx2"
-AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FCNFAST_CPU_CAPABILITY": "avx2"}
+_CPUID_SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpuid_avx2.c")
+
+
+def cpuid_avx2_library() -> str:
+    """The shared library of cpuid_avx2.c, built (once per source text) with ``$CC`` or cc."""
+    with open(_CPUID_SHIM, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    out = os.path.join(tempfile.gettempdir(), f"fcnfast-cpuid_avx2-{digest}.so")
+    if os.path.exists(out):
+        return out
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise SystemExit(f"{AS_AVX2}: needs Linux on x86-64 (CPUID faulting)")
+    with open("/proc/cpuinfo") as f:
+        if "cpuid_fault" not in f.read().split():
+            raise SystemExit(f"{AS_AVX2}: this CPU or VM has no CPUID faulting (no cpu flag cpuid_fault)")
+    cc = os.environ.get("CC", "cc")
+    tmp = f"{out}.{os.getpid()}"
+    try:
+        subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", tmp, _CPUID_SHIM], check=True,
+                       capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", "") or e
+        raise SystemExit(f"{AS_AVX2}: building {_CPUID_SHIM} with {cc} failed: {detail}")
+    os.replace(tmp, out)
+    return out
 
 
 def keep_freed_memory() -> None:
     """Re-run this script (``sys.argv``) with ``KEEP_FREED_MEMORY`` in its environment, unless it
     has it already or ``FCNFAST_BENCH_MALLOC=default`` asks for glibc's defaults; with
-    ``AVX2_ONLY`` as well when the script was given ``--as-avx2``."""
+    cpuid_avx2.c preloaded as well when the script was given ``--as-avx2``."""
     env = {}
     if platform.system() == "Linux" and os.environ.get(MALLOC_OPT_OUT) != "default":
         env.update(KEEP_FREED_MEMORY)
     if AS_AVX2 in sys.argv[1:]:
-        env.update(AVX2_ONLY)
+        shim = cpuid_avx2_library()
+        preload = os.environ.get("LD_PRELOAD", "")
+        env["LD_PRELOAD"] = preload if shim in preload.split(":") else ":".join(filter(None, [shim, preload]))
     if all(os.environ.get(k) == v for k, v in env.items()):
         return
     sys.stdout.flush()
@@ -55,19 +83,19 @@ def keep_freed_memory() -> None:
 
 
 def emulated_cpu_class() -> Optional[str]:
-    """"AVX2-only" when this process runs under ``AVX2_ONLY`` (checked, not assumed: torch reads
-    its variables at import); None otherwise. Raises if the flag was given and did not take."""
-    if not all(os.environ.get(k) == v for k, v in AVX2_ONLY.items()):
+    """"AVX2-only" when this process runs with cpuid_avx2.c preloaded (checked: torch and fcnfast
+    must see an AVX2 CPU without native bf16); None otherwise."""
+    if "cpuid_avx2" not in os.environ.get("LD_PRELOAD", ""):
         if AS_AVX2 in sys.argv[1:]:
-            raise RuntimeError(f"{AS_AVX2}: the environment lacks {AVX2_ONLY} (re-run failed?)")
+            raise RuntimeError(f"{AS_AVX2}: cpuid_avx2 is not preloaded (the re-run failed?)")
         return None
+    import fcnfast._C as native
     from fcnfast.engine import cpu_bf16_native
 
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "DEFAULT") or cpu_bf16_native():
-        raise RuntimeError(f"{AS_AVX2}: torch still reports {torch.backends.cpu.get_cpu_capability()}, "
-                           f"native bf16 {cpu_bf16_native()} (set before importing torch?)")
-    return "AVX2-only (emulated: " + " ".join(f"{k}={v}" for k, v in AVX2_ONLY.items()) + \
-        "; onnxruntime keeps AVX-512)"
+    seen = (torch.backends.cpu.get_cpu_capability(), native.cpu_capability(), cpu_bf16_native())
+    if seen != ("AVX2", "avx2", False):
+        raise RuntimeError(f"{AS_AVX2}: torch, fcnfast and oneDNN see {seen}, not an AVX2-only CPU")
+    return "AVX2-only (emulated: CPUID without AVX-512, AMX or native bf16, benchmarks/cpuid_avx2.c)"
 
 
 def _keeping() -> bool:
