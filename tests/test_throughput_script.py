@@ -104,3 +104,37 @@ def test_the_allocator_setting_can_be_left_at_glibcs_defaults(tmp_path):
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads(out.read_text())["meta"]["malloc"] == "glibc defaults"
+
+
+def _cpuid_faulting() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "cpuid_fault" in f.read().split()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _cpuid_faulting(), reason="needs Linux CPUID faulting (cpu flag cpuid_fault)")
+def test_as_avx2_shows_every_library_an_avx2_only_cpu(tmp_path):
+    """--as-avx2: CPUID without AVX-512/AMX/bf16 for the whole process (benchmarks/cpuid_avx2.c);
+    the run checks torch and fcnfast see it, and every column then picks float32 by itself."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--as-avx2", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["meta"]["cpu_class_emulated"].startswith("AVX2-only")
+    assert data["meta"]["float32_only"] is False  # float32 by detection, not by the flag
+    for r in data["rows"]:
+        assert r["columns"]["e"]["dtype"] == "float32" and r["columns"]["e"]["status"] == "ok"
+    probe = ("import torch, fcnfast._C as m; from fcnfast.engine import cpu_bf16_native; "
+             "print(torch.backends.cpu.get_cpu_capability(), m.cpu_capability(), cpu_bf16_native())")
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import timing
+    finally:
+        sys.path.pop(0)
+    env = {**os.environ, "LD_PRELOAD": timing.cpuid_avx2_library()}
+    seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert seen.stdout.split() == ["AVX2", "avx2", "False"], seen.stderr[-2000:]
