@@ -472,6 +472,36 @@ def test_a_weight_bound_product_pads_a_new_row_count_only(dtype, monkeypatch):
     assert layers.product_rows(65, 512) == 128 and layers.product_rows(65, 256) == 65
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(7, 1, 0), ((3, 5), (2, 1), (1, 2)), (6, 3, 0)])
+def test_a_float32_weight_bound_windowed_layer_runs_as_a_product_of_unfolded_windows(
+        kernel, stride, padding, monkeypatch):
+    """fc6-like (a large window, a large weight) in float32: a matrix product over the unfolded
+    windows (im2col), rounded row counts included, with the convolution's numbers at every shape
+    (an output of one pixel, inputs just the window's size, a batch), padded or taken as already
+    padded; bfloat16, grouped and dilated ones stay convolutions."""
+    import fcnfast.engine.layers as layers
+
+    monkeypatch.setattr(layers, "_PACKED_ANY_SHAPE_MAX_WEIGHT", 0)  # weight-bound at this size
+    torch.manual_seed(11)
+    conv = torch.nn.Conv2d(13, 96, kernel, stride=stride, padding=padding)
+    layer = layers.PackedConv2d(conv, relu=True)
+    assert layer.windowed and layer.product
+    kh, kw = conv.kernel_size
+    for shape in [(1, 13, 23, 17), (1, 13, kh, kw), (2, 13, kh + 4, kw + 1), (1, 13, 23, 17),
+                  (1, 13, 31, 2 * kw + 3)]:
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(layer(x), torch.relu(conv(x)), rtol=1e-5, atol=1e-5)
+        unpadded = torch.relu(nn.functional.conv2d(x, conv.weight, conv.bias, conv.stride))
+        torch.testing.assert_close(layer.forward_unpadded(x), unpadded, rtol=1e-5, atol=1e-5)
+        other = torch.randn_like(torch.relu(conv(x)))
+        torch.testing.assert_close(layer.add_relu_(x, other.clone()), torch.relu(conv(x) + other),
+                                   rtol=1e-5, atol=1e-5)
+    assert layer.packed is None and layer.product_packed is not None
+    for other in [conv.to(torch.bfloat16), torch.nn.Conv2d(12, 96, 3, groups=2),
+                  torch.nn.Conv2d(13, 96, 3, dilation=2)]:
+        assert not layers.PackedConv2d(other, relu=False).windowed
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_float32_strided_one_by_one_layer_is_packed_for_each_new_shape(dtype):
     """float32: the pack of a strided 1×1 layer (ResNet's downsampling, not a plain product)

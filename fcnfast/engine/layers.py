@@ -136,7 +136,15 @@ class PackedConv2d(nn.Module):
         self.small_weight = self.weight.numel() <= _PACKED_ANY_SHAPE_MAX_WEIGHT
         pointwise = (tuple(conv.kernel_size) == (1, 1) and self.stride == [1, 1]
                      and self.padding == [0, 0] and self.groups == 1)
-        self.product = pointwise and (not self.small_weight or self.weight.dtype == torch.float32)
+        # oneDNN's float32 convolution of a large window over few output pixels (fc6 at a photo's
+        # 14×9 outputs) is bound by its weight, and on an AVX2-only CPU runs many times slower than
+        # the same product as a matrix multiplication over the unfolded windows (im2col), which
+        # oneDNN's matmul runs at its GEMM's speed; with AVX-512 the two are even
+        # (benchmarks/RESULTS.md). So a float32 one runs as that product, like a 1×1 layer.
+        self.windowed = (not pointwise and not self.small_weight and self.weight.dtype == torch.float32
+                         and self.groups == 1 and self.dilation == [1, 1])
+        self.product = self.windowed or (
+            pointwise and (not self.small_weight or self.weight.dtype == torch.float32))
         self.product_packed = None
         self.rows_met = CountsMet()  # of the product (see WEIGHT_BOUND_ROW_STEP)
         self.packed_shape = None
@@ -172,19 +180,38 @@ class PackedConv2d(nn.Module):
             return x, packed.to_dense()
         return x, packed
 
-    def _matmul(self, x: torch.Tensor, attr: str = "none") -> torch.Tensor:
-        """conv(x) of a 1×1 layer (then ``attr``) as a matrix product over the pixels,
-        channels-last (N, C, H, W) like oneDNN's."""
+    def _product_input(self, x: torch.Tensor, padded: bool = True):
+        """(the rows of the product computing conv(x), zero past the output's ``m`` pixels; ``m``;
+        the output's (N, H, W)). A windowed layer takes ``x`` as already padded unless ``padded``."""
         x = x.contiguous(memory_format=torch.channels_last)
         n, c, h, w = x.shape
-        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-        m = rows.shape[0]
+        pixels = x.permute(0, 2, 3, 1)
+        if self.windowed:
+            (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+            if padded and (ph or pw):
+                pixels = F.pad(pixels, (0, 0, pw, pw, ph, ph))
+            windows = pixels.unfold(1, kh, sh).unfold(2, kw, sw)  # (N, OH, OW, C, kh, kw)
+            h, w = windows.shape[1:3]
+        m = n * h * w
         run = product_rows(m, self.out_channels) if self.rows_met.first_time(m) else m
-        if run != m:  # zero rows below, their outputs dropped
-            rows = F.pad(rows, (0, 0, 0, run - m))
+        if not self.windowed:
+            rows = pixels.reshape(m, c)
+            return (rows if run == m else F.pad(rows, (0, 0, 0, run - m))), m, (n, h, w)
+        rows = x.new_empty(run, kh * kw * c)
+        rows[m:].zero_()
+        # One copy, straight into the rows, ordered (kh, kw, C) like the packed weight's columns.
+        rows[:m].view(n, h, w, kh, kw, c).copy_(windows.permute(0, 1, 2, 4, 5, 3))
+        return rows, m, (n, h, w)
+
+    def _matmul(self, x: torch.Tensor, attr: str = "none", padded: bool = True) -> torch.Tensor:
+        """conv(x) of a layer run as a matrix product (then ``attr``), channels-last
+        (N, C, H, W) like oneDNN's: over the pixels for a 1×1 layer, over the unfolded windows
+        (im2col) for a windowed one."""
+        rows, m, (n, h, w) = self._product_input(x, padded)
         if self.product_packed is None:
-            self.product_packed = _mkldnn._reorder_linear_weight(
-                self.weight.reshape(self.out_channels, self.in_channels), run)
+            # Columns ordered like the rows: (kh, kw, C); a 1×1 layer's are just C.
+            weight = self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1)
+            self.product_packed = _mkldnn._reorder_linear_weight(weight, rows.shape[0])
             self.weight = None  # the packed copy is the only one used from now on
         y = _mkldnn._linear_pointwise(rows, self.product_packed, self.bias, attr, [], "")
         return y[:m].view(n, h, w, self.out_channels).permute(0, 3, 1, 2)
@@ -200,6 +227,8 @@ class PackedConv2d(nn.Module):
         """The convolution of ``x`` taken as already padded (a slice with its halo)."""
         if not any(self.padding):
             return self.forward(x)
+        if self.product:
+            return self._matmul(x, self.attr, padded=False)
         x, weight = self._pack(x, unpadded=True)
         return _mkldnn._convolution_pointwise(x, weight, self.bias, [0, 0], self.stride,
                                               self.dilation, self.groups, self.attr, [], "")
