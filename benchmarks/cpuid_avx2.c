@@ -8,8 +8,11 @@
  * the bits and steps over the instruction. What it cannot hide: XGETBV still shows the OS saving the
  * AVX-512 state (every library checks the CPUID bits too) and glibc chose its string functions at
  * start-up, before this runs. The microarchitecture (caches, clock, FMA ports) stays this CPU's.
+ * A program that installs its own SIGSEGV handler (gcc's cc1plus, for its crash reports; inductor
+ * runs it) gets it chained behind ours: ours stays, and passes it the faults that are not CPUID.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -46,13 +49,26 @@ static void hide(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
     }
 }
 
+typedef int sigaction_fn(int, const struct sigaction *, struct sigaction *);
+static sigaction_fn *real_sigaction;
+static int installed;          /* ours is the process's SIGSEGV handler */
+static struct sigaction theirs; /* the program's, called for real faults */
+
 static void on_fault(int sig, siginfo_t *info, void *context) {
-    (void)info;
     ucontext_t *uc = (ucontext_t *)context;
     greg_t *g = uc->uc_mcontext.gregs;
     const unsigned char *ip = (const unsigned char *)g[REG_RIP];
-    if (ip[0] != 0x0f || ip[1] != 0xa2) { /* a real fault: die of it as without us */
-        signal(sig, SIG_DFL);
+    if (ip[0] != 0x0f || ip[1] != 0xa2) { /* a real fault: the program's handler, or death */
+        if (theirs.sa_flags & SA_SIGINFO) {
+            theirs.sa_sigaction(sig, info, context);
+        } else if (theirs.sa_handler != SIG_DFL && theirs.sa_handler != SIG_IGN) {
+            theirs.sa_handler(sig);
+        } else {
+            struct sigaction dfl;
+            memset(&dfl, 0, sizeof dfl);
+            dfl.sa_handler = SIG_DFL;
+            real_sigaction(sig, &dfl, NULL); /* returning re-runs the instruction: it dies of it */
+        }
         return;
     }
     uint32_t leaf = (uint32_t)g[REG_RAX], sub = (uint32_t)g[REG_RCX], r[4];
@@ -67,9 +83,36 @@ static void on_fault(int sig, siginfo_t *info, void *context) {
     g[REG_RIP] += 2;
 }
 
+int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
+    if (!real_sigaction) {
+        real_sigaction = (sigaction_fn *)dlsym(RTLD_NEXT, "sigaction");
+    }
+    if (sig != SIGSEGV || !installed) {
+        return real_sigaction(sig, act, old);
+    }
+    if (old) {
+        *old = theirs;
+    }
+    if (act) {
+        theirs = *act;
+    }
+    return 0;
+}
+
+sighandler_t signal(int sig, sighandler_t handler) {
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(sig, &sa, &old) == 0 ? old.sa_handler : SIG_ERR;
+}
+
 __attribute__((constructor)) static void start(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
+    memset(&theirs, 0, sizeof theirs);
+    theirs.sa_handler = SIG_DFL;
     sa.sa_sigaction = on_fault;
     sa.sa_flags = SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
@@ -80,4 +123,5 @@ __attribute__((constructor)) static void start(void) {
         (void)n;
         _exit(3);
     }
+    installed = 1;
 }

@@ -56,7 +56,7 @@ def cpuid_avx2_library() -> str:
     cc = os.environ.get("CC", "cc")
     tmp = f"{out}.{os.getpid()}"
     try:
-        subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", tmp, _CPUID_SHIM], check=True,
+        subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", tmp, _CPUID_SHIM, "-ldl"], check=True,
                        capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", "") or e

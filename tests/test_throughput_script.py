@@ -138,3 +138,11 @@ def test_as_avx2_shows_every_library_an_avx2_only_cpu(tmp_path):
     seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
                           timeout=120)
     assert seen.stdout.split() == ["AVX2", "avx2", "False"], seen.stderr[-2000:]
+    # A program's own SIGSEGV handler (gcc's, which inductor runs; here Python's faulthandler)
+    # is chained behind the shim's: it still reports a real fault, and CPUID still traps.
+    crash = subprocess.run([sys.executable, "-X", "faulthandler", "-c",
+                            "import torch, ctypes; print(torch.backends.cpu.get_cpu_capability(), "
+                            "flush=True); ctypes.string_at(0)"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert crash.returncode != 0 and crash.stdout.split() == ["AVX2"]
+    assert "Fatal Python error: Segmentation fault" in crash.stderr
