@@ -433,9 +433,10 @@ def test_one_by_one_layers_at_a_new_shape_equal_the_convolution(outputs, dtype, 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_weight_bound_product_pads_a_new_row_count_only(dtype, monkeypatch):
-    """fc7-like (few rows, a wide weight): a row count met for the first time runs rounded up
-    to WEIGHT_BOUND_ROW_STEP (so a folder of sizes reuses oneDNN's kernels), a count met again
-    runs as it is; the numbers are the convolution's either way, the padding rows dropped."""
+    """fc7-like (few rows, a wide weight) in bfloat16: a row count met for the first time runs
+    rounded up to WEIGHT_BOUND_ROW_STEP (so a folder of sizes reuses oneDNN's kernels), a count
+    met again runs as it is; float32 (no kernel per count) runs every count as it is. The
+    numbers are the convolution's either way, the padding rows dropped."""
     import fcnfast.engine.layers as layers
 
     if dtype == torch.bfloat16 and not layers._packs(dtype):
@@ -466,9 +467,10 @@ def test_a_weight_bound_product_pads_a_new_row_count_only(dtype, monkeypatch):
         y = layer(x)
         assert y.shape == (shape[0], 512, *shape[2:])
         torch.testing.assert_close(y.float(), torch.relu(conv(x)).float(), **tol)
-        assert runs[-1] == (rows if met else -(-rows // step) * step)
-    # 63 rows padded once, then as they are; 65 → 128; a product of many rows never pads
-    assert runs[:2] == [64, 63]
+        rounded = dtype == torch.bfloat16 and not met
+        assert runs[-1] == (-(-rows // step) * step if rounded else rows)
+    # bfloat16: 63 rows padded once, then as they are; 65 → 128; a product of many rows never pads
+    assert runs[:2] == ([64, 63] if dtype == torch.bfloat16 else [63, 63])
     assert layers.product_rows(65, 512) == 128 and layers.product_rows(65, 256) == 65
 
 
@@ -476,7 +478,7 @@ def test_a_weight_bound_product_pads_a_new_row_count_only(dtype, monkeypatch):
 def test_a_float32_weight_bound_windowed_layer_runs_as_a_product_of_unfolded_windows(
         kernel, stride, padding, monkeypatch):
     """fc6-like (a large window, a large weight) in float32: a matrix product over the unfolded
-    windows (im2col), rounded row counts included, with the convolution's numbers at every shape
+    windows (im2col), with the convolution's numbers at every shape
     (an output of one pixel, inputs just the window's size, a batch), padded or taken as already
     padded; bfloat16, grouped and dilated ones stay convolutions."""
     import fcnfast.engine.layers as layers

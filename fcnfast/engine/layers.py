@@ -57,8 +57,8 @@ _PACKED_ANY_SHAPE_MAX_WEIGHT = 4 << 20  # elements (ResNet's largest 1×1 layer:
 # AVX-512 EPYC; benchmarks/RESULTS.md) — so such maps get the plain weight back instead, which
 # it reorders fast, with the same result.
 MIN_PACK_SIDE = 16
-# A matrix product with few rows for its weight (fc7 at a photo's 10×15 outputs: 150 rows of
-# 4096 against 4096²) runs a row count it has not met before rounded up to a multiple of this:
+# A bfloat16 matrix product with few rows for its weight (fc7 at a photo's 10×15 outputs: 150 rows
+# of 4096 against 4096²) runs a row count it has not met before rounded up to a multiple of this:
 # oneDNN creates a kernel for every new row count (fc7's was the largest single cost of a new
 # image size), and the rounded counts repeat across sizes. A count met again runs as it is (its
 # own kernel, created then; the padding costs its rows' share of the product). Layers with
@@ -147,6 +147,10 @@ class PackedConv2d(nn.Module):
             pointwise and (not self.small_weight or self.weight.dtype == torch.float32))
         self.product_packed = None
         self.rows_met = CountsMet()  # of the product (see WEIGHT_BOUND_ROW_STEP)
+        # oneDNN's float32 matmul creates no kernel per row count (a new count's first call is as
+        # fast as its later ones, with AVX2 and with AVX-512: benchmarks/RESULTS.md), so rounding
+        # a float32 count up would only add rows.
+        self.rounds_new_counts = self.weight.dtype != torch.float32
         self.packed_shape = None
         # A strided float32 1×1 layer (ResNet's downsampling) stays a convolution, packed again
         # when its shape changes (a fast reorder, once) rather than run through oneDNN's slow
@@ -193,7 +197,8 @@ class PackedConv2d(nn.Module):
             windows = pixels.unfold(1, kh, sh).unfold(2, kw, sw)  # (N, OH, OW, C, kh, kw)
             h, w = windows.shape[1:3]
         m = n * h * w
-        run = product_rows(m, self.out_channels) if self.rows_met.first_time(m) else m
+        new_count = self.rounds_new_counts and self.rows_met.first_time(m)
+        run = product_rows(m, self.out_channels) if new_count else m
         if not self.windowed:
             rows = pixels.reshape(m, c)
             return (rows if run == m else F.pad(rows, (0, 0, 0, run - m))), m, (n, h, w)
