@@ -218,6 +218,65 @@ def test_eligibility():
         WinogradConv2d(PackedConv2d(nn.Conv2d(128, 128, 1), True))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_grouped_layer_runs_winograd_group_by_group(dtype):
+    """AlexNet's conv4-like layer (two groups of 192): one Winograd layer per group, the outputs
+    side by side channels-last, equal to the grouped convolution padded and unpadded, at one
+    pixel, primes and a batch; groups too narrow, strided or not 3×3 are not eligible."""
+    from fcnfast.engine.winograd import GroupedWinogradConv2d, eligible_grouped
+
+    torch.manual_seed(4)
+    conv = nn.Conv2d(384, 258, 3, padding=1, groups=2)
+    with torch.no_grad():
+        conv.bias.normal_(0, 0.5)
+    conv = conv.to(dtype)
+    packed = PackedConv2d(conv, relu=True)
+    assert eligible_grouped(packed) and not eligible(packed)
+    grouped = GroupedWinogradConv2d(packed)
+    assert [p.tile for p in grouped.parts] == [tile_for(dtype)] * 2
+    tol = TOL[dtype, tile_for(dtype)]
+    for shape in [(1, 384, 1, 1), (1, 384, 13, 7), (2, 384, 11, 5), (1, 384, 33, 45)]:
+        x = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)
+        y = grouped(x)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        want = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1, groups=2).relu()
+        torch.testing.assert_close(y.double(), want, rtol=0, atol=tol * want.abs().max().item())
+        if min(shape[2:]) >= 3:
+            want = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), groups=2).relu()
+            y = grouped.forward_unpadded(x)
+            torch.testing.assert_close(y.double(), want, rtol=0, atol=tol * want.abs().max().item())
+    for other in [nn.Conv2d(192, 192, 3, padding=1, groups=2), nn.Conv2d(384, 384, 3, stride=2, groups=2),
+                  nn.Conv2d(384, 256, 5, padding=2, groups=2)]:
+        assert not eligible_grouped(PackedConv2d(other, relu=False))
+
+
+def test_alexnet_takes_it_for_conv3_to_conv5_in_float32_with_border_skipping():
+    """float32 FCN-AlexNet: conv3 Winograd, conv4 and conv5 group by group; new sizes and a size
+    met again give the float32 reference's labels on firm pixels."""
+    from fcnfast.engine.compare import firm_pixels
+    from fcnfast.engine.winograd import GroupedWinogradConv2d
+    from fcnfast.images import to_network_input
+
+    torch.manual_seed(2)
+    model = build_model("fcn_alexnet", 5).eval()
+    with torch.no_grad():
+        model.score_fr.weight.normal_(0, 0.05)
+    fast = Engine(model, torch.device("cpu"), torch.float32)
+    assert fast.winograd_layers == 3 and fast.border is not None
+    grouped = [n for n, m in fast.net.named_modules() if isinstance(m, GroupedWinogradConv2d)]
+    assert grouped == ["conv4", "conv5"]
+    for i, (h, w) in enumerate([(45, 61), (45, 61), (67, 33), (45, 61)]):
+        pixels = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(i))
+        labels = fast.run(pixels)
+        with torch.inference_mode():
+            ref = model(to_network_input(pixels, model.input_convention, torch.device("cpu"),
+                                         torch.float32)).float()
+        firm = firm_pixels(ref, torch.float32)
+        assert firm.float().mean() > 0.5
+        assert torch.equal(labels[firm].long(), ref.argmax(1)[firm]), f"frame {i} ({h}×{w})"
+
+
 def test_engine_uses_it_for_resnet_and_keeps_the_labels():
     from fcnfast.engine.layers import _packs
 

@@ -3,7 +3,8 @@ multiply-adds than the direct convolution), F(2×2, 3×3) in bfloat16 (2.25×; t
 transforms lose too much in bfloat16's 8-bit mantissa: benchmarks/RESULTS.md). The per-tile-point
 products are one call: a batched matrix product, or for layers of 256 channels and more, on a CPU
 where it measures faster at load, oneDNN's 1×1 convolution of one group per point over the tiles
-(faster on an AVX-512 Zen 4, slower with AMX: benchmarks/RESULTS.md).
+(faster on an AVX-512 Zen 4, slower with AMX: benchmarks/RESULTS.md). A grouped layer (AlexNet's
+conv4 and conv5) runs one such layer per group.
 
 The transforms are native kernels (csrc/cpu/winograd.cpp, csrc/winograd.h); the filter's
 U = G g Gᵀ is computed here once per layer, in float64, then rounded to the compute dtype. A
@@ -82,6 +83,25 @@ def eligible(conv: PackedConv2d) -> bool:
             and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
             and conv.weight is not None and conv.weight.dtype in ops.WINOGRAD_DTYPES
             and conv.weight.device.type == "cpu")
+
+
+def eligible_grouped(conv: PackedConv2d) -> bool:
+    """A grouped layer (AlexNet's conv4 and conv5) each of whose groups is ``eligible``."""
+    return (type(conv) is PackedConv2d and conv.groups > 1 and conv.weight is not None
+            and eligible(_group(conv, 0)))
+
+
+def _group(conv: PackedConv2d, i: int) -> PackedConv2d:
+    """Group ``i`` of a grouped packed layer as a packed layer of its own (same geometry, ReLU)."""
+    g, w = conv.groups, conv.weight
+    part = torch.nn.utils.skip_init(torch.nn.Conv2d, conv.in_channels // g, conv.out_channels // g,
+                                    conv.kernel_size, padding=conv.padding, dilation=conv.dilation,
+                                    bias=conv.bias is not None, dtype=w.dtype)
+    part.requires_grad_(False)
+    part.weight.copy_(w.chunk(g)[i])
+    if conv.bias is not None:
+        part.bias.copy_(conv.bias.chunk(g)[i])
+    return PackedConv2d(part, relu=conv.attr == "relu")
 
 
 def wide(conv: PackedConv2d) -> bool:
@@ -282,9 +302,51 @@ def pays_in_chain(conv: PackedConv2d) -> bool:
 
 
 def use_winograd(net: torch.nn.Module, chain: bool = False) -> int:
-    """Replace every eligible packed 3×3 convolution of ``net`` (of a pad-100 net, ``chain``: those
-    that ``pays_in_chain``, always Winograd: a layer's border template and its cores must agree
-    within Winograd's rounding) in place, all of them with one workspace; how many were."""
+    """Replace every eligible packed 3×3 convolution of ``net``, grouped ones group by group (of a
+    pad-100 net, ``chain``: those that ``pays_in_chain``, always Winograd: a layer's border template
+    and its cores must agree within Winograd's rounding) in place, all of them with one workspace;
+    how many were."""
     workspace, direct = Workspace(), False if chain else None
-    return replace_modules(net, pays_in_chain if chain else eligible,
-                           lambda conv: WinogradConv2d(conv, workspace, direct_when_met=direct))
+    pays = pays_in_chain if chain else eligible
+    count = replace_modules(net, pays, lambda conv: WinogradConv2d(conv, workspace, direct_when_met=direct))
+    return count + replace_modules(
+        net, lambda conv: eligible_grouped(conv) and pays(_group(conv, 0)),
+        lambda conv: GroupedWinogradConv2d(conv, workspace, direct_when_met=direct))
+
+
+class GroupedWinogradConv2d(PackedConv2d):
+    """A grouped 3×3 PackedConv2d (AlexNet's conv4 and conv5: two groups of 192 channels, which
+    oneDNN's direct convolution ran at a quarter of the net's time on an AVX2-only CPU) as one
+    WinogradConv2d per group over its slice of the channels, their outputs side by side."""
+
+    def __init__(self, conv: PackedConv2d, workspace: "Workspace | None" = None,
+                 direct_when_met: "bool | None" = None):
+        if not eligible_grouped(conv):
+            raise ValueError(f"not a Winograd-eligible grouped 3×3 convolution: {conv}")
+        super().__init__(conv, relu=conv.attr == "relu")  # the geometry, read off the packed layer
+        workspace = workspace if workspace is not None else Workspace()
+        self.parts = torch.nn.ModuleList(
+            WinogradConv2d(_group(conv, i), workspace, direct_when_met=direct_when_met)
+            for i in range(conv.groups))
+        self.weight = self.bias = None
+
+    def _run(self, x: torch.Tensor, padded: bool) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"GroupedWinogradConv2d: expected (N, {self.in_channels}, H, W), "
+                             f"got {tuple(x.shape)}")
+        c = self.in_channels // self.groups
+        outs = [part.forward(x[:, i * c:(i + 1) * c]) if padded else
+                part.forward_unpadded(x[:, i * c:(i + 1) * c]) for i, part in enumerate(self.parts)]
+        return torch.cat(outs, 1).contiguous(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, True)
+
+    def forward_unpadded(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, False)
+
+    def add_relu_(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("GroupedWinogradConv2d does not fuse a residual add")
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", groups={self.groups}, winograd per group"
