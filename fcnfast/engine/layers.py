@@ -139,8 +139,9 @@ class PackedConv2d(nn.Module):
         # oneDNN's float32 convolution of a large window over few output pixels (fc6 at a photo's
         # 14×9 outputs) is bound by its weight, and on an AVX2-only CPU runs many times slower than
         # the same product as a matrix multiplication over the unfolded windows (im2col), which
-        # oneDNN's matmul runs at its GEMM's speed; with AVX-512 the two are even
-        # (benchmarks/RESULTS.md). So a float32 one runs as that product, like a 1×1 layer.
+        # oneDNN's matmul runs at its GEMM's speed; with AVX-512 the product is as fast (AlexNet's)
+        # or faster (VGG's; benchmarks/RESULTS.md). So a float32 one runs as that product, like a
+        # 1×1 layer.
         self.windowed = (not pointwise and not self.small_weight and self.weight.dtype == torch.float32
                          and self.groups == 1 and self.dilation == [1, 1])
         self.product = self.windowed or (
