@@ -36,6 +36,7 @@ Exits 1 when fcnfast's labels fail (error, or firm agreement < 99.9%).
     python benchmarks/throughput.py --quick                 # CI smoke run: tiny CPU config, seconds
     python benchmarks/throughput.py --json out.json         # GPU: full grid; CPU: a short default set
     python benchmarks/throughput.py --models fcn8s --sizes 1080x1920 --batches 1 8 --columns a c e
+    python benchmarks/throughput.py --as-avx2               # CPU: every library as on an AVX2-only CPU
 
 Defaults: on GPU, FCN-8s, FCN-32s and FCN-ResNet50 × 500x500, 720x1280, 1080x1920 × batch 1, 8;
 on CPU, FCN-8s at 500x500 and 300x451, FCN-32s and FCN-ResNet50 at 500x500, batch 1. Sizes are

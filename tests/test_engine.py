@@ -474,13 +474,13 @@ def test_a_weight_bound_product_pads_a_new_row_count_only(dtype, monkeypatch):
     assert layers.product_rows(65, 512) == 128 and layers.product_rows(65, 256) == 65
 
 
-@pytest.mark.parametrize("kernel, stride, padding", [(7, 1, 0), ((3, 5), (2, 1), (1, 2)), (6, 3, 0)])
+@pytest.mark.parametrize("kernel, stride, padding", [(7, 1, 0), ((4, 5), (2, 1), (1, 2)), (6, 3, 0)])
 def test_a_float32_weight_bound_windowed_layer_runs_as_a_product_of_unfolded_windows(
         kernel, stride, padding, monkeypatch):
     """fc6-like (a large window, a large weight) in float32: a matrix product over the unfolded
     windows (im2col), with the convolution's numbers at every shape
     (an output of one pixel, inputs just the window's size, a batch), padded or taken as already
-    padded; bfloat16, grouped and dilated ones stay convolutions."""
+    padded; bfloat16, grouped, dilated and 3×3 ones stay convolutions."""
     import fcnfast.engine.layers as layers
 
     monkeypatch.setattr(layers, "_PACKED_ANY_SHAPE_MAX_WEIGHT", 0)  # weight-bound at this size
@@ -499,8 +499,10 @@ def test_a_float32_weight_bound_windowed_layer_runs_as_a_product_of_unfolded_win
         torch.testing.assert_close(layer.add_relu_(x, other.clone()), torch.relu(conv(x) + other),
                                    rtol=1e-5, atol=1e-5)
     assert layer.packed is None and layer.product_packed is not None
-    for other in [conv.to(torch.bfloat16), torch.nn.Conv2d(12, 96, 3, groups=2),
-                  torch.nn.Conv2d(13, 96, 3, dilation=2)]:
+    with pytest.raises(ValueError, match="smaller than the"):
+        layer.forward_unpadded(torch.randn(1, 13, kh - 1, kw))
+    for other in [conv.to(torch.bfloat16), torch.nn.Conv2d(12, 96, 5, groups=2),
+                  torch.nn.Conv2d(13, 96, 5, dilation=2), torch.nn.Conv2d(13, 96, 3, padding=1)]:
         assert not layers.PackedConv2d(other, relu=False).windowed
 
 

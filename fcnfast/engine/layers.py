@@ -141,9 +141,10 @@ class PackedConv2d(nn.Module):
         # the same product as a matrix multiplication over the unfolded windows (im2col), which
         # oneDNN's matmul runs at its GEMM's speed; with AVX-512 the product is as fast (AlexNet's)
         # or faster (VGG's; benchmarks/RESULTS.md). So a float32 one runs as that product, like a
-        # 1×1 layer.
+        # 1×1 layer. Not a 3×3 one: FCN-ResNet's head (2048→512, over many more pixels) ran 1.3×
+        # slower so where it was not Winograd.
         self.windowed = (not pointwise and not self.small_weight and self.weight.dtype == torch.float32
-                         and self.groups == 1 and self.dilation == [1, 1])
+                         and self.groups == 1 and self.dilation == [1, 1] and min(self.kernel_size) > 3)
         self.product = self.windowed or (
             pointwise and (not self.small_weight or self.weight.dtype == torch.float32))
         self.product_packed = None
@@ -195,6 +196,9 @@ class PackedConv2d(nn.Module):
             (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
             if padded and (ph or pw):
                 pixels = F.pad(pixels, (0, 0, pw, pw, ph, ph))
+            if pixels.shape[1] < kh or pixels.shape[2] < kw:
+                raise ValueError(f"PackedConv2d: a {tuple(pixels.shape[1:3])} map (padded) is smaller "
+                                 f"than the {kh}×{kw} window")
             windows = pixels.unfold(1, kh, sh).unfold(2, kw, sw)  # (N, OH, OW, C, kh, kw)
             h, w = windows.shape[1:3]
         m = n * h * w
