@@ -85,10 +85,13 @@ def eligible(conv: PackedConv2d) -> bool:
             and conv.weight.device.type == "cpu")
 
 
-def eligible_grouped(conv: PackedConv2d) -> bool:
-    """A grouped layer (AlexNet's conv4 and conv5) each of whose groups is ``eligible``."""
-    return (type(conv) is PackedConv2d and conv.groups > 1 and conv.weight is not None
-            and eligible(_group(conv, 0)))
+def eligible_grouped(conv: PackedConv2d, pays=None) -> bool:
+    """A grouped layer (AlexNet's conv4 and conv5) each of whose groups is ``eligible`` (and for
+    which ``pays``, if given)."""
+    if not (type(conv) is PackedConv2d and conv.groups > 1 and conv.weight is not None):
+        return False
+    group = _group(conv, 0)
+    return eligible(group) and (pays is None or pays(group))
 
 
 def _group(conv: PackedConv2d, i: int) -> PackedConv2d:
@@ -310,7 +313,7 @@ def use_winograd(net: torch.nn.Module, chain: bool = False) -> int:
     pays = pays_in_chain if chain else eligible
     count = replace_modules(net, pays, lambda conv: WinogradConv2d(conv, workspace, direct_when_met=direct))
     return count + replace_modules(
-        net, lambda conv: eligible_grouped(conv) and pays(_group(conv, 0)),
+        net, lambda conv: eligible_grouped(conv, pays),
         lambda conv: GroupedWinogradConv2d(conv, workspace, direct_when_met=direct))
 
 
