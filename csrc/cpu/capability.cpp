@@ -5,6 +5,13 @@
 #include <algorithm>
 #include <cctype>
 
+#include "cpu/amx_matmul.h"
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #define FCN_X86 1
@@ -201,5 +208,51 @@ std::string choose_cpu_kernels(const char* request) {
   return head + "not built into this module (it has: " + names(built) + "); using " +
          g_chosen->name;
 }
+
+#if defined(FCN_CPU_BUILT_AMX)
+extern const AmxKernels kernels_amx;  // cpu/amx_matmul.cpp
+
+namespace {
+
+// Why the AMX kernels cannot run here ("" when they can).
+std::string amx_missing() {
+#if defined(FCN_X86) && defined(__linux__)
+  unsigned a, b, c, d;
+  if (__get_cpuid_max(0, nullptr) < 7) return "this CPU has no AMX";
+  __cpuid_count(7, 0, a, b, c, d);
+  if (!((d >> 24) & 1u) || !((d >> 22) & 1u)) return "this CPU has no AMX-BF16";
+  const uint64_t need = kAVX512F | kAVX512BW | kAVX512VL | kAVX512BF16;
+  if ((cpu_features() & need) != need) return "this CPU (or its OS) lacks AVX-512 BF16";
+  if ((xgetbv0() & (3ull << 17)) != (3ull << 17)) return "the OS does not enable the AMX tile state";
+  // Linux hands the tile state out per process on request (arch_prctl ARCH_REQ_XCOMP_PERM for
+  // XFEATURE_XTILEDATA, since 5.16); a tile instruction without it is SIGILL.
+  if (syscall(SYS_arch_prctl, 0x1023, 18) != 0) return "Linux refused the AMX tile state";
+  return "";
+#else
+  return "AMX is used on x86-64 Linux only";
+#endif
+}
+
+}  // namespace
+
+const AmxKernels* amx_kernels(std::string* why) {
+  static const std::string missing = amx_missing();
+  // A lower level asked for (FCNFAST_CPU_CAPABILITY, to run as a smaller CPU would) rules AMX out.
+  const CpuKernels* best = &kernels_cpu_default;
+  for (const CpuKernels* l : cpu_levels_built())
+    if (cpu_supports(*l)) best = l;
+  const std::string lowered = g_chosen != best ? std::string("FCNFAST_CPU_CAPABILITY chose ") +
+                                                     g_chosen->name + ", below this CPU's " + best->name
+                                               : "";
+  const std::string& no = missing.empty() ? lowered : missing;
+  if (why) *why = no;
+  return no.empty() ? &kernels_amx : nullptr;
+}
+#else
+const AmxKernels* amx_kernels(std::string* why) {
+  if (why) *why = "fcnfast._C was built without the AMX kernels (the compiler lacks -mamx-tile)";
+  return nullptr;
+}
+#endif
 
 }  // namespace fcn

@@ -5,12 +5,23 @@
 
 #include <cstdlib>
 #include <map>
+#include <stdexcept>
+#include <string>
 
+#include "cpu/amx_matmul.h"
 #include "cpu/capability.h"
 
 namespace py = pybind11;
 
 namespace {
+
+// The AMX kernels, or a RuntimeError saying why this machine cannot run them.
+const fcn::AmxKernels& amx() {
+  std::string why;
+  const fcn::AmxKernels* k = fcn::amx_kernels(&why);
+  if (!k) throw std::runtime_error("amx_matmul cannot run here: " + why);
+  return *k;
+}
 
 // A callable with the parameters of the table entry `entry`, running the chosen level's copy.
 template <typename... A>
@@ -37,6 +48,25 @@ PYBIND11_MODULE(_C, m) {
   m.def("lrn", chosen(&fcn::CpuKernels::lrn), nogil);
   m.def("upsample_crop_add", fcn::upsample_crop_add_binding(chosen(&fcn::CpuKernels::upsample_crop_add)),
         nogil);
+
+  m.def("amx_status", [] {
+    std::string why;
+    const bool ok = fcn::amx_kernels(&why) != nullptr;
+    return py::make_tuple(ok, why);
+  }, "(whether amx_matmul runs here, why not).");
+  m.def("amx_pack_weight", [](uintptr_t w, int64_t n, int64_t k, uintptr_t packed) {
+    if (n <= 0 || k <= 0 || n % fcn::kAmxBlock || k % fcn::kAmxBlock)
+      throw std::invalid_argument("amx_pack_weight: N and K must be positive multiples of 32");
+    amx().pack_weight(w, n, k, packed);
+  }, nogil);
+  m.def("amx_matmul", [](uintptr_t a, int64_t m, int64_t k, int64_t lda, uintptr_t packed, int64_t n,
+                         uintptr_t bias, uintptr_t residual, int64_t ldr, uintptr_t out, int64_t ldo,
+                         bool relu) {
+    if (m < 0 || n <= 0 || k <= 0 || n % fcn::kAmxBlock || k % fcn::kAmxBlock || lda < k ||
+        ldo < n || (residual && ldr < n))
+      throw std::invalid_argument("amx_matmul: bad sizes (N, K multiples of 32; strides >= them)");
+    amx().matmul(a, m, k, lda, packed, n, bias, residual, ldr, out, ldo, relu);
+  }, nogil);
 
   m.def("cpu_capability", [] { return std::string(fcn::cpu_kernels().name); },
         "The instruction-set level whose kernels run: chosen at import, the highest built level "

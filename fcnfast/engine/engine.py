@@ -14,11 +14,12 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .. import contract
+from .. import contract, ops
 from ..convention import streams
 from ..images import model_scores, to_network_input
 from ..models import FCNBase
 from . import border, tiling
+from .amx import use_amx
 from .backends import OpRunner
 from .graphs import GraphCache
 from .layers import inference_copy
@@ -40,6 +41,7 @@ class Engine:
                  graph_cache_size: int = 8, fc_tile_rows: Optional[int] = None,
                  skip_border: Optional[bool] = None,
                  winograd: Optional[bool] = None,
+                 amx: Optional[bool] = None,
                  convention=None):
         self.reference = model
         self.device = torch.device(device)
@@ -66,6 +68,16 @@ class Engine:
         if winograd and self.device.type != "cpu":
             raise ValueError("winograd=True needs the CPU (on CUDA, cuDNN chooses its algorithms)")
         self.winograd_layers = use_winograd(self.net, chain) if winograd else 0
+        # bfloat16 1×1 layers on the AMX tile unit (``amx``): by default wherever the CPU has it;
+        # True raises where it cannot run, False keeps oneDNN's convolutions.
+        if amx is None:
+            amx = self.device.type == "cpu" and self.dtype == torch.bfloat16 and ops.amx_available()
+        elif amx:
+            ok, why = ops.amx_status()
+            if self.device.type != "cpu" or self.dtype != torch.bfloat16 or not ok:
+                raise ValueError("amx=True needs a bfloat16 engine on a CPU that runs amx_matmul: "
+                                 + (why or f"this engine runs {self.dtype} on {self.device}"))
+        self.amx_layers = use_amx(self.net) if amx else 0
         self._preprocess = OpRunner("preprocess", backend, self.device)
         self._skip_runners = [[OpRunner("upsample_crop_add", backend, self.device, step.geometry)
                                for step in p.skips] for p in plans]

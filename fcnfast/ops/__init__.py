@@ -227,6 +227,11 @@ winograd_input = native.winograd_input
 winograd_output = native.winograd_output
 lrn_available = native.lrn_available
 lrn = native.lrn
+AMX_BLOCK = native.AMX_BLOCK
+amx_status = native.amx_status
+amx_available = native.amx_available
+amx_pack_weight = native.amx_pack_weight
+amx_matmul = native.amx_matmul
 
 __all__ = ["upsample_crop_add", "upsample_crop_argmax", "interp_argmax", "preprocess", "overlay",
            "BACKENDS", "OPS", "DISPATCH", "availability", "candidates", "implementation",

@@ -311,3 +311,91 @@ def lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torc
                                       int(size), float(alpha), float(beta), float(k), y.data_ptr(),
                                       DTYPE_CODE[x.dtype])
     return y
+
+
+# --- bfloat16 matrix products on the AMX tile unit: the CPU engine's 1×1 layers (engine/amx.py) ---
+
+AMX_BLOCK = 32  # K and N of amx_matmul are multiples of this (csrc/cpu/amx_matmul.h)
+
+
+def amx_status() -> tuple:
+    """(whether amx_matmul runs here, why not): a module built with the AMX kernels, a CPU with
+    AMX-BF16 and AVX-512 BF16, and an OS that grants the tile state."""
+    if not _cpp_has("amx_status"):
+        return False, ("fcnfast._C is not built" if not _ext.has_cpp_ops() else
+                       "fcnfast._C predates the AMX kernels: rebuild it (pip install -e .)")
+    ok, why = _ext.native_module("cpp").amx_status()
+    return bool(ok), str(why)
+
+
+def amx_available() -> bool:
+    return amx_status()[0]
+
+
+def _amx_rows(name: str, t: torch.Tensor, cols: int | None = None) -> None:
+    """``t`` is a (rows, cols) CPU bfloat16 matrix with unit column stride."""
+    if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.dtype != torch.bfloat16 or t.dim() != 2:
+        raise ValueError(f"amx_matmul: {name} must be a 2-D bfloat16 CPU tensor, got "
+                         + (f"{tuple(t.shape)} {t.dtype} on {t.device}" if isinstance(t, torch.Tensor)
+                            else type(t).__name__))
+    if (t.stride(1) != 1 and t.shape[1] > 1) or (t.shape[0] > 1 and t.stride(0) < t.shape[1]):
+        raise ValueError(f"amx_matmul: {name}'s rows must be contiguous, got strides {t.stride()}")
+    if cols is not None and t.shape[1] != cols:
+        raise ValueError(f"amx_matmul: {name} has {t.shape[1]} columns, expected {cols}")
+
+
+def amx_pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A 1×1 convolution's weight (N, K[, 1, 1]) in bfloat16 → the (N/32, K/32, 1024) tile layout
+    amx_matmul reads; N and K must be multiples of 32."""
+    ok, why = amx_status()
+    if not ok:
+        raise RuntimeError(f"amx_matmul cannot run here: {why}")
+    if weight.dim() == 4 and tuple(weight.shape[2:]) == (1, 1):
+        weight = weight.reshape(weight.shape[0], weight.shape[1])
+    if weight.dim() != 2 or weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
+        raise ValueError(f"amx_pack_weight: expected an (N, K) or (N, K, 1, 1) bfloat16 CPU weight, got "
+                         f"{tuple(weight.shape)} {weight.dtype} on {weight.device}")
+    n, k = weight.shape
+    if n % AMX_BLOCK or k % AMX_BLOCK or not n or not k:
+        raise ValueError(f"amx_pack_weight: N and K must be positive multiples of {AMX_BLOCK}, got "
+                         f"N={n}, K={k}")
+    weight = weight.contiguous()
+    packed = torch.empty((n // AMX_BLOCK, k // AMX_BLOCK, AMX_BLOCK * AMX_BLOCK), dtype=torch.bfloat16)
+    _ext.native_module("cpp").amx_pack_weight(weight.data_ptr(), n, k, packed.data_ptr())
+    return packed
+
+
+def amx_matmul(a: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None,
+               relu: bool = False, residual: torch.Tensor | None = None,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """out (M, N) = act(a (M, K) · Wᵀ + bias (+ residual)) in bfloat16 with float32 sums, each
+    rounded once; ``packed`` is amx_pack_weight(W); ``bias`` float32 (N); ReLU when ``relu``.
+    ``residual`` (M, N) may be ``out`` itself (a residual block's end, in place). Rows need only
+    contiguous columns (a channels-last map's pixels: x.permute(0, 2, 3, 1).reshape(M, K))."""
+    if packed.dim() != 3 or packed.dtype != torch.bfloat16 or tuple(packed.shape[2:]) != (AMX_BLOCK ** 2,) \
+            or not packed.is_contiguous():
+        raise ValueError(f"amx_matmul: packed must come from amx_pack_weight, got {tuple(packed.shape)} "
+                         f"{packed.dtype}")
+    n, k = packed.shape[0] * AMX_BLOCK, packed.shape[1] * AMX_BLOCK
+    _amx_rows("a", a, k)
+    m = a.shape[0]
+    if bias is not None and (bias.dtype != torch.float32 or tuple(bias.shape) != (n,)
+                             or not bias.is_contiguous() or bias.device.type != "cpu"):
+        raise ValueError(f"amx_matmul: bias must be a contiguous float32 ({n},) CPU tensor, got "
+                         f"{tuple(bias.shape)} {bias.dtype}")
+    if out is None:
+        out = torch.empty((m, n), dtype=torch.bfloat16)
+    _amx_rows("out", out, n)
+    if residual is not None:
+        _amx_rows("residual", residual, n)
+        if residual.shape[0] != m:
+            raise ValueError(f"amx_matmul: residual has {residual.shape[0]} rows, a has {m}")
+    if out.shape[0] != m:
+        raise ValueError(f"amx_matmul: out has {out.shape[0]} rows, a has {m}")
+    if m:
+        _ext.native_module("cpp").amx_matmul(
+            a.data_ptr(), m, k, max(a.stride(0), k), packed.data_ptr(), n,
+            0 if bias is None else bias.data_ptr(), 0 if residual is None else residual.data_ptr(),
+            n if residual is None else max(residual.stride(0), n), out.data_ptr(), max(out.stride(0), n),
+            bool(relu))
+    return out
