@@ -91,7 +91,8 @@ def _cmd_info(args):
 
 def _print_runtime() -> None:
     """What runs here: the head-op backends (and why the others do not), the CPU kernels' ISA
-    level and the engine's default compute dtype per device."""
+    level, whether the AMX products run (and why not) and the engine's default compute dtype per
+    device."""
     import torch
 
     from . import _ext, ops
@@ -106,6 +107,8 @@ def _print_runtime() -> None:
         print(f"  not here   {line}")
     level = _ext.native_cpu_capability()
     print(f"cpu kernels  {level or 'not built'}")
+    amx, why = ops.amx_status()
+    print(f"amx matmul   {'yes' if amx else 'no: ' + why}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     dtypes = ", ".join(f"{d} {str(compute_dtype(torch.device(d), None)).replace('torch.', '')}"
                        for d in devices)

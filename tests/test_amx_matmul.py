@@ -72,6 +72,26 @@ def test_matches_the_float64_product(m, k, n, bias, relu, residual):
 
 
 @needs_amx
+@pytest.mark.parametrize("b,m,k,n", [(16, 37, 64, 96), (3, 1, 32, 32), (2, 65, 128, 1088)])
+def test_a_stack_runs_every_product(b, m, k, n):
+    """(B, M, K) · (B, N, K)ᵀ in one call: each product its own weight (a Winograd layer's tile
+    points), rows of a padded buffer (more rows than used), out poisoned past them."""
+    g = torch.Generator().manual_seed(b + m + k + n)
+    a = torch.randn(b, m + 5, k, generator=g).bfloat16()[:, :m]
+    w = (torch.randn(b, n, k, generator=g) / k ** 0.5).bfloat16()
+    bias = torch.randn(n, generator=g)
+    arena = torch.full((b, m + 2, n), float("nan"), dtype=torch.bfloat16)
+    got = ops.amx_matmul(a, ops.amx_pack_weight(w), bias, True, out=arena[:, :m])
+    want = torch.relu(torch.bmm(a.double(), w.double().transpose(1, 2)) + bias.double())
+    assert ((got.double() - want).abs() <= bf16_ulp(want.float()).double() + 1e-6 * want.abs().max()).all()
+    assert arena[:, m:].isnan().all()
+    with pytest.raises(ValueError, match="no residual"):
+        ops.amx_matmul(a, ops.amx_pack_weight(w), residual=arena[0, :m], out=arena[:, :m])
+    with pytest.raises(ValueError, match="matrices"):
+        ops.amx_matmul(a[:1], ops.amx_pack_weight(w))
+
+
+@needs_amx
 def test_the_engines_1x1_layers_agree_with_onednn():
     """A 1×1 layer as AmxConv2d gives oneDNN's convolution's outputs to bfloat16's rounding, for
     a plain, a fused-ReLU and a block-end (add + ReLU in place) call; over a channels-last map with

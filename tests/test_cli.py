@@ -243,6 +243,8 @@ def test_info_says_what_runs_here(capsys):
     assert lines["backends"].split(", ") == ops.backends()
     level = _ext.native_cpu_capability()
     assert lines["cpu"] == f"kernels  {level or 'not built'}"
+    amx, why = ops.amx_status()
+    assert lines["amx"] == "matmul   " + ("yes" if amx else f"no: {why}")
     if level is not None:
         import fcnfast._C as native
 

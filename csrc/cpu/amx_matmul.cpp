@@ -111,32 +111,53 @@ void pack_weight(uintptr_t w_, int64_t n, int64_t k, uintptr_t packed_) {
                   w[(nb * kBlock + t * 16 + c) * k + s * kBlock + 2 * r + p];
 }
 
-// One thread's share: row blocks [m0, m1) × column blocks [n0, n1). `blk` holds two A blocks: the
-// tile unit reads one while the next is copied into the other a few rows at a time between its
-// steps, so the copy's loads wait on memory while the tile unit works.
-void run_rows(const uint16_t* a, int64_t m, int64_t lda, int64_t steps, const uint16_t* packed,
-              int64_t n0, int64_t n1, const float* bias, const uint16_t* res, int64_t ldr,
-              uint16_t* out, int64_t ldo, bool relu, int64_t m0, int64_t m1, uint16_t* blk) {
+// One call's operands; product b of a batch reads a + b·a_stride, packed + b·N·K and writes
+// out + b·out_stride.
+struct Product {
+  const uint16_t* a;
+  int64_t m, lda, a_stride, steps, mbs;  // mbs: 32-row blocks of a product
+  const uint16_t* packed;
+  int64_t n, k;
+  const float* bias;
+  const uint16_t* res;
+  int64_t ldr;
+  uint16_t* out;
+  int64_t ldo, out_stride;
+  bool relu;
+
+  // Unit u: row block u % mbs of product u / mbs.
+  int rows(int64_t u) const {
+    const int64_t left = m - (u % mbs) * kBlock;
+    return static_cast<int>(left < kBlock ? left : kBlock);
+  }
+  const uint16_t* a_rows(int64_t u) const { return a + (u / mbs) * a_stride + (u % mbs) * kBlock * lda; }
+};
+
+// One thread's share: units [u0, u1) × column blocks [n0, n1). `blk` holds two A blocks: the tile
+// unit reads one while the next is copied into the other a few rows at a time between its steps,
+// so the copy's loads wait on memory while the tile unit works.
+void run_units(const Product& p, int64_t u0, int64_t u1, int64_t n0, int64_t n1, uint16_t* blk) {
   alignas(64) float acc[2 * kBlock * kBlock];  // two blocks' sums: one stored, one finished
-  auto rows_of = [&](int64_t mb) {
-    return static_cast<int>(m - mb * kBlock < kBlock ? m - mb * kBlock : kBlock);
-  };
+  const int64_t steps = p.steps;
   configure_tiles();
-  copy_a_rows(a + m0 * kBlock * lda, rows_of(m0), lda, steps, blk, 0, steps * kBlock);
+  copy_a_rows(p.a_rows(u0), p.rows(u0), p.lda, steps, blk, 0, steps * kBlock);
   const int64_t units = steps * kBlock;  // of the next block's copy, spread over this block's steps
   const int64_t per_step = (units + (n1 - n0) * steps - 1) / ((n1 - n0) * steps);
-  for (int64_t mb = m0; mb < m1; ++mb) {
-    const int rows = rows_of(mb);
-    uint16_t* cur = blk + ((mb - m0) & 1) * steps * kStep;
-    uint16_t* nxt = blk + ((mb - m0 + 1) & 1) * steps * kStep;
-    const bool more = mb + 1 < m1;
-    const uint16_t* next_a = more ? a + (mb + 1) * kBlock * lda : a;
-    const int next_rows = more ? rows_of(mb + 1) : 0;
+  for (int64_t u = u0; u < u1; ++u) {
+    const int rows = p.rows(u);
+    const int64_t b = u / p.mbs, r0 = (u % p.mbs) * kBlock;
+    const uint16_t* packed = p.packed + b * p.n * p.k;
+    uint16_t* out = p.out + b * p.out_stride + r0 * p.ldo;
+    const uint16_t* res = p.res ? p.res + r0 * p.ldr : nullptr;
+    uint16_t* cur = blk + ((u - u0) & 1) * steps * kStep;
+    uint16_t* nxt = blk + ((u - u0 + 1) & 1) * steps * kStep;
+    const bool more = u + 1 < u1;
+    const uint16_t* next_a = more ? p.a_rows(u + 1) : nullptr;
+    const int next_rows = more ? p.rows(u + 1) : 0;
     int64_t copied = 0;
     auto finish = [&](int64_t nb) {
-      store_block(acc + (nb & 1) * kBlock * kBlock, rows, bias ? bias + nb * kBlock : nullptr,
-                  res ? res + mb * kBlock * ldr + nb * kBlock : nullptr, ldr,
-                  out + mb * kBlock * ldo + nb * kBlock, ldo, relu);
+      store_block(acc + (nb & 1) * kBlock * kBlock, rows, p.bias ? p.bias + nb * kBlock : nullptr,
+                  res ? res + nb * kBlock : nullptr, p.ldr, out + nb * kBlock, p.ldo, p.relu);
     };
     for (int64_t nb = n0; nb < n1; ++nb) {
       const uint16_t* w = packed + nb * steps * kStep;
@@ -146,7 +167,7 @@ void run_rows(const uint16_t* a, int64_t m, int64_t lda, int64_t steps, const ui
       _tile_zero(3);
       for (int64_t s = 0; s < steps; ++s) {
         if (more && copied < units) {
-          copy_a_rows(next_a, next_rows, lda, steps, nxt, copied, copied + per_step);
+          copy_a_rows(next_a, next_rows, p.lda, steps, nxt, copied, copied + per_step);
           copied += per_step;
         }
         _tile_loadd(4, cur + s * kStep, 64);
@@ -171,29 +192,28 @@ void run_rows(const uint16_t* a, int64_t m, int64_t lda, int64_t steps, const ui
   _tile_release();
 }
 
-void matmul(uintptr_t a_, int64_t m, int64_t k, int64_t lda, uintptr_t packed_, int64_t n,
-            uintptr_t bias_, uintptr_t res_, int64_t ldr, uintptr_t out_, int64_t ldo, bool relu) {
-  if (m <= 0 || n <= 0) return;
-  const uint16_t* a = reinterpret_cast<const uint16_t*>(a_);
-  const uint16_t* packed = reinterpret_cast<const uint16_t*>(packed_);
-  const float* bias = reinterpret_cast<const float*>(bias_);
-  const uint16_t* res = reinterpret_cast<const uint16_t*>(res_);
-  uint16_t* out = reinterpret_cast<uint16_t*>(out_);
+void matmul(uintptr_t a, int64_t m, int64_t k, int64_t lda, uintptr_t packed, int64_t n,
+            uintptr_t bias, uintptr_t res, int64_t ldr, uintptr_t out, int64_t ldo, bool relu,
+            int64_t batch, int64_t a_stride, int64_t out_stride) {
+  if (m <= 0 || n <= 0 || batch <= 0) return;
   const int64_t mbs = (m + kBlock - 1) / kBlock, nbs = n / kBlock, steps = k / kBlock;
+  const Product p{reinterpret_cast<const uint16_t*>(a), m, lda, a_stride, steps, mbs,
+                  reinterpret_cast<const uint16_t*>(packed), n, k, reinterpret_cast<const float*>(bias),
+                  reinterpret_cast<const uint16_t*>(res), ldr, reinterpret_cast<uint16_t*>(out), ldo,
+                  out_stride, relu};
   const int threads = omp_get_max_threads();
   // A weight of more than half an L2 is shared out by columns (each thread's part stays in its
   // L2 while it runs every row); a smaller one whole to every thread, which then takes its share
-  // of the rows.
+  // of the row blocks.
   const bool by_columns = n * k * 2 > (int64_t(1) << 20) && nbs >= threads;
+  const int64_t units = batch * mbs;
   uint16_t* blocks = a_blocks(threads * 2 * steps * kStep);
 #pragma omp parallel num_threads(threads)
   {
     const int nt = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t m0 = by_columns ? 0 : mbs * id / nt, m1 = by_columns ? mbs : mbs * (id + 1) / nt;
+    const int64_t u0 = by_columns ? 0 : units * id / nt, u1 = by_columns ? units : units * (id + 1) / nt;
     const int64_t n0 = by_columns ? nbs * id / nt : 0, n1 = by_columns ? nbs * (id + 1) / nt : nbs;
-    if (m0 < m1 && n0 < n1)
-      run_rows(a, m, lda, steps, packed, n0, n1, bias, res, ldr, out, ldo, relu, m0, m1,
-               blocks + id * 2 * steps * kStep);
+    if (u0 < u1 && n0 < n1) run_units(p, u0, u1, n0, n1, blocks + id * 2 * steps * kStep);
   }
 }
 

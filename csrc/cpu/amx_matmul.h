@@ -23,10 +23,12 @@ using AmxPackWeightFn = void(uintptr_t w, int64_t n, int64_t k, uintptr_t packed
 // a: M rows of K bfloat16 (row stride lda elements); packed: amx_pack_weight's; bias: N float32
 // or 0; residual: M rows of N bfloat16 (row stride ldr) or 0, and may be `out` itself; out: M
 // rows of N bfloat16 (row stride ldo) = act(a·Wᵀ + bias + residual), ReLU when `relu`, each sum
-// rounded once to bfloat16 (to nearest even).
+// rounded once to bfloat16 (to nearest even). `batch` > 1 runs that many products in one call
+// (a Winograd layer's tile points), the b-th over a + b·a_stride, packed + b·N·K and
+// out + b·out_stride, with the same bias and no residual.
 using AmxMatmulFn = void(uintptr_t a, int64_t m, int64_t k, int64_t lda, uintptr_t packed, int64_t n,
                          uintptr_t bias, uintptr_t residual, int64_t ldr, uintptr_t out, int64_t ldo,
-                         bool relu);
+                         bool relu, int64_t batch, int64_t a_stride, int64_t out_stride);
 
 struct AmxKernels {
   AmxPackWeightFn* pack_weight;

@@ -61,11 +61,13 @@ PYBIND11_MODULE(_C, m) {
   }, nogil);
   m.def("amx_matmul", [](uintptr_t a, int64_t m, int64_t k, int64_t lda, uintptr_t packed, int64_t n,
                          uintptr_t bias, uintptr_t residual, int64_t ldr, uintptr_t out, int64_t ldo,
-                         bool relu) {
+                         bool relu, int64_t batch, int64_t a_stride, int64_t out_stride) {
     if (m < 0 || n <= 0 || k <= 0 || n % fcn::kAmxBlock || k % fcn::kAmxBlock || lda < k ||
-        ldo < n || (residual && ldr < n))
-      throw std::invalid_argument("amx_matmul: bad sizes (N, K multiples of 32; strides >= them)");
-    amx().matmul(a, m, k, lda, packed, n, bias, residual, ldr, out, ldo, relu);
+        ldo < n || (residual && ldr < n) || batch < 1 || (batch > 1 && residual))
+      throw std::invalid_argument("amx_matmul: bad sizes (N, K multiples of 32; strides >= them; "
+                                  "a batch without a residual)");
+    amx().matmul(a, m, k, lda, packed, n, bias, residual, ldr, out, ldo, relu, batch, a_stride,
+                 out_stride);
   }, nogil);
 
   m.def("cpu_capability", [] { return std::string(fcn::cpu_kernels().name); },

@@ -69,7 +69,9 @@ class Engine:
             raise ValueError("winograd=True needs the CPU (on CUDA, cuDNN chooses its algorithms)")
         self.winograd_layers = use_winograd(self.net, chain) if winograd else 0
         # bfloat16 1×1 layers on the AMX tile unit (``amx``): by default wherever the CPU has it;
-        # True raises where it cannot run, False keeps oneDNN's convolutions.
+        # True raises where it cannot run, False keeps oneDNN's convolutions. (The Winograd layers'
+        # batched products stay oneDNN's: as a stack of amx_matmul products they ran slower steady
+        # and no faster at new sizes, benchmarks/RESULTS.md.)
         if amx is None:
             amx = self.device.type == "cpu" and self.dtype == torch.bfloat16 and ops.amx_available()
         elif amx:

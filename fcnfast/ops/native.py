@@ -332,37 +332,46 @@ def amx_available() -> bool:
     return amx_status()[0]
 
 
-def _amx_rows(name: str, t: torch.Tensor, cols: int | None = None) -> None:
-    """``t`` is a (rows, cols) CPU bfloat16 matrix with unit column stride."""
-    if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.dtype != torch.bfloat16 or t.dim() != 2:
-        raise ValueError(f"amx_matmul: {name} must be a 2-D bfloat16 CPU tensor, got "
+def _amx_rows(name: str, t: torch.Tensor, cols: int, batch: int | None) -> None:
+    """``t`` is a (rows, cols) CPU bfloat16 matrix with unit column stride, or a (batch, rows,
+    cols) stack of them when ``batch`` is given."""
+    dims = 2 if batch is None else 3
+    if (not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.dtype != torch.bfloat16
+            or t.dim() != dims):
+        want = "(M, ·)" if batch is None else "(B, M, ·)"
+        raise ValueError(f"amx_matmul: {name} must be a {want} bfloat16 CPU tensor, got "
                          + (f"{tuple(t.shape)} {t.dtype} on {t.device}" if isinstance(t, torch.Tensor)
                             else type(t).__name__))
-    if (t.stride(1) != 1 and t.shape[1] > 1) or (t.shape[0] > 1 and t.stride(0) < t.shape[1]):
+    rows, n = t.shape[-2:]
+    if (t.stride(-1) != 1 and n > 1) or (rows > 1 and t.stride(-2) < n):
         raise ValueError(f"amx_matmul: {name}'s rows must be contiguous, got strides {t.stride()}")
-    if cols is not None and t.shape[1] != cols:
-        raise ValueError(f"amx_matmul: {name} has {t.shape[1]} columns, expected {cols}")
+    if n != cols:
+        raise ValueError(f"amx_matmul: {name} has {n} columns, expected {cols}")
+    if batch is not None and t.shape[0] != batch:
+        raise ValueError(f"amx_matmul: {name} holds {t.shape[0]} matrices, expected {batch}")
 
 
 def amx_pack_weight(weight: torch.Tensor) -> torch.Tensor:
     """A 1×1 convolution's weight (N, K[, 1, 1]) in bfloat16 → the (N/32, K/32, 1024) tile layout
-    amx_matmul reads; N and K must be multiples of 32."""
+    amx_matmul reads; a stack (B, N, K) → (B, N/32, K/32, 1024). N and K must be multiples of 32."""
     ok, why = amx_status()
     if not ok:
         raise RuntimeError(f"amx_matmul cannot run here: {why}")
     if weight.dim() == 4 and tuple(weight.shape[2:]) == (1, 1):
         weight = weight.reshape(weight.shape[0], weight.shape[1])
-    if weight.dim() != 2 or weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
-        raise ValueError(f"amx_pack_weight: expected an (N, K) or (N, K, 1, 1) bfloat16 CPU weight, got "
-                         f"{tuple(weight.shape)} {weight.dtype} on {weight.device}")
-    n, k = weight.shape
+    if weight.dim() not in (2, 3) or weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
+        raise ValueError(f"amx_pack_weight: expected an (N, K), (N, K, 1, 1) or (B, N, K) bfloat16 CPU "
+                         f"weight, got {tuple(weight.shape)} {weight.dtype} on {weight.device}")
+    n, k = weight.shape[-2:]
     if n % AMX_BLOCK or k % AMX_BLOCK or not n or not k:
         raise ValueError(f"amx_pack_weight: N and K must be positive multiples of {AMX_BLOCK}, got "
                          f"N={n}, K={k}")
-    weight = weight.contiguous()
-    packed = torch.empty((n // AMX_BLOCK, k // AMX_BLOCK, AMX_BLOCK * AMX_BLOCK), dtype=torch.bfloat16)
-    _ext.native_module("cpp").amx_pack_weight(weight.data_ptr(), n, k, packed.data_ptr())
-    return packed
+    stack = weight.reshape(-1, n, k).contiguous()
+    packed = torch.empty((stack.shape[0], n // AMX_BLOCK, k // AMX_BLOCK, AMX_BLOCK * AMX_BLOCK),
+                         dtype=torch.bfloat16)
+    for w, out in zip(stack, packed):
+        _ext.native_module("cpp").amx_pack_weight(w.data_ptr(), n, k, out.data_ptr())
+    return packed if weight.dim() == 3 else packed[0]
 
 
 def amx_matmul(a: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None,
@@ -371,31 +380,36 @@ def amx_matmul(a: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None 
     """out (M, N) = act(a (M, K) · Wᵀ + bias (+ residual)) in bfloat16 with float32 sums, each
     rounded once; ``packed`` is amx_pack_weight(W); ``bias`` float32 (N); ReLU when ``relu``.
     ``residual`` (M, N) may be ``out`` itself (a residual block's end, in place). Rows need only
-    contiguous columns (a channels-last map's pixels: x.permute(0, 2, 3, 1).reshape(M, K))."""
-    if packed.dim() != 3 or packed.dtype != torch.bfloat16 or tuple(packed.shape[2:]) != (AMX_BLOCK ** 2,) \
+    contiguous columns (a channels-last map's pixels: x.permute(0, 2, 3, 1).reshape(M, K)).
+    A stack — a (B, M, K), packed from (B, N, K), out (B, M, N) — runs the B products in one call
+    (no residual)."""
+    if packed.dim() not in (3, 4) or packed.dtype != torch.bfloat16 or packed.shape[-1] != AMX_BLOCK ** 2 \
             or not packed.is_contiguous():
         raise ValueError(f"amx_matmul: packed must come from amx_pack_weight, got {tuple(packed.shape)} "
                          f"{packed.dtype}")
-    n, k = packed.shape[0] * AMX_BLOCK, packed.shape[1] * AMX_BLOCK
-    _amx_rows("a", a, k)
-    m = a.shape[0]
+    batch = packed.shape[0] if packed.dim() == 4 else None
+    n, k = packed.shape[-3] * AMX_BLOCK, packed.shape[-2] * AMX_BLOCK
+    _amx_rows("a", a, k, batch)
+    m = a.shape[-2]
     if bias is not None and (bias.dtype != torch.float32 or tuple(bias.shape) != (n,)
                              or not bias.is_contiguous() or bias.device.type != "cpu"):
         raise ValueError(f"amx_matmul: bias must be a contiguous float32 ({n},) CPU tensor, got "
                          f"{tuple(bias.shape)} {bias.dtype}")
     if out is None:
-        out = torch.empty((m, n), dtype=torch.bfloat16)
-    _amx_rows("out", out, n)
+        out = torch.empty((m, n) if batch is None else (batch, m, n), dtype=torch.bfloat16)
+    _amx_rows("out", out, n, batch)
     if residual is not None:
-        _amx_rows("residual", residual, n)
+        if batch is not None:
+            raise ValueError("amx_matmul: a stack of products takes no residual")
+        _amx_rows("residual", residual, n, None)
         if residual.shape[0] != m:
             raise ValueError(f"amx_matmul: residual has {residual.shape[0]} rows, a has {m}")
-    if out.shape[0] != m:
-        raise ValueError(f"amx_matmul: out has {out.shape[0]} rows, a has {m}")
+    if out.shape[-2] != m:
+        raise ValueError(f"amx_matmul: out has {out.shape[-2]} rows, a has {m}")
     if m:
         _ext.native_module("cpp").amx_matmul(
-            a.data_ptr(), m, k, max(a.stride(0), k), packed.data_ptr(), n,
+            a.data_ptr(), m, k, max(a.stride(-2), k), packed.data_ptr(), n,
             0 if bias is None else bias.data_ptr(), 0 if residual is None else residual.data_ptr(),
-            n if residual is None else max(residual.stride(0), n), out.data_ptr(), max(out.stride(0), n),
-            bool(relu))
+            n if residual is None else max(residual.stride(0), n), out.data_ptr(), max(out.stride(-2), n),
+            bool(relu), batch or 1, a.stride(0) if batch else 0, out.stride(0) if batch else 0)
     return out
