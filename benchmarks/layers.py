@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fcnfast  # noqa: E402
+from fcnfast.engine.amx import AmxConv2d  # noqa: E402
 from fcnfast.engine.layers import PackedConv2d  # noqa: E402
 from fcnfast.engine.winograd import WinogradConv2d  # noqa: E402
 from fcnfast.models import ARCHS  # noqa: E402
@@ -50,8 +51,9 @@ class LayerClock:
         self._saved = {}
 
     def __enter__(self):
-        # WinogradConv2d overrides the calls: its layers are clocked through its own methods
-        for cls in (PackedConv2d, WinogradConv2d):
+        # WinogradConv2d and AmxConv2d override the calls: their layers are clocked through their own
+        # methods
+        for cls in (PackedConv2d, WinogradConv2d, AmxConv2d):
             for method in ("forward", "forward_unpadded", "add_relu_"):
                 if method in vars(cls):
                     original = vars(cls)[method]
@@ -78,7 +80,8 @@ class LayerClock:
                 clock._inside = False
             kh, kw = layer.kernel_size
             macs = y.numel() * (layer.in_channels // layer.groups) * kh * kw
-            call = "winograd" if isinstance(layer, WinogradConv2d) else method
+            call = ("winograd" if isinstance(layer, WinogradConv2d) else
+                    "amx" if isinstance(layer, AmxConv2d) else method)
             clock.records.append((clock.names.get(id(layer), "?"), tuple(x.shape), tuple(y.shape),
                                   layer.in_channels * kh * kw // layer.groups, macs, dt, call,
                                   signature((layer.out_channels, layer.in_channels // layer.groups,
