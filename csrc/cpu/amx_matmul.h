@@ -1,8 +1,8 @@
 // amx_matmul (cpu/amx_matmul.cpp): out = act(A·Wᵀ + bias (+ residual)) on the AMX tile unit,
 // bfloat16 in and out, float32 sums: a stride-1 1×1 convolution over channels-last pixels (A: M
 // pixels × K channels) with a ResNet block's residual add and ReLU fused, as one call from Python
-// with no allocation (oneDNN's convolution, called through torch, costs ~70 µs a call beyond its
-// kernel: benchmarks/RESULTS.md).
+// with no allocation and no kernel made per shape (oneDNN's convolution, called through torch,
+// costs both: benchmarks/RESULTS.md).
 //
 // Unlike the per-level kernels (capability.h), this file is compiled once, with the AMX and
 // AVX-512-BF16 flags (setup.py's AMX_FLAGS), its code in namespace fcn::cpu_amx, and reached only

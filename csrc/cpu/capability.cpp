@@ -172,16 +172,24 @@ std::vector<std::string> cpu_feature_names() {
 
 const CpuKernels& cpu_kernels() { return *g_chosen; }
 
+namespace {
+
+constexpr int kTopRank = 1 << 20;
+
+// The best supported level of rank <= max_rank (the baseline is always supported: no features).
+const CpuKernels* best_up_to(int max_rank) {
+  const std::vector<const CpuKernels*> built = cpu_levels_built();
+  const CpuKernels* pick = built.front();
+  for (const CpuKernels* l : built)
+    if (cpu_supports(*l) && rank_of(l->name) <= max_rank) pick = l;
+  return pick;
+}
+
+}  // namespace
+
 std::string choose_cpu_kernels(const char* request) {
   const std::vector<const CpuKernels*> built = cpu_levels_built();
-  // The best supported level of rank <= max_rank (the baseline is always supported: no features).
-  auto best_up_to = [&](int max_rank) {
-    const CpuKernels* pick = built.front();
-    for (const CpuKernels* l : built)
-      if (cpu_supports(*l) && rank_of(l->name) <= max_rank) pick = l;
-    return pick;
-  };
-  const int top = 1 << 20;
+  const int top = kTopRank;
   std::string req = request ? request : "";
   req.erase(std::remove_if(req.begin(), req.end(), [](unsigned char ch) { return std::isspace(ch); }),
             req.end());
@@ -237,16 +245,15 @@ std::string amx_missing() {
 
 const AmxKernels* amx_kernels(std::string* why) {
   static const std::string missing = amx_missing();
+  static const CpuKernels* const best = best_up_to(kTopRank);
   // A lower level asked for (FCNFAST_CPU_CAPABILITY, to run as a smaller CPU would) rules AMX out.
-  const CpuKernels* best = &kernels_cpu_default;
-  for (const CpuKernels* l : cpu_levels_built())
-    if (cpu_supports(*l)) best = l;
-  const std::string lowered = g_chosen != best ? std::string("FCNFAST_CPU_CAPABILITY chose ") +
-                                                     g_chosen->name + ", below this CPU's " + best->name
-                                               : "";
-  const std::string& no = missing.empty() ? lowered : missing;
-  if (why) *why = no;
-  return no.empty() ? &kernels_amx : nullptr;
+  const bool lowered = g_chosen != best;
+  if (missing.empty() && !lowered) return &kernels_amx;  // every call of a kernel asks: no strings
+  if (why)
+    *why = !missing.empty() ? missing
+                            : std::string("FCNFAST_CPU_CAPABILITY chose ") + g_chosen->name +
+                                  ", below this CPU's " + best->name;
+  return nullptr;
 }
 #else
 const AmxKernels* amx_kernels(std::string* why) {

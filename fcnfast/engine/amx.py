@@ -2,8 +2,9 @@
 csrc/cpu/amx_matmul.cpp), where the CPU has one.
 
 A stride-1 1×1 convolution over a channels-last map is a matrix product over its pixels. Called
-through torch, oneDNN's convolution costs ~70 µs a call beyond its kernel (the op, the output's
-allocation, the primitive lookup); a ResNet-101 frame makes 69 such calls. ``amx_matmul`` runs
+through torch, oneDNN's convolution costs each call well beyond its kernel (the op, the output's
+allocation, the primitive lookup) and makes a new kernel for every new map size
+(benchmarks/RESULTS.md); a ResNet frame makes dozens of such calls. ``amx_matmul`` runs
 the product with the bias, the ReLU and a residual block's add and ReLU in one native call,
 in place for the block's end, and rounds each sum once to bfloat16 as oneDNN does (the labels and
 scores agree with the oneDNN path's to bfloat16's rounding: tests/test_amx_matmul.py).
@@ -47,10 +48,10 @@ class AmxConv2d(PackedConv2d):
         if residual is None:
             out = torch.empty((n, self.out_channels, h, w), dtype=x.dtype, memory_format=torch.channels_last)
         else:
-            out = residual
+            out = residual  # the block's end: the sum overwrites it
+        out_rows = out.permute(0, 2, 3, 1).reshape(n * h * w, self.out_channels)
         ops.amx_matmul(rows, self.packed_amx, self.bias, relu,
-                       None if residual is None else residual.permute(0, 2, 3, 1).reshape(n * h * w, -1),
-                       out.permute(0, 2, 3, 1).reshape(n * h * w, self.out_channels))
+                       None if residual is None else out_rows, out_rows)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
