@@ -127,7 +127,7 @@ def test_a_tile_count_met_first_rounds_coarser_then_exact(monkeypatch):
     from fcnfast.engine import winograd
 
     conv, packed = layer(128, 128, 1, True, torch.float32, seed=9)
-    wino = WinogradConv2d(packed, grouped=False, tile=2)
+    wino = WinogradConv2d(packed, grouped=False, tile=2, direct_when_met=False)
     seen = []
     real_bmm = torch.bmm
 
@@ -423,6 +423,22 @@ def test_a_grouped_layer_copies_and_pickles_after_its_first_call():
         assert torch.equal(twin(x), want)
 
 
+def test_bfloat16_grouped_products_pack_once_for_every_row_count():
+    """bfloat16: one pack serves every size, each size giving what it gives in a fresh layer."""
+    conv, packed = layer(256, 256, 2, False, torch.bfloat16, seed=8)
+    wino = WinogradConv2d(packed, grouped=True, direct_when_met=False)
+    sizes = [(9, 8), (23, 31), (5, 5), (40, 3), (9, 8)]
+    xs = [torch.randn(1, 256, h, w).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+          for h, w in sizes]
+    fresh = [WinogradConv2d(layer(256, 256, 2, False, torch.bfloat16, seed=8)[1], grouped=True,
+                            direct_when_met=False)(x) for x in xs]
+    packs = []
+    for i, x in enumerate(xs):
+        assert torch.equal(wino(x), fresh[i]), sizes[i]
+        packs.append(wino.products.pack[1])
+    assert all(p is packs[0] for p in packs)
+
+
 def test_grouped_products_pack_again_for_a_new_row_count():
     """oneDNN lays the grouped weight out by the row count (and reorders a pack made for another
     layout on every call): a new row count gets its own pack, and every size gives what it gives
@@ -449,7 +465,7 @@ def test_the_products_are_chosen_by_measurement_once_per_shape(monkeypatch):
 
     def timer(*times):
         left = list(times)
-        monkeypatch.setattr(calibrate, "median_ms", lambda run, repeats=3: left.pop(0))
+        monkeypatch.setattr(calibrate, "paired_ms", lambda first, second: (left.pop(0), left.pop(0)))
         return left
 
     winograd.grouped_products_faster.cache_clear()
@@ -507,7 +523,8 @@ def test_direct_is_chosen_by_measurement_once_per_shape(monkeypatch):
     from fcnfast.engine import calibrate, winograd
 
     times = []
-    monkeypatch.setattr(calibrate, "median_ms", lambda run, repeats=3: (run(), times.pop(0))[1])
+    monkeypatch.setattr(calibrate, "paired_ms",
+                        lambda first, second: (first(), second(), times.pop(0), times.pop(0))[2:])
     monkeypatch.setattr(winograd, "grouped_products_faster", lambda *shape: False)
     winograd.direct_faster.cache_clear()
     try:

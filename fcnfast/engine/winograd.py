@@ -158,21 +158,24 @@ class GroupedProducts:
     """M[t, q] = V[t, q] · U[q] for V (rows, P, C) as a 1×1 convolution of P groups over the rows
     (U: (P, C, K)).
 
-    oneDNN lays the weight out by the row count, and reorders a weight packed for another layout
-    on every call, slowly (benchmarks/RESULTS.md), so the weight is packed again whenever the row
-    count changes, from a plain copy kept for that."""
+    In float32 oneDNN lays the weight out by the row count, and reorders a weight packed for
+    another layout on every call, slowly, so the weight is packed again whenever the row count
+    changes, from a plain copy kept for that. In bfloat16 its layout does not depend on the row
+    count (a pack made for one runs as fast at any other), and packing a wide layer costs as much
+    as a call: it is packed once (benchmarks/RESULTS.md)."""
 
     def __init__(self, u: torch.Tensor):
         self.points, self.c, self.k = u.shape
         self.weight = u.permute(0, 2, 1).reshape(self.points * self.k, self.c, 1, 1).contiguous()
         self.pack = None  # (rows, packed weight), swapped whole: threads see a consistent pair
+        self.pack_per_row_count = u.dtype == torch.float32
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         rows = v.shape[0]
         # (1, PC, rows, 1) channels-last
         points = v.view(1, rows, 1, self.points * self.c).permute(0, 3, 1, 2)
         pack = self.pack
-        if pack is None or pack[0] != rows:
+        if pack is None or (pack[0] != rows and self.pack_per_row_count):
             pack = self.pack = (rows, torch.ops.mkldnn._reorder_convolution_weight(
                 self.weight, [0, 0], [1, 1], [1, 1], self.points, list(points.shape)))
         m = torch.ops.mkldnn._convolution_pointwise(points, pack[1], None, [0, 0], [1, 1], [1, 1],
