@@ -1,20 +1,13 @@
 """The load-time choice between two exact ways of computing a layer (fcnfast/engine/calibrate.py)."""
-import itertools
-
 from fcnfast.engine import calibrate
 
 
 def test_paired_timing_alternates_and_takes_each_ones_median(monkeypatch):
     """Both warmed up once, then timed in rounds whose order alternates; the medians compared."""
     order = []
-    clock = itertools.count()
     # each call of ``first`` lasts 3 ticks, of ``second`` 1 tick, except one slow outlier each
     costs = {"first": iter([3, 3, 3, 9, 3, 3, 3, 3]), "second": iter([1, 1, 50, 1, 1, 1, 1, 1])}
     now = [0.0]
-
-    def perf_counter():
-        next(clock)
-        return now[0]
 
     def run(name):
         def call():
@@ -22,7 +15,7 @@ def test_paired_timing_alternates_and_takes_each_ones_median(monkeypatch):
             now[0] += next(costs[name]) / 1e3  # seconds → the timer reads milliseconds
         return call
 
-    monkeypatch.setattr(calibrate.time, "perf_counter", perf_counter)
+    monkeypatch.setattr(calibrate.time, "perf_counter", lambda: now[0])
     a, b = calibrate.paired_ms(run("first"), run("second"))
     assert order[:2] == ["first", "second"]  # the warm-up
     rounds = order[2:]
