@@ -123,11 +123,13 @@ FCN_HD uint16_t float_to_half(float f) {
 FCN_HD float bf16_to_float(uint16_t b) { return bits_to_float((uint32_t)b << 16); }
 
 // float → bfloat16, round to nearest even; NaN stays a quiet NaN.
-FCN_HD uint16_t float_to_bf16(float f) {
-  const uint32_t u = float_to_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+// bf16_rounded_bits: on a float's bits, in the low 16 bits; U is uint32_t or a CPU kernel's
+// vector of them (csrc/cpu/simd.h), lane by lane.
+template <typename U> FCN_HD U bf16_rounded_bits(U u) {
+  return (u & 0x7fffffffu) > 0x7f800000u ? ((u >> 16) | 0x40u) : ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
+
+FCN_HD uint16_t float_to_bf16(float f) { return (uint16_t)bf16_rounded_bits(float_to_bits(f)); }
 
 FCN_HD float to_float(float v) { return v; }
 FCN_HD float to_float(half_t v) { return half_to_float(v.bits); }

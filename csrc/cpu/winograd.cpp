@@ -19,14 +19,13 @@
 #include <vector>
 
 #include "cpu/ops.h"
+#include "cpu/simd.h"
 #include "dispatch.h"
 #include "winograd.h"
 
 FCN_NAMESPACE_BEGIN
 namespace cpu {
 namespace {
-
-constexpr int kBlock = 64;  // channels per pass through the float buffers
 
 // The tile origins m·d·I + pa along one axis of ``out`` outputs, in the order (I, pa).
 std::vector<int64_t> tile_origins(int64_t out, int64_t d, int64_t m) {
@@ -54,12 +53,39 @@ Tiling tiling(int64_t n, int64_t h, int64_t w, int64_t d, int64_t p, int64_t m) 
   return {n, h, w, d, p, out_h, out_w, tile_origins(out_h, d, m), tile_origins(out_w, d, m)};
 }
 
+// One tile's channels [c0, c0 + n) (kFull: n = kRegLanes, a whole register), in registers: src[q]
+// is point q's input pixel (its channel 0), null outside the image.
+template <typename T, int M, bool kFull>
+inline void input_lanes(const T* const* src, T* dst, int64_t point_stride, int64_t c0, int n) {
+  constexpr int N = Winograd<M>::kIn, P = N * N;
+  vreg in[P], cols[P];
+  for (int q = 0; q < P; ++q)
+    in[q] = !src[q] ? vreg{} : kFull ? load_lanes(src[q] + c0) : load_lanes(src[q] + c0, n);
+  for (int b = 0; b < N; ++b) {  // Bᵀ down each column b: cols[N·i + b]
+    vreg d[N], r[N];
+    for (int a = 0; a < N; ++a) d[a] = in[N * a + b];
+    Winograd<M>::input_1d(d, r);
+    for (int q = 0; q < N; ++q) cols[N * q + b] = r[q];
+  }
+  for (int a = 0; a < N; ++a) {  // then along each row: V[N·a + j]
+    vreg d[N], r[N];
+    for (int b = 0; b < N; ++b) d[b] = cols[N * a + b];
+    Winograd<M>::input_1d(d, r);
+    for (int j = 0; j < N; ++j) {
+      T* out = dst + (N * a + j) * point_stride + c0;
+      if (kFull)
+        store_lanes(out, r[j]);
+      else
+        store_lanes(out, r[j], n);
+    }
+  }
+}
+
 template <typename T, int M>
 void input_kernel(const T* x, T* v, int64_t row_stride, int64_t point_stride, int64_t c,
                   const Tiling& g) {
   constexpr int N = Winograd<M>::kIn, P = N * N;
-  const int64_t tiles = g.tiles();
-  const std::vector<T> zeros(c, from_float<T>(0.0f));
+  const int64_t tiles = g.tiles(), full = c - c % kRegLanes;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tiles; ++t) {
     int64_t img, y0, x0;
@@ -70,34 +96,44 @@ void input_kernel(const T* x, T* v, int64_t row_stride, int64_t point_stride, in
       for (int b = 0; b < N; ++b) {
         const int64_t xx = x0 + g.d * b - g.p;
         const bool inside = y >= 0 && y < g.h && xx >= 0 && xx < g.w;
-        src[N * a + b] = inside ? x + ((img * g.h + y) * g.w + xx) * c : zeros.data();
+        src[N * a + b] = inside ? x + ((img * g.h + y) * g.w + xx) * c : nullptr;
       }
     }
     T* dst = v + t * row_stride;
-    // A block of channels at a time, through float buffers, so the loops over channels vectorize.
-    for (int64_t c0 = 0; c0 < c; c0 += kBlock) {
-      const int nb = static_cast<int>(std::min<int64_t>(kBlock, c - c0));
-      float in[P][kBlock], cols[P][kBlock];
-      for (int q = 0; q < P; ++q)
-        for (int i = 0; i < nb; ++i) in[q][i] = to_float(src[q][c0 + i]);
-      for (int b = 0; b < N; ++b)  // Bᵀ down each column b: cols[N·i + b]
-        for (int i = 0; i < nb; ++i) {
-          float d[N], r[N];
-          for (int a = 0; a < N; ++a) d[a] = in[N * a + b][i];
-          Winograd<M>::input_1d(d, r);
-          for (int q = 0; q < N; ++q) cols[N * q + b][i] = r[q];
-        }
-      for (int a = 0; a < N; ++a)  // then along each row: V[N·a + j]
-        for (int i = 0; i < nb; ++i) {
-          float d[N], r[N];
-          for (int b = 0; b < N; ++b) d[b] = cols[N * a + b][i];
-          Winograd<M>::input_1d(d, r);
-          for (int j = 0; j < N; ++j) in[N * a + j][i] = r[j];
-        }
-      for (int q = 0; q < P; ++q) {
-        T* out = dst + q * point_stride + c0;
-        for (int i = 0; i < nb; ++i) out[i] = from_float<T>(in[q][i]);
-      }
+    for (int64_t c0 = 0; c0 < full; c0 += kRegLanes) input_lanes<T, M, true>(src, dst, point_stride, c0, kRegLanes);
+    if (full < c) input_lanes<T, M, false>(src, dst, point_stride, full, static_cast<int>(c - full));
+  }
+}
+
+// One tile's output channels [c0, c0 + n) (kFull as above): dst[M·u + v] is output (u, v)'s pixel
+// (its channel 0), null past the output's edge.
+template <typename T, int M, bool kFull>
+inline void output_lanes(const T* src, int64_t point_stride, const float* bias, bool relu,
+                         T* const* dst, int64_t c0, int n) {
+  constexpr int N = Winograd<M>::kIn, P = N * N;
+  vreg in[P], cols[M * N];
+  for (int q = 0; q < P; ++q)
+    in[q] = kFull ? load_lanes(src + q * point_stride + c0) : load_lanes(src + q * point_stride + c0, n);
+  for (int j = 0; j < N; ++j) {  // Aᵀ down each column j: cols[N·u + j]
+    vreg d[N], r[M];
+    for (int a = 0; a < N; ++a) d[a] = in[N * a + j];
+    Winograd<M>::output_1d(d, r);
+    for (int u = 0; u < M; ++u) cols[N * u + j] = r[u];
+  }
+  const vreg b = !bias ? vreg{} : kFull ? load_lanes(bias + c0) : load_lanes(bias + c0, n);
+  for (int u = 0; u < M; ++u) {
+    vreg d[N], r[M];
+    for (int i = 0; i < N; ++i) d[i] = cols[N * u + i];
+    Winograd<M>::output_1d(d, r);
+    for (int v = 0; v < M; ++v) {
+      T* o = dst[M * u + v];
+      if (!o) continue;
+      vreg val = r[v] + b;
+      if (relu) val = val > 0.0f ? val : vreg{};  // NaN → 0, as the scalar ReLU does
+      if (kFull)
+        store_lanes(o + c0, val);
+      else
+        store_lanes(o + c0, val, n);
     }
   }
 }
@@ -105,8 +141,7 @@ void input_kernel(const T* x, T* v, int64_t row_stride, int64_t point_stride, in
 template <typename T, int M>
 void output_kernel(const T* m, int64_t row_stride, int64_t point_stride, const float* bias,
                    bool relu, T* y, int64_t k, const Tiling& g) {
-  constexpr int N = Winograd<M>::kIn, P = N * N;
-  const int64_t tiles = g.tiles();
+  const int64_t tiles = g.tiles(), full = k - k % kRegLanes;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tiles; ++t) {
     int64_t img, y0, x0;
@@ -119,37 +154,9 @@ void output_kernel(const T* m, int64_t row_stride, int64_t point_stride, const f
                                                         : nullptr;
       }
     const T* src = m + t * row_stride;
-    for (int64_t c0 = 0; c0 < k; c0 += kBlock) {
-      const int nb = static_cast<int>(std::min<int64_t>(kBlock, k - c0));
-      float in[P][kBlock], cols[M * N][kBlock];
-      for (int q = 0; q < P; ++q)
-        for (int i = 0; i < nb; ++i) in[q][i] = to_float(src[q * point_stride + c0 + i]);
-      for (int j = 0; j < N; ++j)  // Aᵀ down each column j: cols[N·u + j]
-        for (int i = 0; i < nb; ++i) {
-          float d[N], r[M];
-          for (int a = 0; a < N; ++a) d[a] = in[N * a + j][i];
-          Winograd<M>::output_1d(d, r);
-          for (int u = 0; u < M; ++u) cols[N * u + j][i] = r[u];
-        }
-      for (int u = 0; u < M; ++u) {
-        float out[M][kBlock];
-        for (int i = 0; i < nb; ++i) {
-          float d[N], r[M];
-          for (int b = 0; b < N; ++b) d[b] = cols[N * u + b][i];
-          Winograd<M>::output_1d(d, r);
-          const float b = bias ? bias[c0 + i] : 0.0f;
-          for (int v = 0; v < M; ++v) {
-            const float val = r[v] + b;
-            out[v][i] = relu ? (val > 0.0f ? val : 0.0f) : val;
-          }
-        }
-        for (int v = 0; v < M; ++v) {
-          T* o = dst[M * u + v];
-          if (!o) continue;
-          for (int i = 0; i < nb; ++i) o[c0 + i] = from_float<T>(out[v][i]);
-        }
-      }
-    }
+    for (int64_t c0 = 0; c0 < full; c0 += kRegLanes)
+      output_lanes<T, M, true>(src, point_stride, bias, relu, dst, c0, kRegLanes);
+    if (full < k) output_lanes<T, M, false>(src, point_stride, bias, relu, dst, full, static_cast<int>(k - full));
   }
 }
 

@@ -88,6 +88,25 @@ def run_all() -> dict:
         out[f"preprocess/torchvision/{name}"] = ops.preprocess(
             frames, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), scale=1 / 255,
             dtype=dt, channels_last=True, backend="cpp")
+    # The CPU engine's Winograd transforms: float32 and bfloat16, both tiles and layouts, channels
+    # off the vector width (a register's tail), dilation 2, a NaN, an inf and a -0.
+    for dt in (torch.float32, torch.bfloat16):
+        name = str(dt).replace("torch.", "")
+        x = _with_nonfinite(_randn(2, 37, 7, 9, seed=110, dtype=dt))
+        x[0, 3, 1, 1] = -0.0
+        x = x.contiguous(memory_format=torch.channels_last)
+        for tile in (2, 4):
+            points = ops.winograd_points(tile)
+            tiles = ops.winograd_tiles(2, 7, 9, 2, 2, tile)
+            for by_point in (True, False):
+                shape = (points, tiles, 37) if by_point else (tiles, points, 37)
+                v = torch.zeros(shape, dtype=dt)
+                tag = f"{tile}/{'by_point' if by_point else 'by_tile'}/{name}"
+                out[f"winograd_input/{tag}"] = ops.winograd_input(x, 2, 2, v, by_point, tile).clone()
+                y = torch.empty(2, 37, 7, 9, dtype=dt).contiguous(memory_format=torch.channels_last)
+                bias = _randn(37, seed=120)
+                out[f"winograd_output/{tag}"] = ops.winograd_output(
+                    v / 4, bias, tile == 2, (7, 9), 2, 2, y, by_point, tile)
     # overlay: every label dtype.
     g = torch.Generator().manual_seed(100)
     frames = torch.randint(0, 256, (2, 13, 17, 3), dtype=torch.uint8, generator=g)
