@@ -14,6 +14,7 @@
 // convolution's channels-last input and output; a buffer may have more rows than there are tiles
 // (the rows past them are neither written nor read).
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -26,6 +27,9 @@
 FCN_NAMESPACE_BEGIN
 namespace cpu {
 namespace {
+
+// Channels of a tile staged per point before they go out to the (P, rows, C) layout's planes.
+constexpr int kStage = 64;
 
 // The tile origins m·d·I + pa along one axis of ``out`` outputs, in the order (I, pa).
 std::vector<int64_t> tile_origins(int64_t out, int64_t d, int64_t m) {
@@ -54,16 +58,18 @@ Tiling tiling(int64_t n, int64_t h, int64_t w, int64_t d, int64_t p, int64_t m) 
 }
 
 // One tile's channels [c0, c0 + n) (kFull: n = kRegLanes, a whole register), in registers: src[q]
-// is point q's input pixel (its channel 0), null outside the image.
+// is point q's input pixel (its channel 0), null outside the image; point q goes to
+// dst + q·point_stride.
 template <typename T, int M, bool kFull>
-inline void input_lanes(const T* const* src, T* dst, int64_t point_stride, int64_t c0, int n) {
+inline void input_lanes(const T* const* src, int64_t c0, T* dst, int64_t point_stride, int n) {
   constexpr int N = Winograd<M>::kIn, P = N * N;
-  vreg in[P], cols[P];
-  for (int q = 0; q < P; ++q)
-    in[q] = !src[q] ? vreg{} : kFull ? load_lanes(src[q] + c0) : load_lanes(src[q] + c0, n);
+  vreg cols[P];  // loaded column by column: F(4×4)'s 36 points would not fit the registers twice
   for (int b = 0; b < N; ++b) {  // Bᵀ down each column b: cols[N·i + b]
     vreg d[N], r[N];
-    for (int a = 0; a < N; ++a) d[a] = in[N * a + b];
+    for (int a = 0; a < N; ++a) {
+      const T* s = src[N * a + b];
+      d[a] = !s ? vreg{} : kFull ? load_lanes(s + c0) : load_lanes(s + c0, n);
+    }
     Winograd<M>::input_1d(d, r);
     for (int q = 0; q < N; ++q) cols[N * q + b] = r[q];
   }
@@ -72,7 +78,7 @@ inline void input_lanes(const T* const* src, T* dst, int64_t point_stride, int64
     for (int b = 0; b < N; ++b) d[b] = cols[N * a + b];
     Winograd<M>::input_1d(d, r);
     for (int j = 0; j < N; ++j) {
-      T* out = dst + (N * a + j) * point_stride + c0;
+      T* out = dst + (N * a + j) * point_stride;
       if (kFull)
         store_lanes(out, r[j]);
       else
@@ -100,8 +106,20 @@ void input_kernel(const T* x, T* v, int64_t row_stride, int64_t point_stride, in
       }
     }
     T* dst = v + t * row_stride;
-    for (int64_t c0 = 0; c0 < full; c0 += kRegLanes) input_lanes<T, M, true>(src, dst, point_stride, c0, kRegLanes);
-    if (full < c) input_lanes<T, M, false>(src, dst, point_stride, full, static_cast<int>(c - full));
+    if (point_stride == c) {  // (rows, P, C): the tile's values are one contiguous run
+      for (int64_t c0 = 0; c0 < full; c0 += kRegLanes)
+        input_lanes<T, M, true>(src, c0, dst + c0, point_stride, kRegLanes);
+      if (full < c) input_lanes<T, M, false>(src, full, dst + full, point_stride, static_cast<int>(c - full));
+      continue;
+    }
+    // (P, rows, C): P planes far apart, each written whole lines at a time from a staged block
+    alignas(64) T stage[P * kStage];
+    for (int64_t b0 = 0; b0 < c; b0 += kStage) {
+      const int nb = static_cast<int>(std::min<int64_t>(kStage, c - b0)), whole = nb - nb % kRegLanes;
+      for (int i = 0; i < whole; i += kRegLanes) input_lanes<T, M, true>(src, b0 + i, stage + i, kStage, kRegLanes);
+      if (whole < nb) input_lanes<T, M, false>(src, b0 + whole, stage + whole, kStage, nb - whole);
+      for (int q = 0; q < P; ++q) std::memcpy(dst + q * point_stride + b0, stage + q * kStage, sizeof(T) * nb);
+    }
   }
 }
 
@@ -110,13 +128,14 @@ void input_kernel(const T* x, T* v, int64_t row_stride, int64_t point_stride, in
 template <typename T, int M, bool kFull>
 inline void output_lanes(const T* src, int64_t point_stride, const float* bias, bool relu,
                          T* const* dst, int64_t c0, int n) {
-  constexpr int N = Winograd<M>::kIn, P = N * N;
-  vreg in[P], cols[M * N];
-  for (int q = 0; q < P; ++q)
-    in[q] = kFull ? load_lanes(src + q * point_stride + c0) : load_lanes(src + q * point_stride + c0, n);
+  constexpr int N = Winograd<M>::kIn;
+  vreg cols[M * N];
   for (int j = 0; j < N; ++j) {  // Aᵀ down each column j: cols[N·u + j]
     vreg d[N], r[M];
-    for (int a = 0; a < N; ++a) d[a] = in[N * a + j];
+    for (int a = 0; a < N; ++a) {
+      const T* s = src + (N * a + j) * point_stride + c0;
+      d[a] = kFull ? load_lanes(s) : load_lanes(s, n);
+    }
     Winograd<M>::output_1d(d, r);
     for (int u = 0; u < M; ++u) cols[N * u + j] = r[u];
   }
