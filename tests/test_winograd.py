@@ -460,24 +460,34 @@ def test_grouped_products_pack_again_for_a_new_row_count():
 
 
 def test_the_products_are_chosen_by_measurement_once_per_shape(monkeypatch):
-    """Timed batched first, then grouped; grouped only when clearly faster; once per shape."""
+    """Whole layers timed, grouped first, then batched; batched only when clearly faster; once per
+    shape."""
     from fcnfast.engine import calibrate, winograd
+
+    ran = []
 
     def timer(*times):
         left = list(times)
-        monkeypatch.setattr(calibrate, "paired_ms", lambda first, second: (left.pop(0), left.pop(0)))
+
+        def paired(first, second):
+            ran.append((first(), second()))  # real layers, of the dtype's tile
+            return left.pop(0), left.pop(0)
+        monkeypatch.setattr(calibrate, "paired_ms", paired)
         return left
 
     winograd.grouped_products_faster.cache_clear()
     try:
         left = timer(1.0, 2.0)
-        assert not winograd.grouped_products_faster(256, 512, torch.float32)
-        assert not winograd.grouped_products_faster(256, 512, torch.float32) and not left  # cached
+        assert winograd.grouped_products_faster(256, 512, torch.float32)
+        assert winograd.grouped_products_faster(256, 512, torch.float32) and not left  # cached
+        g, b = ran[0]
+        assert g.shape == b.shape == (1, 512, *winograd._MEASURED_MAP) and torch.allclose(g, b, rtol=1e-4)
         assert not winograd.grouped_products_faster(128, 512, torch.float32)  # too narrow: not timed
+        assert len(ran) == 1
         timer(3.0, 2.0)
-        assert winograd.grouped_products_faster(256, 256, torch.float32)
-        timer(3.0, 2.9)  # within the margin: the batched product, which has no layouts to go stale
-        assert not winograd.grouped_products_faster(512, 512, torch.float32)
+        assert not winograd.grouped_products_faster(256, 256, torch.bfloat16)
+        timer(3.0, 2.9)  # within the margin: the grouped products
+        assert winograd.grouped_products_faster(512, 512, torch.float32)
     finally:
         winograd.grouped_products_faster.cache_clear()
 

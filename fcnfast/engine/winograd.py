@@ -51,11 +51,9 @@ WIDE_CHANNELS = (256, 512)
 ROW_STEP = 16
 # Layers at least this wide on both sides may take the grouped 1×1 convolution for their products.
 GROUPED_MIN_CHANNELS = 256
-# The products are timed at load on this many rows, about a 451×300 frame's tiles (which of the two
-# wins changes with the row count).
-_MEASURED_ROWS = 576
-# A narrow layer's Winograd and direct convolution are timed at load on a map this size, a 451×300
-# frame's at stride 8 (where ResNet's 3×3 layers run).
+# A layer's two ways of computing its products, and a narrow layer's Winograd and direct convolution,
+# are timed at load on a map this size, a 451×300 frame's at stride 8 (where ResNet's 3×3 layers run;
+# which way wins changes with the size).
 _MEASURED_MAP = (38, 57)
 
 
@@ -126,29 +124,40 @@ def filter_transform(weight: torch.Tensor, tile: int = 2) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def grouped_products_faster(c: int, k: int, dtype: torch.dtype, points: int = 16) -> bool:
-    """Whether this CPU computes a C→K layer's ``points`` products faster as the grouped 1×1
-    convolution than as the batched matrix product: measured once per process and shape."""
+def grouped_products_faster(c: int, k: int, dtype: torch.dtype, tile: "int | None" = None) -> bool:
+    """Whether this CPU runs a C→K layer of F(tile×tile, 3×3) (None: ``tile_for`` the dtype) at
+    least as fast with its products as the grouped 1×1 convolution as with the batched matrix product:
+    measured once per process and shape, as whole layers (the two take their tiles in different
+    layouts, which the transforms write at different speeds: benchmarks/RESULTS.md)."""
     if min(c, k) < GROUPED_MIN_CHANNELS:
         return False
-    rows = _MEASURED_ROWS * 16 // points  # about as many outputs at every tile size
-    u = torch.full((points, c, k), 0.01, dtype=dtype)
-    by_point = torch.full((points, rows, c), 0.5, dtype=dtype)
-    out = torch.empty((points, rows, k), dtype=dtype)
-    products, by_tile = GroupedProducts(u), torch.full((rows, points, c), 0.5, dtype=dtype)
-    return calibrate.second_faster(lambda: torch.bmm(by_point, u, out=out), lambda: products(by_tile))
+    conv, x = _measured_layer(c, k, 1, dtype)
+    with torch.no_grad():
+        batched, grouped = (WinogradConv2d(PackedConv2d(conv, relu=True), grouped=g, tile=tile,
+                                           direct_when_met=False) for g in (False, True))
+        # The grouped one unless the batched one is clearly faster: timed alone the two came
+        # within a few percent where inside a whole net the batched ones ran slower
+        # (benchmarks/RESULTS.md).
+        return not calibrate.second_faster(lambda: grouped(x), lambda: batched(x))
+
+
+def _measured_layer(c: int, k: int, dilation: int, dtype: torch.dtype):
+    """A C→K 3×3 'same' layer of this dilation (constant weights) and a _MEASURED_MAP input for it."""
+    conv = torch.nn.utils.skip_init(torch.nn.Conv2d, c, k, 3, padding=dilation, dilation=dilation,
+                                    dtype=dtype)
+    conv.requires_grad_(False)
+    conv.weight.fill_(0.01)
+    conv.bias.zero_()
+    x = torch.full((1, c, *_MEASURED_MAP), 0.5, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    return conv, x
 
 
 @functools.lru_cache(maxsize=None)
 def direct_faster(c: int, k: int, dilation: int, dtype: torch.dtype) -> bool:
     """Whether this CPU runs a C→K 3×3 layer (of this dilation) clearly faster as the direct
     convolution than as Winograd, at a size met before: measured once per process and shape."""
-    conv = torch.nn.utils.skip_init(torch.nn.Conv2d, c, k, 3, padding=dilation, dilation=dilation,
-                                    dtype=dtype)
-    x = torch.full((1, c, *_MEASURED_MAP), 0.5, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    conv, x = _measured_layer(c, k, dilation, dtype)
     with torch.no_grad():
-        conv.weight.fill_(0.01)
-        conv.bias.zero_()
         direct = PackedConv2d(conv, relu=True)
         winograd = WinogradConv2d(PackedConv2d(conv, relu=True), direct_when_met=False)
         return calibrate.second_faster(lambda: winograd(x), lambda: direct(x))
@@ -244,7 +253,7 @@ class WinogradConv2d(PackedConv2d):
         self.points = ops.winograd_points(self.tile)
         u = filter_transform(conv.weight, self.tile)  # (P, C, K)
         if grouped is None:
-            grouped = grouped_products_faster(conv.in_channels, conv.out_channels, u.dtype, self.points)
+            grouped = grouped_products_faster(conv.in_channels, conv.out_channels, u.dtype, self.tile)
         elif grouped and min(conv.in_channels, conv.out_channels) < GROUPED_MIN_CHANNELS:
             raise ValueError(f"grouped products need {GROUPED_MIN_CHANNELS}+ channels each side: {conv}")
         self.grouped = grouped
