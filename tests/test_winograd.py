@@ -423,26 +423,36 @@ def test_a_grouped_layer_copies_and_pickles_after_its_first_call():
         assert torch.equal(twin(x), want)
 
 
-def test_bfloat16_grouped_products_pack_once_for_every_row_count():
-    """bfloat16: one pack serves every size, each size giving what it gives in a fresh layer."""
-    conv, packed = layer(256, 256, 2, False, torch.bfloat16, seed=8)
-    wino = WinogradConv2d(packed, grouped=True, direct_when_met=False)
-    sizes = [(9, 8), (23, 31), (5, 5), (40, 3), (9, 8)]
-    xs = [torch.randn(1, 256, h, w).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-          for h, w in sizes]
-    fresh = [WinogradConv2d(layer(256, 256, 2, False, torch.bfloat16, seed=8)[1], grouped=True,
-                            direct_when_met=False)(x) for x in xs]
-    packs = []
-    for i, x in enumerate(xs):
-        assert torch.equal(wino(x), fresh[i]), sizes[i]
-        packs.append(wino.products.pack[1])
-    assert all(p is packs[0] for p in packs)
+def test_bfloat16_grouped_products_pack_once_for_row_counts_that_share_a_layout():
+    """bfloat16: one pack serves every row count of at least SHARED_PACK_MIN_ROWS; fewer rows (where
+    oneDNN lays the weight out otherwise) take the batched product and leave the pack alone. Each
+    size gives what it gives in a fresh layer, whatever ran before."""
+    from fcnfast.engine.winograd import SHARED_PACK_MIN_ROWS
+
+    def fresh_layer():
+        return WinogradConv2d(layer(256, 256, 2, False, torch.bfloat16, seed=8)[1], grouped=True,
+                              direct_when_met=False)
+
+    wino, packs = fresh_layer(), []
+    sizes = [(30, 31), (9, 8), (47, 33), (5, 5), (31, 29), (9, 8), (30, 31)]
+    for h, w in sizes:
+        x = torch.randn(1, 256, h, w).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        fresh = fresh_layer()
+        want = [fresh(x), fresh(x)]
+        for i in range(2):
+            before = wino.products.pack
+            assert torch.equal(wino(x), want[i]), (h, w)
+            if native.winograd_tiles(1, h, w, 2, 2, 2) < SHARED_PACK_MIN_ROWS - 16:
+                assert wino.products.pack is before  # the batched product ran
+            else:
+                packs.append(wino.products.pack[1])
+    assert len(packs) == 8 and all(p is packs[0] for p in packs)
 
 
 def test_grouped_products_pack_again_for_a_new_row_count():
-    """oneDNN lays the grouped weight out by the row count (and reorders a pack made for another
-    layout on every call): a new row count gets its own pack, and every size gives what it gives
-    in a fresh layer, whatever ran before."""
+    """float32: oneDNN lays the grouped weight out by the row count (and reorders a pack made for
+    another layout on every call): a new row count gets its own pack, and every size gives what it
+    gives in a fresh layer, whatever ran before."""
     from fcnfast.engine.winograd import gemm_rows
 
     conv, packed = layer(256, 256, 2, False, torch.float32, seed=8)

@@ -154,11 +154,12 @@ class PackedConv2d(nn.Module):
         # a float32 count up would only add rows.
         self.rounds_new_counts = self.weight.dtype != torch.float32
         self.packed_shape = None
-        # A strided float32 1×1 layer (ResNet's downsampling) stays a convolution, packed again
-        # when its shape changes (a fast reorder, once) rather than run through oneDNN's slow
-        # reorder of a pack made for another shape on every call (2× the layer).
-        self.pack_per_shape = (tuple(conv.kernel_size) == (1, 1) and not self.product
-                               and self.weight.dtype == torch.float32)
+        # A strided 1×1 layer (ResNet's downsampling) stays a convolution, packed again when its
+        # shape changes (a fast reorder, once) rather than run through oneDNN's slow reorder of a
+        # pack made for another shape on every call: 2× the layer in float32, up to 60× in
+        # bfloat16. Other convolutions keep their first pack: packing every one again at every new
+        # size cost a folder of photos more than the stale packs do (benchmarks/RESULTS.md).
+        self.pack_per_shape = tuple(conv.kernel_size) == (1, 1) and self.stride != [1, 1] and not self.product
 
     def _pack(self, x: torch.Tensor, unpadded: bool = False):
         """(``x`` channels-last, the weight to run it with): packed for calls like this one

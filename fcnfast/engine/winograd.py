@@ -51,6 +51,9 @@ WIDE_CHANNELS = (256, 512)
 ROW_STEP = 16
 # Layers at least this wide on both sides may take the grouped 1×1 convolution for their products.
 GROUPED_MIN_CHANNELS = 256
+# In bfloat16 a grouped product's weight packed for one row count of at least this many serves
+# every other such count; fewer rows take the batched product (GroupedProducts).
+SHARED_PACK_MIN_ROWS = 192
 # A layer's two ways of computing its products, and a narrow layer's Winograd and direct convolution,
 # are timed at load on a map this size, a 451×300 frame's at stride 8 (where ResNet's 3×3 layers run;
 # which way wins changes with the size).
@@ -169,15 +172,26 @@ class GroupedProducts:
 
     In float32 oneDNN lays the weight out by the row count, and reorders a weight packed for
     another layout on every call, slowly, so the weight is packed again whenever the row count
-    changes, from a plain copy kept for that. In bfloat16 its layout does not depend on the row
-    count (a pack made for one runs as fast at any other), and packing a wide layer costs as much
-    as a call: it is packed once (benchmarks/RESULTS.md)."""
+    changes, from a plain copy kept for that. In bfloat16 one layout serves every row count of at
+    least SHARED_PACK_MIN_ROWS (a pack made for one runs as fast at any other) and packing a wide
+    layer costs as much as a call: it is packed once; below that count oneDNN lays it out
+    otherwise, and a stale pack ran up to 500× slower (``serves``: such counts take the batched
+    product; benchmarks/RESULTS.md)."""
 
     def __init__(self, u: torch.Tensor):
         self.points, self.c, self.k = u.shape
         self.weight = u.permute(0, 2, 1).reshape(self.points * self.k, self.c, 1, 1).contiguous()
         self.pack = None  # (rows, packed weight), swapped whole: threads see a consistent pair
         self.pack_per_row_count = u.dtype == torch.float32
+
+    def serves(self, rows: int) -> bool:
+        """Whether a call of this many rows runs here (else: the batched product)."""
+        return self.pack_per_row_count or rows >= SHARED_PACK_MIN_ROWS
+
+    def batched_operand(self) -> torch.Tensor:
+        """U (P, C, K) for a batched matrix product, a view of the plain copy (oneDNN's matmul
+        takes it transposed as fast)."""
+        return self.weight.view(self.points, self.k, self.c).transpose(1, 2)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         rows = v.shape[0]
@@ -285,16 +299,17 @@ class WinogradConv2d(PackedConv2d):
         rows = new_size_rows(tiles) if first else gemm_rows(tiles)
         x = x.contiguous(memory_format=torch.channels_last)
         k = self.out_channels
-        v, m = self.workspace.buffers(rows, c, k, x.dtype, not self.grouped, self.points)
-        ops.winograd_input(x, d, pad, v, not self.grouped, self.tile)
-        if self.grouped:
+        grouped = self.grouped and self.products.serves(rows)
+        v, m = self.workspace.buffers(rows, c, k, x.dtype, not grouped, self.points)
+        ops.winograd_input(x, d, pad, v, not grouped, self.tile)
+        if grouped:
             m = self.products(v)
         else:
-            torch.bmm(v, self.u, out=m)
+            torch.bmm(v, self.u if self.u is not None else self.products.batched_operand(), out=m)
         y = torch.empty((n, k, *ops.winograd_output_size(h, w, d, pad)), dtype=x.dtype,
                         memory_format=torch.channels_last)
         return ops.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y,
-                                   not self.grouped, self.tile)
+                                   not grouped, self.tile)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, self.padding[0])
