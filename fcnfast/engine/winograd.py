@@ -1,10 +1,11 @@
 """3×3 convolutions as Winograd F(m×m, 3×3) on the CPU: F(4×4, 3×3) in float32 (4× fewer
 multiply-adds than the direct convolution), F(2×2, 3×3) in bfloat16 (2.25×; the larger tile's
 transforms lose too much in bfloat16's 8-bit mantissa: benchmarks/RESULTS.md). The per-tile-point
-products are one call: a batched matrix product, or for layers of 256 channels and more, on a CPU
-where it measures faster at load, oneDNN's 1×1 convolution of one group per point over the tiles
-(faster on an AVX-512 Zen 4, slower with AMX: benchmarks/RESULTS.md). A grouped layer (AlexNet's
-conv4 and conv5) runs one such layer per group.
+products are one call: a batched matrix product, or for layers of 256 channels and more, unless
+the batched one measures clearly faster at load, oneDNN's 1×1 convolution of one group per point
+over the tiles (faster on the AVX-512 Zen 4 and Zen 5, slower with AMX: benchmarks/RESULTS.md;
+in bfloat16 only for SHARED_PACK_MIN_ROWS rows and more). A grouped layer (AlexNet's conv4 and
+conv5) runs one such layer per group.
 
 The transforms are native kernels (csrc/cpu/winograd.cpp, csrc/winograd.h); the filter's
 U = G g Gᵀ is computed here once per layer, in float64, then rounded to the compute dtype. A
