@@ -547,6 +547,11 @@ def test_a_layer_first_run_on_a_small_map_packs_for_a_larger_one():
         torch.testing.assert_close(layer.forward_unpadded(x), torch.relu(
             torch.nn.functional.conv2d(x, conv.weight, conv.bias)), rtol=1e-5, atol=1e-5)
     assert layer.packed_shape == (1, 8, side, side) and layer.packed_unpadded is not None
+    plain = layer.plain_weight  # narrow maps' plain weight: made once, then reused
+    assert plain is not None and plain.layout == torch.strided
+    x = torch.randn(1, 8, 3, 5).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(layer(x), torch.relu(conv(x)), rtol=1e-5, atol=1e-5)
+    assert layer.plain_weight is plain
 
 def test_large_batches_run_frame_by_frame_with_the_same_result(monkeypatch):
     import fcnfast.engine.engine as engine_module

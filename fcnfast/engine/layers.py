@@ -122,6 +122,7 @@ class PackedConv2d(nn.Module):
         self.groups = conv.groups
         self.attr = "relu" if relu else "none"
         self.packed = self.packed_unpadded = None
+        self.plain_weight = None  # a small weight's plain copy, for maps too narrow to pack for
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size = conv.kernel_size
         # oneDNN's convolution, given a weight packed for another input shape, may reorder it on
@@ -183,8 +184,10 @@ class PackedConv2d(nn.Module):
             else:
                 self.packed, self.packed_shape = packed, shape
             self.weight = None  # the packed copies are the only ones used from now on (fc6: 200 MB)
-        if narrow:
-            return x, packed.to_dense()
+        if narrow:  # small by definition: kept, not converted back at every call
+            if self.plain_weight is None:
+                self.plain_weight = packed.to_dense()
+            return x, self.plain_weight
         return x, packed
 
     def _product_input(self, x: torch.Tensor, padded: bool = True):
