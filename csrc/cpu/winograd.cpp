@@ -87,11 +87,21 @@ inline void input_lanes(const T* const* src, int64_t c0, T* dst, int64_t point_s
   }
 }
 
+// Channels [c0, c0 + n) of one tile, whole registers then the tail; channel c0 + i of point q goes
+// to dst + q·point_stride + i.
+template <typename T, int M>
+inline void input_channels(const T* const* src, int64_t c0, int64_t n, T* dst, int64_t point_stride) {
+  const int64_t whole = n - n % kRegLanes;
+  for (int64_t i = 0; i < whole; i += kRegLanes)
+    input_lanes<T, M, true>(src, c0 + i, dst + i, point_stride, kRegLanes);
+  if (whole < n) input_lanes<T, M, false>(src, c0 + whole, dst + whole, point_stride, static_cast<int>(n - whole));
+}
+
 template <typename T, int M>
 void input_kernel(const T* x, T* v, int64_t row_stride, int64_t point_stride, int64_t c,
                   const Tiling& g) {
   constexpr int N = Winograd<M>::kIn, P = N * N;
-  const int64_t tiles = g.tiles(), full = c - c % kRegLanes;
+  const int64_t tiles = g.tiles();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tiles; ++t) {
     int64_t img, y0, x0;
@@ -107,17 +117,14 @@ void input_kernel(const T* x, T* v, int64_t row_stride, int64_t point_stride, in
     }
     T* dst = v + t * row_stride;
     if (point_stride == c) {  // (rows, P, C): the tile's values are one contiguous run
-      for (int64_t c0 = 0; c0 < full; c0 += kRegLanes)
-        input_lanes<T, M, true>(src, c0, dst + c0, point_stride, kRegLanes);
-      if (full < c) input_lanes<T, M, false>(src, full, dst + full, point_stride, static_cast<int>(c - full));
+      input_channels<T, M>(src, 0, c, dst, point_stride);
       continue;
     }
     // (P, rows, C): P planes far apart, each written whole lines at a time from a staged block
     alignas(64) T stage[P * kStage];
     for (int64_t b0 = 0; b0 < c; b0 += kStage) {
-      const int nb = static_cast<int>(std::min<int64_t>(kStage, c - b0)), whole = nb - nb % kRegLanes;
-      for (int i = 0; i < whole; i += kRegLanes) input_lanes<T, M, true>(src, b0 + i, stage + i, kStage, kRegLanes);
-      if (whole < nb) input_lanes<T, M, false>(src, b0 + whole, stage + whole, kStage, nb - whole);
+      const int64_t nb = std::min<int64_t>(kStage, c - b0);
+      input_channels<T, M>(src, b0, nb, stage, kStage);
       for (int q = 0; q < P; ++q) std::memcpy(dst + q * point_stride + b0, stage + q * kStage, sizeof(T) * nb);
     }
   }
