@@ -41,6 +41,8 @@ IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 CPU_BASE_SOURCES = ["csrc/cpu/module.cpp", "csrc/cpu/capability.cpp"]
 # Built once, for CPUs with AMX (csrc/cpu/amx_matmul.h), and called only where the CPU has it.
 CPU_AMX_SOURCES = ["csrc/cpu/amx_matmul.cpp"]
+# Built once, for CPUs with AVX-512 BF16 (csrc/cpu/winograd_bf16.h), and called only where the CPU has it.
+CPU_BF16_SOURCES = ["csrc/cpu/winograd_bf16.cpp"]
 
 
 def say(msg):
@@ -89,7 +91,8 @@ def cpu_baseline_flags():
 # Beyond the baseline, what each x86-64 level adds (csrc/cpu/capability.h): x86-64-v3 and -v4.
 AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mpopcnt"]
 AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq", "-mavx512vl"]
-AMX_FLAGS = AVX512_FLAGS + ["-mavx512bf16", "-mamx-tile", "-mamx-bf16"]
+BF16_FLAGS = AVX512_FLAGS + ["-mavx512bf16"]
+AMX_FLAGS = BF16_FLAGS + ["-mamx-tile", "-mamx-bf16"]
 
 
 def cpu_levels():
@@ -180,13 +183,20 @@ class BuildExt(build_ext):
             kept.append((name, ns, flags))
         say("fcnfast._C levels: " + "; ".join(f"{n} [{' '.join(f) or 'no -m flags'}]" for n, _, f in kept))
         common = cpu_common_flags()
-        kernel_sources = [s for s in ext.sources if s not in CPU_BASE_SOURCES + CPU_AMX_SOURCES]
+        kernel_sources = [s for s in ext.sources
+                          if s not in CPU_BASE_SOURCES + CPU_AMX_SOURCES + CPU_BF16_SOURCES]
         built = [(f"FCN_CPU_BUILT_{ns[len('cpu_'):].upper()}", "1") for _, ns, _ in kept]
         amx = IS_X86_64 and self._accepts(cpu_baseline_flags() + AMX_FLAGS)
         say("fcnfast._C AMX kernels: " + (f"built [{' '.join(AMX_FLAGS)}]" if amx else
                                           "not built (the C++ compiler does not accept -mamx-tile)"))
         if amx:
             built.append(("FCN_CPU_BUILT_AMX", "1"))
+        bf16 = IS_X86_64 and self._accepts(cpu_baseline_flags() + BF16_FLAGS)
+        say("fcnfast._C AVX-512 BF16 kernels: " + (
+            f"built [{' '.join(BF16_FLAGS)}]" if bf16 else
+            "not built (the C++ compiler does not accept -mavx512bf16)"))
+        if bf16:
+            built.append(("FCN_CPU_BUILT_BF16", "1"))
         jobs_ = [(src, os.path.join(self.build_temp, "cpu_base"), list(ext.define_macros) + built,
                   cpu_flags()) for src in CPU_BASE_SOURCES]
         for name, ns, flags in kept:
@@ -195,7 +205,12 @@ class BuildExt(build_ext):
                 ("FCN_CPU_FLAGS", '"' + " ".join(common + flags) + '"')]
             jobs_ += [(src, os.path.join(self.build_temp, ns), macros, common + flags)
                       for src in kernel_sources]
-        if amx:  # linked last: its copies of inline library code are never the ones kept
+        # Linked last: their copies of inline library code are never the ones kept.
+        if bf16:
+            jobs_ += [(src, os.path.join(self.build_temp, "cpu_bf16"),
+                       list(ext.define_macros) + [("FCN_CPU_CAPABILITY", "cpu_bf16")],
+                       common + cpu_baseline_flags() + BF16_FLAGS) for src in CPU_BF16_SOURCES]
+        if amx:
             jobs_ += [(src, os.path.join(self.build_temp, "cpu_amx"), list(ext.define_macros),
                        common + cpu_baseline_flags() + AMX_FLAGS) for src in CPU_AMX_SOURCES]
 

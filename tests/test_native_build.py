@@ -223,7 +223,7 @@ def test_baseline_code_uses_no_wider_instructions():
     head = re.compile(r"^([0-9a-f]+) <(.*)>:$")
     target = re.compile(r"^(?:call|jmp)\w*\s+([0-9a-f]+) <([^>]*)>")
     wide_reg = re.compile(r"%[yz]mm\d|%k[0-7]\b|\{%k")
-    level_ns = [f"fcn::{ns}::" for ns in ("cpu_avx2", "cpu_avx512", "cpu_march", "cpu_amx")]
+    level_ns = [f"fcn::{ns}::" for ns in ("cpu_avx2", "cpu_avx512", "cpu_march", "cpu_amx", "cpu_bf16")]
     name, wide, calls, fn = {}, {}, {}, None
     for line in dis.stdout.splitlines():
         m = head.match(line)

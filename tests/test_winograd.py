@@ -11,7 +11,7 @@ from fcnfast.ops import native
 from fcnfast.engine import Engine
 from fcnfast.engine.layers import PackedConv2d
 from fcnfast.engine.winograd import (GROUPED_MIN_CHANNELS, WinogradConv2d, available, eligible,
-                                     tile_for, use_winograd)
+                                     fusable, tile_for, use_winograd)
 from fcnfast.models import build_model
 
 pytestmark = pytest.mark.skipif(not available(), reason="fcnfast._C with the Winograd kernels is not built")
@@ -56,15 +56,21 @@ def reference(conv, x, pad, d, relu):
     (1, 256, 260, 9, 7, 2, True),     # wide enough for the grouped 1×1 convolution's products
     (2, 257, 256, 5, 6, 1, False),
 ])
-@pytest.mark.parametrize("grouped", [False, True], ids=["batched", "grouped"])
+@pytest.mark.parametrize("products", ["batched", "grouped", "fused"])
 @pytest.mark.parametrize("tile", [2, 4])
-def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu, grouped, tile):
+def test_matches_the_float64_convolution(dtype, n, c, k, h, w, d, relu, products, tile):
     conv, packed = layer(c, k, d, relu, dtype)
-    if grouped and min(c, k) < GROUPED_MIN_CHANNELS:
+    if products == "grouped" and min(c, k) < GROUPED_MIN_CHANNELS:
         with pytest.raises(ValueError, match="grouped products need"):
             WinogradConv2d(packed, grouped=True, tile=tile)
         return
-    wino = WinogradConv2d(packed, grouped=grouped, tile=tile)
+    if products == "fused" and not fusable(c, k, dtype, tile):
+        with pytest.raises(ValueError, match="one-pass"):
+            WinogradConv2d(packed, fused=True, tile=tile)
+        return
+    wino = (WinogradConv2d(packed, fused=True, tile=tile) if products == "fused" else
+            WinogradConv2d(packed, grouped=products == "grouped", tile=tile))
+    assert (wino.fused is not None) == (products == "fused")
     x = torch.randn(n, c, h, w).to(dtype).contiguous(memory_format=torch.channels_last)
     for pad, run in ((d, wino.forward), (0, wino.forward_unpadded)):
         if pad == 0 and min(h, w) <= 2 * d:
@@ -81,7 +87,7 @@ def test_each_dtype_gets_its_tile():
     """float32 layers take F(4×4, 3×3), bfloat16 ones F(2×2, 3×3), unless told."""
     assert tile_for(torch.float32) == 4 and tile_for(torch.bfloat16) == 2
     for dtype, tile, points in ((torch.float32, 4, 36), (torch.bfloat16, 2, 16)):
-        wino = WinogradConv2d(layer(128, 128, 1, True, dtype)[1])
+        wino = WinogradConv2d(layer(128, 128, 1, True, dtype)[1], fused=False)
         assert (wino.tile, wino.points, wino.u.shape[0]) == (tile, points, points)
     assert WinogradConv2d(layer(128, 128, 1, True, torch.float32)[1], tile=2).u.shape[0] == 16
 
@@ -309,6 +315,7 @@ def test_a_resnet_in_bfloat16_runs_its_narrow_layers_direct_where_measured_faste
     if not _packs(torch.bfloat16):
         pytest.skip("no native bfloat16 convolution on this CPU")
     monkeypatch.setattr(winograd, "direct_faster", lambda *shape: True)
+    monkeypatch.setattr(winograd, "fused_faster", lambda *shape: False)
     model, pixels = resnet_and_pixels()
     fast = Engine(model, torch.device("cpu"), torch.bfloat16)
     direct = Engine(model, torch.device("cpu"), torch.bfloat16, winograd=False)
@@ -317,6 +324,74 @@ def test_a_resnet_in_bfloat16_runs_its_narrow_layers_direct_where_measured_faste
     want = direct.run(pixels)
     for _ in range(3):
         assert (fast.run(pixels) == want).float().mean() >= 0.99
+
+
+def test_a_resnet_in_bfloat16_runs_one_pass_layers_where_measured_faster(monkeypatch):
+    """With the one-pass layer measured faster: every 3×3 layer of at most FUSED_MAX_WEIGHT weights
+    (layer2–layer4, not the 2048→512 head) runs it, at a new size and at one met again; labels as
+    the all-direct engine's on nearly every pixel."""
+    from fcnfast.engine import winograd
+
+    if not (fusable(256, 256, torch.bfloat16, 2)):
+        pytest.skip("no AVX-512 BF16 one-pass Winograd layer on this CPU")
+    monkeypatch.setattr(winograd, "fused_faster", lambda *shape: True)
+    model, pixels = resnet_and_pixels()
+    fast = Engine(model, torch.device("cpu"), torch.bfloat16)
+    direct = Engine(model, torch.device("cpu"), torch.bfloat16, winograd=False)
+    layers = [m for m in fast.net.modules() if isinstance(m, WinogradConv2d)]
+    fused = [m for m in layers if m.fused is not None]
+    assert len(layers) == 13 and len(fused) == 12
+    assert all(m.direct is None and m.products is None and m.u is None for m in fused)
+    assert [(m.in_channels, m.out_channels) for m in layers if m.fused is None] == [(2048, 512)]
+    want = direct.run(pixels)
+    for _ in range(2):
+        assert (fast.run(pixels) == want).float().mean() >= 0.99
+
+
+def test_the_one_pass_layer_is_chosen_by_measurement_once_per_shape(monkeypatch):
+    """Whole layers timed, the one-pass layer first; the separate calls only when clearly faster;
+    once per shape; never where the CPU, the dtype, the tile or the width rule it out."""
+    from fcnfast.engine import calibrate, winograd
+
+    if not fusable(256, 256, torch.bfloat16, 2):
+        pytest.skip("no AVX-512 BF16 one-pass Winograd layer on this CPU")
+    ran = []
+    times = []
+
+    def paired(first, second):
+        ran.append((first(), second()))
+        return times.pop(0), times.pop(0)
+
+    monkeypatch.setattr(calibrate, "paired_ms", paired)
+    monkeypatch.setattr(winograd, "grouped_products_faster", lambda *a: True)
+    monkeypatch.setattr(winograd, "direct_faster", lambda *a: False)
+    winograd.fused_faster.cache_clear()
+    try:
+        times[:] = [2.0, 1.0]  # the separate calls twice as fast: taken
+        assert not winograd.fused_faster(256, 256, 2, torch.bfloat16)
+        f, s = ran[0]
+        assert f.shape == s.shape == (1, 256, *winograd._MEASURED_MAP)
+        assert torch.allclose(f.float(), s.float(), rtol=2e-2, atol=1e-2)
+        times[:] = [1.0, 0.97]  # within the margin: the one-pass layer
+        assert winograd.fused_faster(256, 256, 1, torch.bfloat16)
+        assert winograd.fused_faster(256, 256, 1, torch.bfloat16) and len(ran) == 2  # cached
+        for shape in [(256, 256, 1, torch.float32, 4), (256, 256, 1, torch.bfloat16, 4),
+                      (2048, 512, 1, torch.bfloat16, 2), (256, 200, 1, torch.bfloat16, 2)]:
+            assert not winograd.fused_faster(*shape)
+        assert len(ran) == 2
+    finally:
+        winograd.fused_faster.cache_clear()
+
+
+def test_one_pass_layer_needs_a_cpu_with_avx512_bf16():
+    """Where it cannot run, it says why (and the engine never picks it)."""
+    ok, why = native.winograd_bf16_status()
+    if ok:
+        assert why == ""
+        return
+    assert why and not fusable(256, 256, torch.bfloat16, 2)
+    with pytest.raises(RuntimeError, match="cannot run here"):
+        native.winograd_bf16_pack(torch.zeros(16, 256, 256, dtype=torch.bfloat16))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -6,6 +6,7 @@
 #include <cctype>
 
 #include "cpu/amx_matmul.h"
+#include "cpu/winograd_bf16.h"
 
 #if defined(__linux__)
 #include <sys/syscall.h>
@@ -258,6 +259,28 @@ const AmxKernels* amx_kernels(std::string* why) {
 #else
 const AmxKernels* amx_kernels(std::string* why) {
   if (why) *why = "fcnfast._C was built without the AMX kernels (the compiler lacks -mamx-tile)";
+  return nullptr;
+}
+#endif
+
+#if defined(FCN_CPU_BUILT_BF16)
+extern const WinogradBf16Kernels kernels_winograd_bf16;  // cpu/winograd_bf16.cpp
+
+const WinogradBf16Kernels* winograd_bf16_kernels(std::string* why) {
+  static const CpuKernels* const best = best_up_to(kTopRank);
+  const uint64_t need = kAVX512F | kAVX512BW | kAVX512VL | kAVX512BF16;
+  const bool has = (cpu_features() & need) == need;
+  // A lower level asked for (FCNFAST_CPU_CAPABILITY, to run as a smaller CPU would) rules it out.
+  if (has && g_chosen == best) return &kernels_winograd_bf16;
+  if (why)
+    *why = !has ? std::string("this CPU (or its OS) lacks AVX-512 BF16")
+                : std::string("FCNFAST_CPU_CAPABILITY chose ") + g_chosen->name + ", below this CPU's " +
+                      best->name;
+  return nullptr;
+}
+#else
+const WinogradBf16Kernels* winograd_bf16_kernels(std::string* why) {
+  if (why) *why = "fcnfast._C was built without the AVX-512 BF16 kernels (the compiler lacks -mavx512bf16)";
   return nullptr;
 }
 #endif

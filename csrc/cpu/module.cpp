@@ -10,6 +10,7 @@
 
 #include "cpu/amx_matmul.h"
 #include "cpu/capability.h"
+#include "cpu/winograd_bf16.h"
 
 namespace py = pybind11;
 
@@ -20,6 +21,14 @@ const fcn::AmxKernels& amx() {
   std::string why;
   const fcn::AmxKernels* k = fcn::amx_kernels(&why);
   if (!k) throw std::runtime_error("amx_matmul cannot run here: " + why);
+  return *k;
+}
+
+// The AVX-512 BF16 Winograd layer, or a RuntimeError saying why this machine cannot run it.
+const fcn::WinogradBf16Kernels& winograd_bf16() {
+  std::string why;
+  const fcn::WinogradBf16Kernels* k = fcn::winograd_bf16_kernels(&why);
+  if (!k) throw std::runtime_error("winograd_bf16_conv cannot run here: " + why);
   return *k;
 }
 
@@ -68,6 +77,26 @@ PYBIND11_MODULE(_C, m) {
                                   "a batch without a residual)");
     amx().matmul(a, m, k, lda, packed, n, bias, residual, ldr, out, ldo, relu, batch, a_stride,
                  out_stride);
+  }, nogil);
+
+  m.def("winograd_bf16_status", [] {
+    std::string why;
+    const bool ok = fcn::winograd_bf16_kernels(&why) != nullptr;
+    return py::make_tuple(ok, why);
+  }, "(whether winograd_bf16_conv runs here, why not).");
+  m.def("winograd_bf16_pack", [](uintptr_t u, int64_t c, int64_t k, uintptr_t packed) {
+    if (c <= 0 || k <= 0 || c % 2 || k % fcn::kWinogradBf16Cols)
+      throw std::invalid_argument("winograd_bf16_pack: C must be even, K a positive multiple of 64");
+    winograd_bf16().pack(u, c, k, packed);
+  }, nogil);
+  m.def("winograd_bf16_conv", [](uintptr_t x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t d,
+                                 int64_t p, uintptr_t packed, int64_t k, uintptr_t bias, bool relu,
+                                 uintptr_t y) {
+    if (n < 1 || c <= 0 || k <= 0 || c % 2 || k % fcn::kWinogradBf16Cols || d < 1 || p < 0 ||
+        h + 2 * p - 2 * d < 1 || w + 2 * p - 2 * d < 1)
+      throw std::invalid_argument("winograd_bf16_conv: bad sizes (C even, K a multiple of 64, a "
+                                  "non-empty output)");
+    winograd_bf16().conv(x, n, h, w, c, d, p, packed, k, bias, relu, y);
   }, nogil);
 
   m.def("cpu_capability", [] { return std::string(fcn::cpu_kernels().name); },

@@ -4,8 +4,11 @@ transforms lose too much in bfloat16's 8-bit mantissa: benchmarks/RESULTS.md). T
 products are one call: a batched matrix product, or for layers of 256 channels and more, unless
 the batched one measures clearly faster at load, oneDNN's 1×1 convolution of one group per point
 over the tiles (faster on the AVX-512 Zen 4 and Zen 5, slower with AMX: benchmarks/RESULTS.md;
-in bfloat16 only for SHARED_PACK_MIN_ROWS rows and more). A grouped layer (AlexNet's conv4 and
-conv5) runs one such layer per group.
+in bfloat16 only for SHARED_PACK_MIN_ROWS rows and more). Where the CPU has AVX-512 BF16, a
+bfloat16 layer of up to FUSED_MAX_WEIGHT weights runs instead in one native pass
+(csrc/cpu/winograd_bf16.cpp: tiles transformed, multiplied and transformed back while they are in
+the core's cache), unless the separate calls measure clearly faster at load. A grouped layer
+(AlexNet's conv4 and conv5) runs one such layer per group.
 
 The transforms are native kernels (csrc/cpu/winograd.cpp, csrc/winograd.h); the filter's
 U = G g Gᵀ is computed here once per layer, in float64, then rounded to the compute dtype. A
@@ -55,6 +58,10 @@ GROUPED_MIN_CHANNELS = 256
 # In bfloat16 a grouped product's weight packed for one row count of at least this many serves
 # every other such count; fewer rows take the batched product (GroupedProducts).
 SHARED_PACK_MIN_ROWS = 192
+# The one-pass bfloat16 layer (ops.winograd_bf16_conv) for layers of at most this many filter
+# weights (C·K): each block of tiles reads its filter transform again, from the shared cache up to
+# about this size (ResNet's 512² layers), from memory above it (its 2048→512 head: slower there).
+FUSED_MAX_WEIGHT = 512 * 512
 # A layer's two ways of computing its products, and a narrow layer's Winograd and direct convolution,
 # are timed at load on a map this size, a 451×300 frame's at stride 8 (where ResNet's 3×3 layers run;
 # which way wins changes with the size).
@@ -138,7 +145,7 @@ def grouped_products_faster(c: int, k: int, dtype: torch.dtype, tile: "int | Non
     conv, x = _measured_layer(c, k, 1, dtype)
     with torch.no_grad():
         batched, grouped = (WinogradConv2d(PackedConv2d(conv, relu=True), grouped=g, tile=tile,
-                                           direct_when_met=False) for g in (False, True))
+                                           direct_when_met=False, fused=False) for g in (False, True))
         # The grouped one unless the batched one is clearly faster: timed alone the two came
         # within a few percent where inside a whole net the batched ones ran slower
         # (benchmarks/RESULTS.md).
@@ -163,8 +170,33 @@ def direct_faster(c: int, k: int, dilation: int, dtype: torch.dtype) -> bool:
     conv, x = _measured_layer(c, k, dilation, dtype)
     with torch.no_grad():
         direct = PackedConv2d(conv, relu=True)
-        winograd = WinogradConv2d(PackedConv2d(conv, relu=True), direct_when_met=False)
+        winograd = WinogradConv2d(PackedConv2d(conv, relu=True), direct_when_met=False, fused=False)
         return calibrate.second_faster(lambda: winograd(x), lambda: direct(x))
+
+
+def fusable(c: int, k: int, dtype: torch.dtype, tile: int) -> bool:
+    """Whether a C→K layer may run as the one-pass bfloat16 layer here (``ops.winograd_bf16_conv``:
+    AVX-512 BF16; F(2×2); a filter transform U of at most FUSED_MAX_WEIGHT elements a point, which
+    every block of tiles reads again)."""
+    return (dtype == torch.bfloat16 and tile == 2 and c * k <= FUSED_MAX_WEIGHT
+            and ops.winograd_bf16_shape_ok(c, k) and ops.winograd_bf16_available())
+
+
+@functools.lru_cache(maxsize=None)
+def fused_faster(c: int, k: int, dilation: int, dtype: torch.dtype, tile: "int | None" = None) -> bool:
+    """Whether a C→K layer (of this dilation) runs here as the one-pass bfloat16 layer unless the
+    separate transforms and products (with their own choices: grouped or batched, direct when
+    met) measure clearly faster as whole layers, at a size met before: once per process and shape.
+    The one-pass layer is the default: it makes no oneDNN kernel for a new size and keeps its
+    tiles in the core's cache, which timing one layer alone does not show (benchmarks/RESULTS.md)."""
+    tile = tile_for(dtype) if tile is None else tile
+    if not fusable(c, k, dtype, tile):
+        return False
+    conv, x = _measured_layer(c, k, dilation, dtype)
+    with torch.no_grad():
+        fused, separate = (WinogradConv2d(PackedConv2d(conv, relu=True), fused=f, tile=tile)
+                           for f in (True, False))
+        return not calibrate.second_faster(lambda: fused(x), lambda: separate(x))
 
 
 class GroupedProducts:
@@ -249,7 +281,8 @@ class WinogradConv2d(PackedConv2d):
     """A PackedConv2d (same geometry, same ReLU fusion) computed as Winograd F(tile×tile, 3×3)
     (None: ``tile_for`` its dtype), its tile buffers from ``workspace`` (shared with the net's
     other Winograd layers; its own if None), its products grouped or batched as ``grouped`` says
-    (None: whichever measures faster here).
+    (None: whichever measures faster here), or all of it in one native pass when ``fused`` (None:
+    where ``fused_faster`` says so and ``grouped`` was not named).
 
     ``direct_when_met``: a size met before runs the direct convolution instead (None: where a
     bfloat16 layer narrower than WIDE_CHANNELS measures clearly faster so, ``direct_faster``; with
@@ -260,20 +293,33 @@ class WinogradConv2d(PackedConv2d):
 
     def __init__(self, conv: PackedConv2d, workspace: "Workspace | None" = None,
                  grouped: "bool | None" = None, tile: "int | None" = None,
-                 direct_when_met: "bool | None" = None):
+                 direct_when_met: "bool | None" = None, fused: "bool | None" = None):
         if not eligible(conv):
             raise ValueError(f"not a Winograd-eligible 3×3 convolution: {conv}")
         super().__init__(conv, relu=conv.attr == "relu")  # the geometry, read off the packed layer
         self.tile = tile_for(conv.weight.dtype) if tile is None else tile
         self.points = ops.winograd_points(self.tile)
         u = filter_transform(conv.weight, self.tile)  # (P, C, K)
+        if fused is None:  # measured, unless the products were named
+            fused = (grouped is None and fusable(conv.in_channels, conv.out_channels, u.dtype, self.tile)
+                     and fused_faster(conv.in_channels, conv.out_channels, int(conv.dilation[0]), u.dtype,
+                                      self.tile))
+        elif fused and grouped is not None:
+            raise ValueError("a one-pass layer (fused) has no separate products to choose (grouped)")
+        elif fused and not fusable(conv.in_channels, conv.out_channels, u.dtype, self.tile):
+            raise ValueError(f"the one-pass bfloat16 layer cannot run {conv} here: "
+                             f"{ops.winograd_bf16_status()[1] or 'its shape, dtype or tile'}")
+        # The one-pass layer's own pack of U, or None: products and transforms as separate calls.
+        self.fused = ops.winograd_bf16_pack(u) if fused else None
+        if fused:
+            grouped, direct_when_met = False, False
         if grouped is None:
             grouped = grouped_products_faster(conv.in_channels, conv.out_channels, u.dtype, self.tile)
         elif grouped and min(conv.in_channels, conv.out_channels) < GROUPED_MIN_CHANNELS:
             raise ValueError(f"grouped products need {GROUPED_MIN_CHANNELS}+ channels each side: {conv}")
         self.grouped = grouped
         # U as the batched product's operand, or inside the grouped convolution
-        self.register_buffer("u", None if self.grouped else u)
+        self.register_buffer("u", None if self.grouped or fused else u)
         self.products = GroupedProducts(u) if self.grouped else None
         self.dtype_ = u.dtype
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
@@ -297,9 +343,13 @@ class WinogradConv2d(PackedConv2d):
         first = self.tiles_met.first_time(tiles)
         if self.direct is not None and not first:
             return self.direct.forward(x) if pad else self.direct.forward_unpadded(x)
-        rows = new_size_rows(tiles) if first else gemm_rows(tiles)
         x = x.contiguous(memory_format=torch.channels_last)
         k = self.out_channels
+        if self.fused is not None:
+            y = torch.empty((n, k, *ops.winograd_output_size(h, w, d, pad)), dtype=x.dtype,
+                            memory_format=torch.channels_last)
+            return ops.winograd_bf16_conv(x, self.fused, self.bias, self.attr == "relu", d, pad, y)
+        rows = new_size_rows(tiles) if first else gemm_rows(tiles)
         grouped = self.grouped and self.products.serves(rows)
         v, m = self.workspace.buffers(rows, c, k, x.dtype, not grouped, self.points)
         ops.winograd_input(x, d, pad, v, not grouped, self.tile)
@@ -323,7 +373,8 @@ class WinogradConv2d(PackedConv2d):
 
     def extra_repr(self) -> str:
         direct = ", direct when met" if self.direct is not None else ""
-        return super().extra_repr() + f", winograd=F({self.tile}x{self.tile},3x3){direct}"
+        how = ", one pass" if self.fused is not None else ""
+        return super().extra_repr() + f", winograd=F({self.tile}x{self.tile},3x3){how}{direct}"
 
 
 def pays_in_chain(conv: PackedConv2d) -> bool:

@@ -241,32 +241,46 @@ def _tile_shape(rows: int, channels: int, by_point: bool, points: int) -> tuple:
     return (points, rows, channels) if by_point else (rows, points, channels)
 
 
+def _tile_range(tiles: "tuple | None", count: int) -> tuple:
+    """(t0, t1): the tiles a transform call does, of a tiling of ``count``; all when None."""
+    if tiles is None:
+        return 0, count
+    t0, t1 = (int(t) for t in tiles)
+    if not 0 <= t0 < t1 <= count:
+        raise ValueError(f"Winograd tiles [{t0}, {t1}) are not a non-empty range of the {count} tiles")
+    return t0, t1
+
+
 def winograd_input(x: torch.Tensor, dilation: int, padding: int, v: torch.Tensor,
-                   by_point: bool = True, tile: int = 2) -> torch.Tensor:
+                   by_point: bool = True, tile: int = 2, tiles: "tuple | None" = None) -> torch.Tensor:
     """x channels-last (N, C, H, W) float32/bfloat16 → v, the F(tile×tile, 3×3) transform of tile
     t's point q at v[q, t] (P, rows ≥ tiles, C; P = (tile + 2)² points) when ``by_point`` (a batched
     GEMM's operand), else at v[t, q] (rows, P, C; a P-group 1×1 convolution's): the transformed
-    tiles in its first rows, the rest left as they were."""
+    tiles in its first rows, the rest left as they were. ``tiles`` = (t0, t1): only those tiles of
+    the tiling, tile t in v's row t − t0 (None: all)."""
     if x.dim() != 4 or x.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_input: x must be (N, C, H, W) float32 or bfloat16, got "
                          f"{tuple(x.shape)} {x.dtype}")
     n, c, h, w = x.shape
     points = winograd_points(tile)
     _check_winograd("x", x, x.shape, x.dtype, "nhwc")
-    rows = _winograd_rows("v", v, winograd_tiles(n, h, w, dilation, padding, tile), by_point, points)
+    t0, t1 = _tile_range(tiles, winograd_tiles(n, h, w, dilation, padding, tile))
+    rows = _winograd_rows("v", v, t1 - t0, by_point, points)
     _check_winograd("v", v, _tile_shape(rows, c, by_point, points), x.dtype, "rows")
-    _ext.native_module("cpp").winograd_input(x.data_ptr(), n, h, w, c, dilation, padding, tile,
+    _ext.native_module("cpp").winograd_input(x.data_ptr(), n, h, w, c, dilation, padding, tile, t0, t1,
                                              v.data_ptr(), *_tile_strides(v, by_point),
                                              DTYPE_CODE[x.dtype])
     return v
 
 
 def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilation: int,
-                    padding: int, y: torch.Tensor, by_point: bool = True, tile: int = 2) -> torch.Tensor:
+                    padding: int, y: torch.Tensor, by_point: bool = True, tile: int = 2,
+                    tiles: "tuple | None" = None) -> torch.Tensor:
     """m (P, rows ≥ tiles, K) when ``by_point``, else (rows ≥ tiles, P, K), the F(tile×tile, 3×3)
     tiles' products in its first rows → y channels-last
     (N, K, H', W') of the convolution of an (H, W) = ``size`` input, plus ``bias`` (float32, K),
-    then ReLU when ``relu``."""
+    then ReLU when ``relu``. ``tiles`` = (t0, t1): only those tiles' outputs, tile t from m's row
+    t − t0 (None: all)."""
     n, k, oh, ow = y.shape
     h, w = size
     want = winograd_output_size(h, w, dilation, padding)
@@ -276,13 +290,81 @@ def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilat
     if m.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_output: m must be float32 or bfloat16, got {m.dtype}")
     points = winograd_points(tile)
-    rows = _winograd_rows("m", m, winograd_tiles(n, h, w, dilation, padding, tile), by_point, points)
+    t0, t1 = _tile_range(tiles, winograd_tiles(n, h, w, dilation, padding, tile))
+    rows = _winograd_rows("m", m, t1 - t0, by_point, points)
     _check_winograd("m", m, _tile_shape(rows, k, by_point, points), m.dtype, "rows")
     _check_winograd("bias", bias, (k,), torch.float32, "rows")
     _check_winograd("y", y, y.shape, m.dtype, "nhwc")
     _ext.native_module("cpp").winograd_output(m.data_ptr(), *_tile_strides(m, by_point), bias.data_ptr(),
-                                              bool(relu), n, h, w, k, dilation, padding, tile, y.data_ptr(),
+                                              bool(relu), n, h, w, k, dilation, padding, tile, t0, t1,
+                                              y.data_ptr(),
                                               DTYPE_CODE[m.dtype])
+    return y
+
+
+# --- a bfloat16 Winograd F(2×2, 3×3) layer in one pass, on AVX-512 BF16 (engine/winograd.py) -------
+
+WINOGRAD_BF16_COLS = 64  # K of winograd_bf16_conv is a multiple of this, C even (csrc/cpu/winograd_bf16.h)
+
+
+def winograd_bf16_status() -> tuple:
+    """(whether winograd_bf16_conv runs here, why not): a module built with the AVX-512 BF16
+    kernels and a CPU (and OS) with AVX-512 BF16."""
+    if not _cpp_has("winograd_bf16_status"):
+        return False, ("fcnfast._C is not built" if not _ext.has_cpp_ops() else
+                       "fcnfast._C predates the AVX-512 BF16 Winograd layer: rebuild it (pip install -e .)")
+    ok, why = _ext.native_module("cpp").winograd_bf16_status()
+    return bool(ok), str(why)
+
+
+def winograd_bf16_available() -> bool:
+    return winograd_bf16_status()[0]
+
+
+def winograd_bf16_shape_ok(c: int, k: int) -> bool:
+    """Whether winograd_bf16_conv takes a C→K layer."""
+    return c > 0 and c % 2 == 0 and k > 0 and k % WINOGRAD_BF16_COLS == 0
+
+
+def winograd_bf16_pack(u: torch.Tensor) -> torch.Tensor:
+    """U (16, C, K) bfloat16, F(2×2, 3×3)'s filter transform (point, input channel, output channel)
+    → the 1-D tensor of 16·C·K elements winograd_bf16_conv reads."""
+    ok, why = winograd_bf16_status()
+    if not ok:
+        raise RuntimeError(f"winograd_bf16_conv cannot run here: {why}")
+    if u.dim() != 3 or u.shape[0] != 16 or not winograd_bf16_shape_ok(u.shape[1], u.shape[2]):
+        raise ValueError(f"winograd_bf16_pack: expected U (16, C even, K a multiple of "
+                         f"{WINOGRAD_BF16_COLS}), got {tuple(u.shape)}")
+    _check_winograd("u", u, u.shape, torch.bfloat16, "rows")
+    packed = torch.empty(u.numel(), dtype=torch.bfloat16)
+    _ext.native_module("cpp").winograd_bf16_pack(u.data_ptr(), u.shape[1], u.shape[2], packed.data_ptr())
+    return packed
+
+
+def winograd_bf16_conv(x: torch.Tensor, packed: torch.Tensor, bias: "torch.Tensor | None", relu: bool,
+                       dilation: int, padding: int, y: torch.Tensor) -> torch.Tensor:
+    """The stride-1 3×3 convolution (``dilation``, zero ``padding``) of x channels-last (N, C, H, W)
+    bfloat16 whose F(2×2, 3×3) filter transform winograd_bf16_pack packed, plus ``bias`` (float32,
+    K, or None), then ReLU when ``relu`` → y channels-last (N, K, H', W') bfloat16."""
+    if x.dim() != 4 or y.dim() != 4:
+        raise ValueError(f"winograd_bf16_conv: x and y must be (N, C, H, W), got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    n, c, h, w = x.shape
+    k = y.shape[1]
+    if not winograd_bf16_shape_ok(c, k) or packed.numel() != 16 * c * k:
+        raise ValueError(f"winograd_bf16_conv: a {c}→{k} layer (C even, K a multiple of "
+                         f"{WINOGRAD_BF16_COLS}) with a pack of {16 * c * k} elements, got {packed.numel()}")
+    if tuple(y.shape) != (n, k, *winograd_output_size(h, w, dilation, padding)):
+        raise ValueError(f"winograd_bf16_conv: y is {tuple(y.shape)}, the convolution of {tuple(x.shape)} "
+                         f"gives {(n, k, *winograd_output_size(h, w, dilation, padding))}")
+    _check_winograd("x", x, x.shape, torch.bfloat16, "nhwc")
+    _check_winograd("y", y, y.shape, torch.bfloat16, "nhwc")
+    _check_winograd("packed", packed, (16 * c * k,), torch.bfloat16, "rows")
+    if bias is not None:
+        _check_winograd("bias", bias, (k,), torch.float32, "rows")
+    _ext.native_module("cpp").winograd_bf16_conv(x.data_ptr(), n, h, w, c, int(dilation), int(padding),
+                                                 packed.data_ptr(), k, 0 if bias is None else bias.data_ptr(),
+                                                 bool(relu), y.data_ptr())
     return y
 
 
