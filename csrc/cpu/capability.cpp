@@ -218,6 +218,24 @@ std::string choose_cpu_kernels(const char* request) {
          g_chosen->name;
 }
 
+namespace {
+
+// The highest built level this CPU supports: the kernels built apart from the levels (AMX, AVX-512
+// BF16) run only while it is the chosen one, since a lower level asked for (FCNFAST_CPU_CAPABILITY,
+// to run as a smaller CPU would) rules them out.
+// (Found at the first call, not at load: the levels' tables are other objects' statics.)
+const CpuKernels* best_level() {
+  static const CpuKernels* const best = best_up_to(kTopRank);
+  return best;
+}
+
+std::string lowered_level() {
+  return std::string("FCNFAST_CPU_CAPABILITY chose ") + g_chosen->name + ", below this CPU's " +
+         best_level()->name;
+}
+
+}  // namespace
+
 #if defined(FCN_CPU_BUILT_AMX)
 extern const AmxKernels kernels_amx;  // cpu/amx_matmul.cpp
 
@@ -246,14 +264,8 @@ std::string amx_missing() {
 
 const AmxKernels* amx_kernels(std::string* why) {
   static const std::string missing = amx_missing();
-  static const CpuKernels* const best = best_up_to(kTopRank);
-  // A lower level asked for (FCNFAST_CPU_CAPABILITY, to run as a smaller CPU would) rules AMX out.
-  const bool lowered = g_chosen != best;
-  if (missing.empty() && !lowered) return &kernels_amx;  // every call of a kernel asks: no strings
-  if (why)
-    *why = !missing.empty() ? missing
-                            : std::string("FCNFAST_CPU_CAPABILITY chose ") + g_chosen->name +
-                                  ", below this CPU's " + best->name;
+  if (missing.empty() && g_chosen == best_level()) return &kernels_amx;  // every call asks: no strings
+  if (why) *why = !missing.empty() ? missing : lowered_level();
   return nullptr;
 }
 #else
@@ -267,15 +279,10 @@ const AmxKernels* amx_kernels(std::string* why) {
 extern const WinogradBf16Kernels kernels_winograd_bf16;  // cpu/winograd_bf16.cpp
 
 const WinogradBf16Kernels* winograd_bf16_kernels(std::string* why) {
-  static const CpuKernels* const best = best_up_to(kTopRank);
   const uint64_t need = kAVX512F | kAVX512BW | kAVX512VL | kAVX512BF16;
   const bool has = (cpu_features() & need) == need;
-  // A lower level asked for (FCNFAST_CPU_CAPABILITY, to run as a smaller CPU would) rules it out.
-  if (has && g_chosen == best) return &kernels_winograd_bf16;
-  if (why)
-    *why = !has ? std::string("this CPU (or its OS) lacks AVX-512 BF16")
-                : std::string("FCNFAST_CPU_CAPABILITY chose ") + g_chosen->name + ", below this CPU's " +
-                      best->name;
+  if (has && g_chosen == best_level()) return &kernels_winograd_bf16;
+  if (why) *why = !has ? "this CPU (or its OS) lacks AVX-512 BF16" : lowered_level();
   return nullptr;
 }
 #else

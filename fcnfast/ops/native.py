@@ -177,6 +177,15 @@ def _cpp_has(entry: str) -> bool:
     return _ext.has_cpp_ops() and hasattr(_ext.native_module("cpp"), entry)
 
 
+def _native_status(entry: str, what: str) -> tuple:
+    """(ok, why not) of kernels built apart from the levels, as fcnfast._C's ``entry`` reports it."""
+    if not _cpp_has(entry):
+        return False, ("fcnfast._C is not built" if not _ext.has_cpp_ops() else
+                       f"fcnfast._C predates {what}: rebuild it (pip install -e .)")
+    ok, why = getattr(_ext.native_module("cpp"), entry)()
+    return bool(ok), str(why)
+
+
 def winograd_available() -> bool:
     """fcnfast._C is built with the Winograd transforms."""
     return _cpp_has("winograd_input")
@@ -310,11 +319,7 @@ WINOGRAD_BF16_COLS = 64  # K of winograd_bf16_conv is a multiple of this, C even
 def winograd_bf16_status() -> tuple:
     """(whether winograd_bf16_conv runs here, why not): a module built with the AVX-512 BF16
     kernels and a CPU (and OS) with AVX-512 BF16."""
-    if not _cpp_has("winograd_bf16_status"):
-        return False, ("fcnfast._C is not built" if not _ext.has_cpp_ops() else
-                       "fcnfast._C predates the AVX-512 BF16 Winograd layer: rebuild it (pip install -e .)")
-    ok, why = _ext.native_module("cpp").winograd_bf16_status()
-    return bool(ok), str(why)
+    return _native_status("winograd_bf16_status", "the AVX-512 BF16 Winograd layer")
 
 
 def winograd_bf16_available() -> bool:
@@ -403,11 +408,7 @@ AMX_BLOCK = 32  # K and N of amx_matmul are multiples of this (csrc/cpu/amx_matm
 def amx_status() -> tuple:
     """(whether amx_matmul runs here, why not): a module built with the AMX kernels, a CPU with
     AMX-BF16 and AVX-512 BF16, and an OS that grants the tile state."""
-    if not _cpp_has("amx_status"):
-        return False, ("fcnfast._C is not built" if not _ext.has_cpp_ops() else
-                       "fcnfast._C predates the AMX kernels: rebuild it (pip install -e .)")
-    ok, why = _ext.native_module("cpp").amx_status()
-    return bool(ok), str(why)
+    return _native_status("amx_status", "the AMX kernels")
 
 
 def amx_available() -> bool:
