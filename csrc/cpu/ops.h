@@ -44,15 +44,15 @@ using InterpArgmaxFn = void(uintptr_t x, int64_t n, int64_t c, int64_t h, int64_
 // Winograd F(m×m, 3×3), m = 2 or 4, of a stride-1 3×3 convolution, dilation d, zero padding p
 // (cpu/winograd.cpp):
 // x channels-last (N, H, W, C) → V; products M[t, q] = V[t, q]·U[q] → y channels-last
-// (N, H + 2p − 2d, W + 2p − 2d, K), plus bias (float32, K, or 0), then ReLU when `relu`. A call
-// does the tiles [t0, t1) of the tiling: tile t's point q of V / M (channels contiguous) lies at
-// row_stride·(t − t0) + point_stride·q elements. Only those tiles' rows are written and read.
+// (N, H + 2p − 2d, W + 2p − 2d, K), plus bias (float32, K, or 0), then ReLU when `relu`. Tile t's
+// point q of V / M (channels contiguous) lies at row_stride·t + point_stride·q elements. Only the
+// tiles' rows are written and read.
 using WinogradInputFn = void(uintptr_t x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t d,
-                             int64_t p, int64_t m, int64_t t0, int64_t t1, uintptr_t v, int64_t row_stride,
-                             int64_t point_stride, int dtype);
+                             int64_t p, int64_t m, uintptr_t v, int64_t row_stride, int64_t point_stride,
+                             int dtype);
 using WinogradOutputFn = void(uintptr_t products, int64_t row_stride, int64_t point_stride, uintptr_t bias,
                               bool relu, int64_t n, int64_t h, int64_t w, int64_t k, int64_t d,
-                              int64_t p, int64_t m, int64_t t0, int64_t t1, uintptr_t y, int dtype);
+                              int64_t p, int64_t m, uintptr_t y, int dtype);
 
 // Cross-channel LRN (cpu/lrn.cpp): x channels-last (N, H, W, C) with pixel strides sn, sh, sw
 // (elements; channels contiguous) → y contiguous (N, H, W, C).

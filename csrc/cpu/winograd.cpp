@@ -32,13 +32,14 @@ constexpr int kStage = 64;
 
 template <typename T, int M>
 void input_kernel(const T* x, T* v, int64_t row_stride, int64_t point_stride, int64_t c,
-                  const Tiling& g, int64_t t0, int64_t t1) {
+                  const Tiling& g) {
   constexpr int N = Winograd<M>::kIn, P = N * N;
+  const int64_t tiles = g.tiles();
 #pragma omp parallel for schedule(static)
-  for (int64_t t = t0; t < t1; ++t) {
+  for (int64_t t = 0; t < tiles; ++t) {
     const T* src[P];
     tile_inputs<T, M>(g, x, c, t, src);
-    T* dst = v + (t - t0) * row_stride;
+    T* dst = v + t * row_stride;
     if (point_stride == c) {  // (rows, P, C): the tile's values are one contiguous run
       input_channels<T, M>(src, 0, c, dst, point_stride);
       continue;
@@ -55,13 +56,13 @@ void input_kernel(const T* x, T* v, int64_t row_stride, int64_t point_stride, in
 
 template <typename T, int M>
 void output_kernel(const T* m, int64_t row_stride, int64_t point_stride, const float* bias,
-                   bool relu, T* y, int64_t k, const Tiling& g, int64_t t0, int64_t t1) {
-  const int64_t full = k - k % kRegLanes;
+                   bool relu, T* y, int64_t k, const Tiling& g) {
+  const int64_t tiles = g.tiles(), full = k - k % kRegLanes;
 #pragma omp parallel for schedule(static)
-  for (int64_t t = t0; t < t1; ++t) {
+  for (int64_t t = 0; t < tiles; ++t) {
     T* dst[M * M];
     tile_outputs<T, M>(g, y, k, t, dst);
-    const T* src = m + (t - t0) * row_stride;
+    const T* src = m + t * row_stride;
     for (int64_t c0 = 0; c0 < full; c0 += kRegLanes)
       output_lanes<T, T, M, true>(src + c0, point_stride, bias ? bias + c0 : nullptr, relu, dst, c0, kRegLanes);
     if (full < k)
@@ -78,33 +79,23 @@ void output_kernel(const T* m, int64_t row_stride, int64_t point_stride, const f
     default: throw std::invalid_argument("Winograd tile must be 2 or 4, got " + std::to_string(m)); \
   }
 
-void check_tile_range(const Tiling& g, int64_t t0, int64_t t1) {
-  if (t0 < 0 || t0 > t1 || t1 > g.tiles())
-    throw std::invalid_argument("Winograd tiles [" + std::to_string(t0) + ", " + std::to_string(t1) +
-                                ") are not within the tiling's " + std::to_string(g.tiles()));
-}
-
 }  // namespace
 
 void winograd_input(uintptr_t x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t d, int64_t p,
-                    int64_t m, int64_t t0, int64_t t1, uintptr_t v, int64_t row_stride,
-                    int64_t point_stride, int dtype) {
+                    int64_t m, uintptr_t v, int64_t row_stride, int64_t point_stride, int dtype) {
   const Tiling g = tiling(n, h, w, d, p, m);
-  check_tile_range(g, t0, t1);
   FCN_DISPATCH_TILE(m, M, FCN_DISPATCH_FLOAT(dtype, T,
       input_kernel<T, M>(reinterpret_cast<const T*>(x), reinterpret_cast<T*>(v), row_stride,
-                         point_stride, c, g, t0, t1)));
+                         point_stride, c, g)));
 }
 
 void winograd_output(uintptr_t products, int64_t row_stride, int64_t point_stride, uintptr_t bias,
                      bool relu, int64_t n, int64_t h, int64_t w, int64_t k, int64_t d, int64_t p,
-                     int64_t m, int64_t t0, int64_t t1, uintptr_t y, int dtype) {
+                     int64_t m, uintptr_t y, int dtype) {
   const Tiling g = tiling(n, h, w, d, p, m);
-  check_tile_range(g, t0, t1);
   FCN_DISPATCH_TILE(m, M, FCN_DISPATCH_FLOAT(dtype, T,
       output_kernel<T, M>(reinterpret_cast<const T*>(products), row_stride, point_stride,
-                          reinterpret_cast<const float*>(bias), relu, reinterpret_cast<T*>(y), k, g,
-                          t0, t1)));
+                          reinterpret_cast<const float*>(bias), relu, reinterpret_cast<T*>(y), k, g)));
 }
 
 }  // namespace cpu

@@ -137,8 +137,9 @@ bool run_block(const Layer& l, const Tiling& g, int64_t t0, int64_t t1) {
       tile_outputs<bf16_t, 2>(g, l.y, l.k, t, dst);
       const float* m = sums + (t - t0) * kPoints * kWinogradBf16Cols;
       for (int j = 0; j < kRegs; ++j)
-        output_lanes<float, bf16_t, 2, true>(m + 16 * j, kWinogradBf16Cols, l.bias ? l.bias + k0 + 16 * j : nullptr,
-                                             l.relu, dst, k0 + 16 * j, 16);
+        output_lanes<float, bf16_t, 2, true>(m + 16 * j, kWinogradBf16Cols,
+                                             l.bias ? l.bias + k0 + 16 * j : nullptr, l.relu, dst,
+                                             k0 + 16 * j, 16);
     }
   }
   return true;
@@ -147,11 +148,13 @@ bool run_block(const Layer& l, const Tiling& g, int64_t t0, int64_t t1) {
 void conv(uintptr_t x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t d, int64_t p,
           uintptr_t packed, int64_t k, uintptr_t bias, bool relu, uintptr_t y) {
   const Tiling g = tiling(n, h, w, d, p, 2);
-  const int64_t tiles = g.tiles(), threads = std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), tiles));
+  const int64_t tiles = g.tiles();
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), tiles));
   // An equal share of the tiles for every thread, in blocks of as many as fit the budget: the
   // threads finish together.
   const int64_t share = (tiles + threads - 1) / threads;
-  const int64_t most = std::min(kMaxBlock, std::max<int64_t>(kRows, kTileBudget / (kPoints * c * 2) / kRows * kRows));
+  const int64_t fit = kTileBudget / (kPoints * c * 2) / kRows * kRows;
+  const int64_t most = std::min(kMaxBlock, std::max<int64_t>(kRows, fit));
   const int64_t per_thread = (share + most - 1) / most, block = (share + per_thread - 1) / per_thread;
   const Layer l{reinterpret_cast<const bf16_t*>(x), reinterpret_cast<const uint16_t*>(packed),
                 reinterpret_cast<const float*>(bias), reinterpret_cast<bf16_t*>(y), c, k, block, relu};

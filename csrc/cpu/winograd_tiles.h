@@ -1,6 +1,7 @@
-// The tiling of cpu/winograd.cpp's Winograd transforms (its header comment describes it) and one
-// tile's input transform in vector registers, shared by the transform kernels and the fused
-// bfloat16 layer (cpu/winograd_bf16.cpp). Included into each level's namespace (fcn_math.h).
+// The tiling of cpu/winograd.cpp's Winograd transforms (its header comment describes it), a tile's
+// input and output pixels, and its input and output transforms in vector registers: shared by the
+// transform kernels and the one-pass bfloat16 layer (cpu/winograd_bf16.cpp). Included into each
+// level's namespace (fcn_math.h).
 #pragma once
 
 #include <cstdint>

@@ -339,15 +339,16 @@ class WinogradConv2d(PackedConv2d):
                              f"got {tuple(x.shape)} {x.dtype}")
         d = self.dilation_
         n, c, h, w = x.shape
-        tiles = ops.winograd_tiles(n, h, w, d, pad, self.tile)
-        first = self.tiles_met.first_time(tiles)
-        if self.direct is not None and not first:
-            return self.direct.forward(x) if pad else self.direct.forward_unpadded(x)
+        if self.fused is None:  # the one-pass layer has no tile rows to round and no direct choice
+            tiles = ops.winograd_tiles(n, h, w, d, pad, self.tile)
+            first = self.tiles_met.first_time(tiles)
+            if self.direct is not None and not first:
+                return self.direct.forward(x) if pad else self.direct.forward_unpadded(x)
         x = x.contiguous(memory_format=torch.channels_last)
         k = self.out_channels
+        y = torch.empty((n, k, *ops.winograd_output_size(h, w, d, pad)), dtype=x.dtype,
+                        memory_format=torch.channels_last)
         if self.fused is not None:
-            y = torch.empty((n, k, *ops.winograd_output_size(h, w, d, pad)), dtype=x.dtype,
-                            memory_format=torch.channels_last)
             return ops.winograd_bf16_conv(x, self.fused, self.bias, self.attr == "relu", d, pad, y)
         rows = new_size_rows(tiles) if first else gemm_rows(tiles)
         grouped = self.grouped and self.products.serves(rows)
@@ -357,8 +358,6 @@ class WinogradConv2d(PackedConv2d):
             m = self.products(v)
         else:
             torch.bmm(v, self.u if self.u is not None else self.products.batched_operand(), out=m)
-        y = torch.empty((n, k, *ops.winograd_output_size(h, w, d, pad)), dtype=x.dtype,
-                        memory_format=torch.channels_last)
         return ops.winograd_output(m, self.bias, self.attr == "relu", (h, w), d, pad, y,
                                    not grouped, self.tile)
 

@@ -250,46 +250,32 @@ def _tile_shape(rows: int, channels: int, by_point: bool, points: int) -> tuple:
     return (points, rows, channels) if by_point else (rows, points, channels)
 
 
-def _tile_range(tiles: "tuple | None", count: int) -> tuple:
-    """(t0, t1): the tiles a transform call does, of a tiling of ``count``; all when None."""
-    if tiles is None:
-        return 0, count
-    t0, t1 = (int(t) for t in tiles)
-    if not 0 <= t0 < t1 <= count:
-        raise ValueError(f"Winograd tiles [{t0}, {t1}) are not a non-empty range of the {count} tiles")
-    return t0, t1
-
-
 def winograd_input(x: torch.Tensor, dilation: int, padding: int, v: torch.Tensor,
-                   by_point: bool = True, tile: int = 2, tiles: "tuple | None" = None) -> torch.Tensor:
+                   by_point: bool = True, tile: int = 2) -> torch.Tensor:
     """x channels-last (N, C, H, W) float32/bfloat16 → v, the F(tile×tile, 3×3) transform of tile
     t's point q at v[q, t] (P, rows ≥ tiles, C; P = (tile + 2)² points) when ``by_point`` (a batched
     GEMM's operand), else at v[t, q] (rows, P, C; a P-group 1×1 convolution's): the transformed
-    tiles in its first rows, the rest left as they were. ``tiles`` = (t0, t1): only those tiles of
-    the tiling, tile t in v's row t − t0 (None: all)."""
+    tiles in its first rows, the rest left as they were."""
     if x.dim() != 4 or x.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_input: x must be (N, C, H, W) float32 or bfloat16, got "
                          f"{tuple(x.shape)} {x.dtype}")
     n, c, h, w = x.shape
     points = winograd_points(tile)
     _check_winograd("x", x, x.shape, x.dtype, "nhwc")
-    t0, t1 = _tile_range(tiles, winograd_tiles(n, h, w, dilation, padding, tile))
-    rows = _winograd_rows("v", v, t1 - t0, by_point, points)
+    rows = _winograd_rows("v", v, winograd_tiles(n, h, w, dilation, padding, tile), by_point, points)
     _check_winograd("v", v, _tile_shape(rows, c, by_point, points), x.dtype, "rows")
-    _ext.native_module("cpp").winograd_input(x.data_ptr(), n, h, w, c, dilation, padding, tile, t0, t1,
+    _ext.native_module("cpp").winograd_input(x.data_ptr(), n, h, w, c, dilation, padding, tile,
                                              v.data_ptr(), *_tile_strides(v, by_point),
                                              DTYPE_CODE[x.dtype])
     return v
 
 
 def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilation: int,
-                    padding: int, y: torch.Tensor, by_point: bool = True, tile: int = 2,
-                    tiles: "tuple | None" = None) -> torch.Tensor:
+                    padding: int, y: torch.Tensor, by_point: bool = True, tile: int = 2) -> torch.Tensor:
     """m (P, rows ≥ tiles, K) when ``by_point``, else (rows ≥ tiles, P, K), the F(tile×tile, 3×3)
     tiles' products in its first rows → y channels-last
     (N, K, H', W') of the convolution of an (H, W) = ``size`` input, plus ``bias`` (float32, K),
-    then ReLU when ``relu``. ``tiles`` = (t0, t1): only those tiles' outputs, tile t from m's row
-    t − t0 (None: all)."""
+    then ReLU when ``relu``."""
     n, k, oh, ow = y.shape
     h, w = size
     want = winograd_output_size(h, w, dilation, padding)
@@ -299,14 +285,12 @@ def winograd_output(m: torch.Tensor, bias: torch.Tensor, relu: bool, size, dilat
     if m.dtype not in WINOGRAD_DTYPES:
         raise ValueError(f"winograd_output: m must be float32 or bfloat16, got {m.dtype}")
     points = winograd_points(tile)
-    t0, t1 = _tile_range(tiles, winograd_tiles(n, h, w, dilation, padding, tile))
-    rows = _winograd_rows("m", m, t1 - t0, by_point, points)
+    rows = _winograd_rows("m", m, winograd_tiles(n, h, w, dilation, padding, tile), by_point, points)
     _check_winograd("m", m, _tile_shape(rows, k, by_point, points), m.dtype, "rows")
     _check_winograd("bias", bias, (k,), torch.float32, "rows")
     _check_winograd("y", y, y.shape, m.dtype, "nhwc")
     _ext.native_module("cpp").winograd_output(m.data_ptr(), *_tile_strides(m, by_point), bias.data_ptr(),
-                                              bool(relu), n, h, w, k, dilation, padding, tile, t0, t1,
-                                              y.data_ptr(),
+                                              bool(relu), n, h, w, k, dilation, padding, tile, y.data_ptr(),
                                               DTYPE_CODE[m.dtype])
     return y
 
